@@ -1,0 +1,5 @@
+import sys
+
+from medslm.cli import main
+
+sys.exit(main())

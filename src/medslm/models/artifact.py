@@ -1,0 +1,223 @@
+"""ModelArtifact: a model directory that knows where it came from.
+
+Layout (a Hugging Face model directory plus one file)::
+
+    model.safetensors   (or sharded safetensors)   weights
+    config.json, generation_config.json
+    tokenizer files
+    medslm.json         provenance: source, steps applied, parameters, bytes, dtype, content hash
+
+Every method reads an artifact and writes a new one (never modifying its input), appending one step
+to ``steps``; so any result traces back to its source and recipe. Writing is atomic: the directory
+is built under a temporary name beside the target and renamed into place, so an interrupted write
+never leaves a half artifact that later loads.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medslm import __version__
+from medslm.errors import ArtifactError
+
+SCHEMA_VERSION = 1
+META_FILE = "medslm.json"
+_HASH_SKIP = {META_FILE}
+PACKAGES = ("torch", "transformers", "safetensors", "tokenizers", "accelerate", "peft", "gguf")
+
+
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of the packages that shape a number medslm prints (missing ones omitted)."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "medslm": __version__}
+    for name in PACKAGES + tuple(extra):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """SHA-256 over every file of an artifact except ``medslm.json`` (names and bytes, sorted)."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root).as_posix()
+        if rel in _HASH_SKIP or rel.startswith("."):
+            continue
+        h.update(rel.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def dir_bytes(path: str | os.PathLike) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+@dataclass
+class ArtifactMeta:
+    source: str
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    parameters: int = 0
+    bytes: int = 0
+    dtype: str = "float32"
+    content_hash: str = ""
+    packages: dict[str, str] = field(default_factory=dict)
+    architecture: str = ""
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str) -> "ArtifactMeta":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ArtifactError(f"{where}: unknown keys {sorted(unknown)} (schema {SCHEMA_VERSION})")
+        if d.get("schema_version", 0) > SCHEMA_VERSION:
+            raise ArtifactError(
+                f"{where}: schema_version {d['schema_version']} is newer than this medslm "
+                f"understands ({SCHEMA_VERSION}); upgrade medslm"
+            )
+        if "source" not in d:
+            raise ArtifactError(f"{where}: missing key 'source'")
+        return cls(**d)
+
+
+class ModelArtifact:
+    """A model directory with provenance. ``ModelArtifact.open(path)`` reads one."""
+
+    def __init__(self, path: Path, meta: ArtifactMeta):
+        self.path = Path(path)
+        self.meta = meta
+
+    # ---------------------------------------------------------------- reading
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "ModelArtifact":
+        """Open a medslm artifact, or a plain Hugging Face model directory (provenance synthesized)."""
+        p = Path(path)
+        if not p.is_dir():
+            raise ArtifactError(f"{p}: not a directory")
+        if not (p / "config.json").is_file():
+            raise ArtifactError(
+                f"{p}: no config.json; not a Hugging Face model directory. Pass a model directory, "
+                "a .gguf file, a preset name (medslm models ls) or a hub id org/name"
+            )
+        meta_file = p / META_FILE
+        if meta_file.is_file():
+            try:
+                raw = json.loads(meta_file.read_text())
+            except json.JSONDecodeError as e:
+                raise ArtifactError(f"{meta_file}: not valid JSON ({e}); the artifact is damaged") from e
+            return cls(p, ArtifactMeta.from_dict(raw, str(meta_file)))
+        cfg = json.loads((p / "config.json").read_text())
+        arch = (cfg.get("architectures") or [""])[0]
+        return cls(p, ArtifactMeta(source=str(p.resolve()), architecture=arch,
+                                   dtype=str(cfg.get("dtype") or cfg.get("torch_dtype") or "unknown"),
+                                   bytes=dir_bytes(p)))
+
+    @property
+    def hash(self) -> str:
+        if not self.meta.content_hash:
+            self.meta.content_hash = content_hash(self.path)
+        return self.meta.content_hash
+
+    def verify(self) -> None:
+        """Recompute the content hash and compare with the recorded one."""
+        actual = content_hash(self.path)
+        if self.meta.content_hash and actual != self.meta.content_hash:
+            raise ArtifactError(
+                f"{self.path}: content hash {actual} differs from the recorded "
+                f"{self.meta.content_hash}; the files were changed after medslm wrote them"
+            )
+
+    def step_chain(self) -> str:
+        names = [s.get("name", "?") for s in self.meta.steps]
+        return " -> ".join(["base"] + names) if names else "base"
+
+    def load(self, dtype: str | None = None, device: str = "cpu"):
+        """Load (model, tokenizer). Strict: missing or unexpected weights are an error listing them."""
+        from medslm.models.loading import load_hf_dir
+
+        return load_hf_dir(self.path, dtype=dtype, device=device)
+
+    def describe(self) -> dict[str, Any]:
+        d = asdict(self.meta)
+        d["path"] = str(self.path)
+        d["chain"] = self.step_chain()
+        return d
+
+    # ---------------------------------------------------------------- writing
+    @staticmethod
+    def save(model, tokenizer, out: str | os.PathLike, *, source: str,
+             steps: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None,
+             overwrite: bool = False) -> "ModelArtifact":
+        """Write ``model`` and ``tokenizer`` as a new artifact at ``out``, atomically."""
+
+        def write(tmp: Path) -> None:
+            model.save_pretrained(tmp, safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+
+        params = sum(p.numel() for p in model.parameters())
+        dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+        arch = type(model).__name__
+        return write_artifact(write, out, source=source, steps=steps or [], parameters=params,
+                              dtype=dtype, architecture=arch, extra=extra, overwrite=overwrite)
+
+
+def new_step(name: str, config: dict[str, Any], **info: Any) -> dict[str, Any]:
+    """One provenance entry: the method name, its full config, medslm version and time."""
+    return {"name": name, "config": config, "medslm_version": __version__,
+            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **info}
+
+
+def write_artifact(write_fn, out: str | os.PathLike, *, source: str, steps: list[dict[str, Any]],
+                   parameters: int, dtype: str, architecture: str,
+                   extra: dict[str, Any] | None = None, overwrite: bool = False) -> ModelArtifact:
+    """Build an artifact in a temporary sibling directory with ``write_fn(tmp)``, then rename it.
+
+    ``out`` must not exist unless ``overwrite`` (then the old one is replaced only after the new one
+    is complete). A crash leaves only a ``.tmp-*`` directory, which never loads as an artifact.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ArtifactError(f"{out} already exists; choose another --out or remove it first")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        write_fn(tmp)
+        meta = ArtifactMeta(
+            source=source, steps=steps, parameters=int(parameters), dtype=dtype,
+            architecture=architecture, packages=package_versions(),
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            extra=extra or {},
+        )
+        meta.content_hash = content_hash(tmp)
+        meta.bytes = dir_bytes(tmp)
+        (tmp / META_FILE).write_text(json.dumps(asdict(meta), indent=2) + "\n")
+        if out.exists():
+            old = out.parent / f".old-{out.name}-{uuid.uuid4().hex[:8]}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ModelArtifact(out, meta)

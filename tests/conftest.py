@@ -1,0 +1,30 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    d = os.environ.get("MEDSLM_DATA_DIR")
+    if not d or not Path(d).is_dir():
+        pytest.skip("MEDSLM_DATA_DIR is not set to the data mirror")
+    return Path(d)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory):
+    import tiny
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {a: tiny.save_artifact(a, root / a) for a in tiny.ARCHS}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch, request):
+    # unit tests never touch the user's cache; integration tests use the real one (conversion is slow)
+    if "integration" not in request.keywords:
+        monkeypatch.setenv("MEDSLM_CACHE", str(tmp_path / "medslm-cache"))
