@@ -14,6 +14,7 @@ import sys
 # name -> module; order is the order shown in --help
 COMMANDS = {
     "models": "medslm.commands.models",
+    "data": "medslm.commands.data",
 }
 
 

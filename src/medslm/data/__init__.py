@@ -1,0 +1,55 @@
+"""Datasets: one loader per dataset, all yielding typed Example records.
+
+    >>> from medslm.data import load_dataset
+    >>> test = load_dataset("pubmedqa", split="test")
+    >>> test[0].question, test[0].options, test[0].answer
+
+``load_dataset(name, split=None, path=None, lenient=False)``: ``split=None`` returns every record
+available. Strict loading raises one :class:`~medslm.errors.DataError` naming the file, record and
+field; ``lenient=True`` skips bad records and reports how many and why (``result.skipped``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from medslm.data.examples import (Classification, Criterion, Document, Example, MultipleChoice,
+                                  OpenQA, Rubric)
+from medslm.registry import Registry
+
+DATASETS = Registry("dataset")
+for _name in ("pubmedqa", "medmcqa", "medqa", "mmlu_medical", "medquad", "medtext", "amega",
+              "drugcomb", "mimic3", "mimic_diff_vqa", "guidelines"):
+    DATASETS.add(_name, f"medslm.data.{_name}:SPEC")
+
+
+class Examples(list):
+    """A list of Examples, with where they came from and what was skipped."""
+
+    root: Path
+    skipped: dict
+    name: str
+
+
+def get_spec(name: str):
+    return DATASETS.get(name)
+
+
+def load_dataset(name: str, split: str | None = None, path: str | None = None,
+                 lenient: bool = False, fetch: bool = True) -> Examples:
+    from medslm.data.reader import Reader
+    from medslm.data.sources import find_root
+
+    spec = get_spec(name)
+    root = find_root(spec, path, fetch=fetch)
+    reader = Reader(name, lenient=lenient)
+    out = Examples(spec.load(root, split, reader))
+    out.root, out.skipped, out.name = root, dict(reader.skipped), name
+    if reader.skipped:
+        print(reader.summary(), file=sys.stderr)
+    return out
+
+
+__all__ = ["DATASETS", "Classification", "Criterion", "Document", "Example", "Examples",
+           "MultipleChoice", "OpenQA", "Rubric", "get_spec", "load_dataset"]
