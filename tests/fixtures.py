@@ -68,6 +68,14 @@ def medquad(root: Path) -> Path:
         '<doc docid="0000002" corpus="NINDS" url="https://example.org/x"><doctitle-focus>Stroke'
         '</doctitle-focus><qaPairs><pair><question qid="0000002-1" qtype="treatment">How to treat stroke ?'
         '</question><answer>Call emergency services.</answer></pair></qaPairs></doc>')
+    d3 = root / "5_NIDDK_QA"
+    d3.mkdir(exist_ok=True)
+    for i in range(30):
+        (d3 / f"00001{i:02d}.xml").write_text(
+            f'<Document id="00001{i:02d}" source="NIDDK" url="https://example.org/{i}"><Focus>Disease {i}'
+            f'</Focus><QAPairs><QAPair pid="1"><Question qid="00001{i:02d}-1" qtype="information">What is '
+            f'disease {i} ?</Question><Answer>Disease {i} is a condition of the kidney that causes '
+            f'protein in the urine.</Answer></QAPair></QAPairs></Document>')
     return root
 
 

@@ -43,7 +43,8 @@ def test_mmlu_medical(tmp_path):
 
 def test_medquad_both_schemas(tmp_path):
     ex = load_dataset("medquad", path=fixtures.medquad(tmp_path / "mq"))
-    assert len(ex) == 3 and all(isinstance(e, OpenQA) for e in ex)
+    assert len(ex) == 33 and all(isinstance(e, OpenQA) for e in ex)
+    assert {e.split for e in ex} == {"train", "test"}
     by = {e.id: e for e in ex}
     assert by["medquad-1-0000001_1-1"].answer == "A cancer of the blood."
     assert by["medquad-1-0000001_1-2"].meta["answered"] is False
@@ -191,7 +192,7 @@ def test_medquad_broken_xml(tmp_path):
     (root / "1_CancerGov_QA" / "0000009_1.xml").write_text("<Document><QAPairs>")
     with pytest.raises(DataError, match=r"0000009_1.xml: record document: invalid XML"):
         load_dataset("medquad", path=root)
-    assert len(load_dataset("medquad", path=root, lenient=True)) == 3
+    assert len(load_dataset("medquad", path=root, lenient=True)) == 33
 
 
 def test_drugcomb_non_numeric_score(tmp_path):

@@ -15,6 +15,7 @@ import sys
 COMMANDS = {
     "models": "medslm.commands.models",
     "data": "medslm.commands.data",
+    "eval": "medslm.commands.eval",
 }
 
 

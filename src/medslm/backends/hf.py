@@ -46,6 +46,7 @@ class HFBackend(Backend):
     """
 
     name = "hf"
+    show_progress = True  # the evaluation runner shows its own progress bar and turns this off
 
     def __init__(self, model: Any = "gemma3-270m", tokenizer: Any = None, *, dtype: str | None = None,
                  device: str = "cpu", batch_size: int = 8, max_length: int | None = None,
@@ -188,7 +189,7 @@ class HFBackend(Backend):
             pairs.append(self._truncate(ctx, cont))
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         bar = tqdm(total=len(requests), desc="loglikelihood", unit="req", leave=False,
-                   disable=len(requests) < 32)
+                   disable=len(requests) < 32 or not self.show_progress)
         if self.shared_context:
             self._shared(pairs, results, bar)
         else:
@@ -254,7 +255,7 @@ class HFBackend(Backend):
         from tqdm.auto import tqdm
 
         out = []
-        for r in tqdm(requests, desc="rolling", unit="doc", leave=False, disable=len(requests) < 8):
+        for r in tqdm(requests, desc="rolling", unit="doc", leave=False, disable=len(requests) < 8 or not self.show_progress):
             toks = self.tokenizer(r.text, add_special_tokens=False).input_ids
             if not toks:
                 raise MedslmError("loglikelihood_rolling got an empty text")
@@ -285,7 +286,7 @@ class HFBackend(Backend):
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = self.tokenizer.eos_token_id
-        for r in tqdm(requests, desc="generate", unit="req", leave=False, disable=len(requests) < 4):
+        for r in tqdm(requests, desc="generate", unit="req", leave=False, disable=len(requests) < 4 or not self.show_progress):
             ids = self._encode(r.context) if r.context else [self.prefix_token_id]
             budget = self.max_length - r.max_tokens
             if budget < 1:

@@ -1,0 +1,84 @@
+"""``medslm eval --model REF --tasks a,b [--limit N] [--output DIR]``; ``--tasks ls`` lists tasks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from medslm.commands import examples
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a model on medical benchmarks (accuracy and cost)",
+                       description="Evaluate a model on tasks; one results JSON per task with metrics, "
+                       "95% bootstrap CIs, efficiency and what is needed to reproduce them. Requests are "
+                       "cached on disk: an interrupted run resumes where it stopped.",
+                       epilog=examples("medslm eval --tasks ls",
+                                       "medslm eval --model gemma3-270m --tasks pubmedqa,medmcqa --limit 100",
+                                       "medslm eval --model ./runs/q4 --tasks medppl --output results/"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="gemma3-270m", help="model reference (default gemma3-270m)")
+    p.add_argument("--tasks", required=True, help="comma-separated task names, or 'ls'")
+    p.add_argument("--backend", default="hf", help="hf (default), llamacpp, ...")
+    p.add_argument("--split", default=None, help="override the task's split")
+    p.add_argument("--limit", type=int, default=None, help="a fixed, seeded subset of N examples")
+    p.add_argument("--fewshot", type=int, default=0, help="k-shot examples from the train/dev split")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default fp32 on CPU, bf16 on CUDA)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--judge", default="semantic", help="amega judge: 'semantic' or a model reference")
+    p.add_argument("--output", default=None, metavar="DIR", help="write one results JSON per task here")
+    p.add_argument("--data", default=None, metavar="PATH", help="read the task's dataset from PATH")
+    p.add_argument("--cache", default=None, metavar="FILE", help="request cache (default in MEDSLM_CACHE)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0: none)")
+    p.add_argument("--no-decode-bench", action="store_true", help="skip the decode tokens/s measurement")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (without per-example)")
+    p.set_defaults(handler=cmd_eval)
+
+
+def list_tasks() -> int:
+    from medslm.commands.models import _table
+    from medslm.tasks import TASKS, get_task
+
+    rows = [("task", "dataset", "split", "metrics", "prompt")]
+    for n in TASKS.names():
+        t = get_task(n)
+        rows.append((n, t.dataset, t.split, ",".join(t.metrics), f"v{t.prompt_version}"))
+    _table(rows)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    if args.tasks.strip() == "ls":
+        return list_tasks()
+    from medslm.backends.base import get_backend
+    from medslm.errors import MedslmError
+    from medslm.evaluate.runner import evaluate, format_table
+    from medslm.tasks import TASKS, get_task
+
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    for n in names:
+        if n not in TASKS:
+            raise TASKS.unknown(n)
+    if args.limit is not None and args.limit < 1:
+        raise MedslmError(f"--limit {args.limit}: must be a positive number of examples")
+    tasks = [get_task(n, judge=args.judge) if n == "amega" else get_task(n) for n in names]
+    backend = get_backend(args.backend)(args.model, dtype=args.dtype, device=args.device,
+                                        batch_size=args.batch_size, threads=args.threads)
+    results = evaluate(backend, tasks, split=args.split, limit=args.limit, seed=args.seed,
+                       fewshot=args.fewshot, output=args.output, cache_path=args.cache,
+                       data_path=args.data, bootstrap=args.bootstrap,
+                       measure_decode=not args.no_decode_bench)
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "examples"} for r in results], indent=1))
+    else:
+        d = results[0]["model"]
+        print(f"model {args.model}  hash {str(d.get('hash'))[:23]}  {d.get('dtype')}  {d.get('device')}  "
+              f"threads {d.get('threads')}")
+        print(format_table(results))
+        for r in results:
+            if r.get("path"):
+                print(f"wrote {r['path']}")
+    return 0

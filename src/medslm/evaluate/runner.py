@@ -1,0 +1,195 @@
+"""The evaluation runner: tasks x one backend -> one results JSON per task.
+
+For each task: examples (a fixed, seeded subset with ``limit``) -> requests -> deduplicated ->
+looked up in the on-disk request cache -> the missing ones sent to the backend in chunks, each
+chunk committed to the cache as soon as it is done (so an interrupted run resumes where it
+stopped and ends with identical results) -> per-example scores -> metrics with bootstrap 95% CIs,
+efficiency, and everything needed to reproduce the numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from medslm.backends.base import GenerateRequest, LoglikelihoodRequest, RollingRequest
+from medslm.evaluate.cache import RequestCache, request_key
+from medslm.evaluate.efficiency import decode_speed, hardware, peak_rss_bytes
+from medslm.evaluate.metrics import bootstrap_ci
+from medslm.models.artifact import package_versions
+from medslm.tasks.base import Task, get_task
+
+SCHEMA_VERSION = 1
+KINDS = {LoglikelihoodRequest: "loglikelihood", RollingRequest: "loglikelihood_rolling",
+         GenerateRequest: "generate"}
+CHUNK = {"loglikelihood": 48, "loglikelihood_rolling": 4, "generate": 4}
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_")[-80:] or "model"
+
+
+def _tokens(backend, req) -> int:
+    if isinstance(req, LoglikelihoodRequest):
+        return backend.count_tokens(req.context + req.continuation)
+    if isinstance(req, RollingRequest):
+        return backend.count_tokens(req.text)
+    return backend.count_tokens(req.context)
+
+
+def run_requests(backend, reqs: list, cache: RequestCache | None, progress: bool = True,
+                 desc: str = "") -> tuple[list, list[float]]:
+    """Answer ``reqs`` (in order), using and filling the cache. Returns (answers, seconds)."""
+    from tqdm.auto import tqdm
+
+    bkey = backend.cache_key()
+    backend.show_progress = False
+    keys = [request_key(bkey, KINDS[type(r)], r) for r in reqs]
+    known = cache.get_many(list(set(keys))) if cache else {}
+    todo: dict[str, list[tuple[str, Any]]] = {}
+    seen = set(known)
+    for k, r in zip(keys, reqs):
+        if k not in seen:
+            seen.add(k)
+            todo.setdefault(KINDS[type(r)], []).append((k, r))
+    total = sum(len(v) for v in todo.values())
+    bar = tqdm(total=total, desc=desc or "requests", unit="req", disable=not progress or total == 0,
+               dynamic_ncols=True)
+    for kind, items in todo.items():
+        fn = getattr(backend, "generate" if kind == "generate" else kind)
+        step = CHUNK[kind]
+        for i in range(0, len(items), step):
+            chunk = items[i:i + step]
+            t = time.perf_counter()
+            answers = fn([r for _, r in chunk])
+            per = (time.perf_counter() - t) / len(chunk)
+            rows = [(k, list(a) if isinstance(a, tuple) else a, per) for (k, _), a in zip(chunk, answers)]
+            if cache:
+                cache.put_many(rows)
+            for k, a, s in rows:
+                known[k] = (a, s)
+            bar.update(len(chunk))
+    bar.close()
+    return [known[k][0] for k in keys], [known[k][1] for k in keys]
+
+
+def evaluate_task(backend, task: Task, *, split: str | None = None, limit: int | None = None,
+                  seed: int = 1234, fewshot: int = 0, cache: RequestCache | None = None,
+                  data_path: str | None = None, bootstrap: int = 1000, progress: bool = True,
+                  decode: dict | None = None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    examples = task.examples(split, limit, seed, path=data_path)
+    if not examples:
+        from medslm.errors import MedslmError
+
+        raise MedslmError(f"task {task.name}: no examples in split {split or task.split!r}")
+    task.prepare(examples, fewshot=fewshot, seed=seed, path=data_path)
+    per_ex = [task.requests(e) for e in examples]
+    flat = [r for rs in per_ex for r in rs]
+    answers, seconds = run_requests(backend, flat, cache, progress, desc=task.name)
+    records, lat = [], []
+    i = 0
+    for e, rs in zip(examples, per_ex):
+        resp = answers[i:i + len(rs)]
+        lat.append(sum(seconds[i:i + len(rs)]))
+        i += len(rs)
+        rec = task.score(e, [tuple(a) if isinstance(a, list) and len(a) == 2 and
+                             isinstance(a[1], bool) else a for a in resp])
+        records.append({"id": e.id, **rec})
+    metrics = task.aggregate(records)
+    cis = bootstrap_ci(records, task.aggregate, n=bootstrap, seed=seed) if bootstrap else {}
+    ll_secs = sum(s for r, s in zip(flat, seconds) if not isinstance(r, GenerateRequest))
+    ll_toks = sum(_tokens(backend, r) for r in flat if not isinstance(r, GenerateRequest))
+    lat_sorted = sorted(lat)
+    desc = backend.describe()
+    eff = {
+        "parameters": desc.get("parameters"), "bytes": desc.get("bytes"),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "prefill_tok_s": round(ll_toks / ll_secs, 1) if ll_secs > 0 else None,
+        "latency_mean_s": round(sum(lat) / len(lat), 4),
+        "latency_p95_s": round(lat_sorted[min(len(lat) - 1, int(0.95 * len(lat)))], 4),
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+        **(decode or {}), **hardware(backend),
+    }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": {**task.describe(), "split": task.resolved_split or split or task.split,
+                 "n": len(examples), "limit": limit, "fewshot": fewshot, "seed": seed},
+        "model": desc,
+        "metrics": {k: {"value": v, "ci95": list(cis[k]) if k in cis else None}
+                    for k, v in metrics.items()},
+        "efficiency": eff,
+        "reproducibility": {
+            "seed": seed, "artifact_hash": desc.get("hash"), "task_prompt_version": task.prompt_version,
+            "packages": package_versions(("rouge-score", "sentence-transformers")),
+            "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "bootstrap_resamples": bootstrap,
+        },
+        "examples": records,
+    }
+
+
+def write_result(result: dict, output: str | Path) -> Path:
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{_slug(str(result['model'].get('model', 'model')))}__{result['task']['name']}.json"
+    f = out / name
+    tmp = f.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    os.replace(tmp, f)
+    return f
+
+
+def evaluate(backend, tasks: list[str | Task], *, split: str | None = None, limit: int | None = None,
+             seed: int = 1234, fewshot: int = 0, output: str | Path | None = None,
+             cache_path: str | Path | None = None, data_path: str | None = None,
+             bootstrap: int = 1000, progress: bool = True, measure_decode: bool = True) -> list[dict]:
+    """Evaluate ``backend`` on ``tasks``; write one JSON per task under ``output`` if given."""
+    from medslm import settings
+
+    task_objs = [t if isinstance(t, Task) else get_task(t) for t in tasks]
+    cache = RequestCache(cache_path or settings.cache_dir() / "requests.sqlite")
+    decode = decode_speed(backend) if measure_decode else None
+    results = []
+    try:
+        for t in task_objs:
+            res = evaluate_task(backend, t, split=split, limit=limit, seed=seed, fewshot=fewshot,
+                                cache=cache, data_path=data_path, bootstrap=bootstrap,
+                                progress=progress, decode=decode)
+            if output is not None:
+                res["path"] = str(write_result(res, output))
+            results.append(res)
+    finally:
+        cache.close()
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    rows = [("task", "split", "n", "metric", "value", "95% CI", "decode tok/s", "peak RSS")]
+    for r in results:
+        prim = r["task"]["primary"]
+        first = True
+        for k, m in r["metrics"].items():
+            if k.startswith("case_"):
+                continue
+            ci = m["ci95"]
+            v = m["value"]
+            rows.append((r["task"]["name"] if first else "", r["task"]["split"] if first else "",
+                         str(r["task"]["n"]) if first else "", k + (" *" if k == prim else ""),
+                         f"{v:.4f}" if isinstance(v, float) else str(v),
+                         f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "",
+                         f"{r['efficiency'].get('decode_tok_s', '')}" if first else "",
+                         f"{r['efficiency']['peak_rss_bytes'] / 2**20:.0f} MiB" if first else ""))
+            first = False
+    w = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * x for x in w))
+    notes = {r["task"]["approximate"] for r in results if r["task"].get("approximate")}
+    return "\n".join(lines + [f"approximate: {n}" for n in notes] + ["* primary metric"])

@@ -1,0 +1,74 @@
+"""``medppl``: perplexity on held-out medical text, the most sensitive signal of what compression
+removes from medicine.
+
+Documents: MedQuAD answers (``test`` split, answered pairs) and PubMedQA abstracts (their CONTEXTS
+joined). Each is scored with ``loglikelihood_rolling``. Reported like lm-evaluation-harness:
+``word_perplexity`` = exp(-sum loglik / sum words) (the headline ``medppl``; tokenizer-independent, so
+a trimmed vocabulary compares fairly), ``byte_perplexity`` and ``bits_per_byte``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from typing import Any
+
+from medslm.backends.base import RollingRequest
+from medslm.data.examples import Document
+from medslm.tasks.base import Task
+
+
+class MedPPL(Task):
+    def __init__(self, name: str, **options: Any):
+        super().__init__(name=name, dataset="medquad+pubmedqa", split="test", family="perplexity",
+                         prompt_version="1", metrics=("word_perplexity", "byte_perplexity", "bits_per_byte"),
+                         description="perplexity on MedQuAD answers + PubMedQA abstracts",
+                         primary="word_perplexity", options=options)
+
+    def examples(self, split=None, limit=None, seed=1234, path=None):
+        from medslm.data import load_dataset
+        from medslm.errors import DataError
+
+        docs = []
+        try:
+            for e in load_dataset("medquad", split="test"):
+                if e.meta.get("answered"):
+                    docs.append(Document(id=e.id, split="test", text=e.answer, source="medquad"))
+        except DataError:
+            pass
+        try:
+            pq = load_dataset("pubmedqa")
+            test = [e for e in pq if e.split == "test"] or pq
+            docs += [Document(id=e.id, split=e.split, text=e.context, source="pubmedqa") for e in test]
+        except DataError:
+            pass
+        if not docs:
+            raise DataError("medppl needs medquad or pubmedqa: set MEDSLM_DATA_DIR to a data mirror")
+        self.resolved_split = "medquad:test+pubmedqa"
+        # a balanced, seeded subset: the same documents for every model
+        if limit is not None and limit < len(docs):
+            rng = random.Random(seed)
+            by = {s: [d for d in docs if d.source == s] for s in ("medquad", "pubmedqa")}
+            take = {s: min(len(v), limit // 2 if all(by.values()) else limit) for s, v in by.items()}
+            docs = [d for s, v in by.items() for d in sorted(rng.sample(v, take[s]), key=lambda d: d.id)]
+        return docs
+
+    def requests(self, e):
+        return [RollingRequest(e.text)]
+
+    def score(self, e, responses) -> dict[str, Any]:
+        ll = responses[0]
+        return {"loglik": ll, "words": len(re.findall(r"\S+", e.text)),
+                "bytes": len(e.text.encode("utf-8")), "source": e.source}
+
+    def aggregate(self, records):
+        ll = sum(r["loglik"] for r in records)
+        words = sum(r["words"] for r in records)
+        nbytes = sum(r["bytes"] for r in records)
+        return {"word_perplexity": math.exp(-ll / words), "byte_perplexity": math.exp(-ll / nbytes),
+                "bits_per_byte": -ll / nbytes / math.log(2)}
+
+
+def make(name: str, **kw: Any) -> MedPPL:
+    return MedPPL(name, **kw)
