@@ -48,7 +48,8 @@ def mmlu(root: Path) -> Path:
             with open(root / d / f"{subj}_{split}.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 for i in range(2):
-                    w.writerow([f"{subj} q{i}, with a comma?", "w", "x", "y", "z", "ABCD"[i]])
+                    w.writerow([f"{subj} q{i}, with a comma?\nand a second line", "w", "x", "y", "z",
+                                "ABCD"[i]])
     return root
 
 

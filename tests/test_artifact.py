@@ -21,7 +21,7 @@ def test_save_load_round_trip(tmp_path, arch):
     assert meta["steps"][0]["name"] == "quantize" and meta["steps"][0]["config"] == {"bits": 8}
     assert meta["parameters"] == sum(p.numel() for p in m.parameters())
     assert meta["bytes"] > 0 and meta["dtype"] == "float32"
-    assert meta["content_hash"] == content_hash(tmp_path / "a")
+    assert meta["content_hash"] == content_hash(tmp_path / "a") == art.meta.content_hash
     assert "torch" in meta["packages"] and "transformers" in meta["packages"]
 
     again = ModelArtifact.open(tmp_path / "a")

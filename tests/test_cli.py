@@ -2,7 +2,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 
 def medslm(*args, env=None):

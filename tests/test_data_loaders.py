@@ -37,7 +37,7 @@ def test_medqa(tmp_path):
 def test_mmlu_medical(tmp_path):
     ex = load_dataset("mmlu_medical", split="test", path=fixtures.mmlu(tmp_path / "mm"))
     assert len(ex) == 4 and {e.meta["subject"] for e in ex} == {"anatomy", "medical_genetics"}
-    assert ex[0].question.endswith("with a comma?")
+    assert ex[0].question.endswith("with a comma?\nand a second line")  # quoted newline kept
     assert len(load_dataset("mmlu_medical", split="dev", path=tmp_path / "mm")) == 4
 
 

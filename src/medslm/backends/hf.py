@@ -64,6 +64,7 @@ class HFBackend(Backend):
         self.batch_size = max(1, int(batch_size))
         self.shared_context = shared_context
         self.artifact = None
+        self._hash: str | None = None  # of in-memory weights, computed once (keys the request cache)
         if isinstance(model, str):
             from medslm.models.loading import resolve
 
@@ -124,15 +125,14 @@ class HFBackend(Backend):
         if n_spaces > 0:
             continuation = context[-n_spaces:] + continuation
             context = context[:-n_spaces]
-        whole = self._encode(context + continuation)
-        ctx = self._encode(context)
-        cont = whole[len(ctx):]
-        if not context:
-            ctx = [self.prefix_token_id]
+        if not context:  # lm-eval: BOS (or EOS) as the context
             cont = self._encode(continuation)
             if self.add_bos and cont and cont[0] == self.prefix_token_id:
                 cont = cont[1:]
-        return ctx, cont
+            return [self.prefix_token_id], cont
+        whole = self._encode(context + continuation)
+        ctx = self._encode(context)
+        return ctx, whole[len(ctx):]
 
     def _logprobs_at(self, rows: list[list[int]], positions: list[list[int]]):
         """Run a right-padded batch; return, per row, log-softmax at the given positions (float32)."""
@@ -179,13 +179,10 @@ class HFBackend(Backend):
         from tqdm.auto import tqdm
 
         pairs = []
-        enc_cache: dict[str, list[int]] = {}
         for r in requests:
-            key = r.context + "\0" + r.continuation
             ctx, cont = self._encode_pair(r.context, r.continuation)
             if not cont:
                 raise MedslmError(f"empty continuation for context ...{r.context[-40:]!r}")
-            enc_cache[key] = ctx
             pairs.append(self._truncate(ctx, cont))
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         bar = tqdm(total=len(requests), desc="loglikelihood", unit="req", leave=False,
@@ -227,15 +224,13 @@ class HFBackend(Backend):
                     results[i] = self._score(logp, pairs[i][1])
                 bar.update(len(groups[g]))
         # 2) longer continuations: context once with its KV cache, continuations from there
+        if not self.fast_head:
+            self._pairwise(pairs, [i for g in multi for i in groups[g]], results, bar)
+            return
         for g in multi:
             ix = groups[g]
-            ctx = list(g)
             with torch.no_grad():
-                ids = torch.tensor([ctx], device=self.device)
-                if not self.fast_head:
-                    self._pairwise(pairs, ix, results, bar)
-                    continue
-                out = self.body(ids, use_cache=True)
+                out = self.body(torch.tensor([list(g)], device=self.device), use_cache=True)
                 past = _cache_of(out)
                 first = self._head(out.last_hidden_state[:, -1]).log_softmax(-1)[0]
                 for i in ix:
@@ -322,7 +317,9 @@ class HFBackend(Backend):
             d.update(hash=self.artifact.hash, bytes=self.artifact.meta.bytes,
                      chain=self.artifact.step_chain(), path=str(self.artifact.path))
         else:
-            d.update(hash=_weights_hash(self.model), bytes=params * next(self.model.parameters()).element_size())
+            if self._hash is None:
+                self._hash = _weights_hash(self.model)
+            d.update(hash=self._hash, bytes=params * next(self.model.parameters()).element_size())
         if str(self.device).startswith("cuda"):
             d["gpu"] = torch.cuda.get_device_name(self.device)
         else:
@@ -347,12 +344,15 @@ def cut_at_stop(text: str, until: Iterable[str]) -> str:
 
 
 def _weights_hash(model) -> str:
+    """Hash of every weight byte: two in-memory models share request-cache entries only if equal."""
     import hashlib
+
+    import torch
 
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().float().cpu().numpy().tobytes()[:4096])
+        h.update(k.encode() + str(v.dtype).encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return "weights:" + h.hexdigest()[:16]
 
 

@@ -10,24 +10,19 @@ from pathlib import Path
 
 from medslm.data.examples import Document
 from medslm.data.reader import Reader
-from medslm.data.sources import DatasetSpec, find_files, select_split, split_of
-from medslm.errors import DataError
+from medslm.data.sources import DatasetSpec, find_files, iter_jsonl, select_split, split_of
 
 
 def load(root: Path, split: str | None, r: Reader) -> list[Document]:
-    files = find_files(Path(root), ["*.jsonl"])
-    if not files:
-        raise DataError(f"guidelines: no .jsonl under {root}")
     out = []
-    for f in files:
-        for line, rec in r.jsonl(f):
-            text = r.field(f, f"line {line}", rec, "clean_text")
-            if text is None:
-                continue
-            gid = str(rec.get("id") or f"{f.stem}-{line}")
-            out.append(Document(id=f"guideline-{gid}", split=split_of(gid, 0.05), text=text,
-                                title=rec.get("title") or "", source=rec.get("source") or "",
-                                meta={"url": rec.get("url"), "overview": rec.get("overview")}))
+    for f, _, where, rec in iter_jsonl("guidelines", root, None, lambda f: "all", r):
+        text = r.field(f, where, rec, "clean_text")
+        if text is None:
+            continue
+        gid = str(rec.get("id") or f"{f.stem}-{where[5:]}")
+        out.append(Document(id=f"guideline-{gid}", split=split_of(gid, 0.05), text=text,
+                            title=rec.get("title") or "", source=rec.get("source") or "",
+                            meta={"url": rec.get("url"), "overview": rec.get("overview")}))
     return select_split(out, split, SPEC, Path(root))
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from medslm.data.examples import MultipleChoice
 from medslm.data.reader import Reader
-from medslm.data.sources import DatasetSpec, find_files, select_split
-from medslm.errors import DataError
+from medslm.data.sources import DatasetSpec, find_files, iter_jsonl, select_split
 
 SPLITS = {"train": "train", "validation": "validation", "dev": "validation", "test": "test"}
 
@@ -24,37 +23,29 @@ def _split_of(file: Path) -> str:
 
 
 def load(root: Path, split: str | None, r: Reader) -> list[MultipleChoice]:
-    files = find_files(Path(root), ["*.jsonl", "*.json"])
-    if not files:
-        raise DataError(f"medmcqa: no .jsonl files under {root}")
     out = []
-    for f in files:
-        s = _split_of(f)
-        if split is not None and s != split:
+    for f, s, where, rec in iter_jsonl("medmcqa", root, split, _split_of, r, ("*.jsonl", "*.json")):
+        q = r.field(f, where, rec, "question")
+        if q is None:
             continue
-        for line, rec in r.jsonl(f):
-            where = f"line {line}"
-            q = r.field(f, where, rec, "question")
-            if q is None:
-                continue
-            if "opa" in rec:
-                opts = [r.field(f, where, rec, k) for k in ("opa", "opb", "opc", "opd")]
-                ans = r.field(f, where, rec, "cop", int)
-            else:
-                ch = r.field(f, where, rec, "choices", list)
-                opts = [c[3:] if isinstance(c, str) and c[1:3] == ". " else c for c in (ch or [])]
-                ans = r.field(f, where, rec, "answer", int)
-            if any(o is None for o in opts) or ans is None or len(opts) != 4:
-                continue
-            if ans == -1 and s == "test":
-                ans = None
-            elif not 0 <= ans <= 3:
-                r.bad(f, where, "cop", f"{ans} is not in 0..3")
-                continue
-            rid = rec.get("id") or "mm-" + hashlib.sha1((q + "".join(opts)).encode()).hexdigest()[:12]
-            meta = {k: rec.get(k) for k in ("exp", "subject_name", "topic_name", "choice_type")}
-            out.append(MultipleChoice(id=str(rid), split=s, question=q, options=opts, answer=ans,
-                                      meta=meta))
+        if "opa" in rec:
+            opts = [r.field(f, where, rec, k) for k in ("opa", "opb", "opc", "opd")]
+            ans = r.field(f, where, rec, "cop", int)
+        else:
+            ch = r.field(f, where, rec, "choices", list)
+            opts = [c[3:] if isinstance(c, str) and c[1:3] == ". " else c for c in (ch or [])]
+            ans = r.field(f, where, rec, "answer", int)
+        if any(o is None for o in opts) or ans is None or len(opts) != 4:
+            continue
+        if ans == -1 and s == "test":
+            ans = None
+        elif not 0 <= ans <= 3:
+            r.bad(f, where, "cop", f"{ans} is not in 0..3")
+            continue
+        rid = rec.get("id") or "mm-" + hashlib.sha1((q + "".join(opts)).encode()).hexdigest()[:12]
+        meta = {k: rec.get(k) for k in ("exp", "subject_name", "topic_name", "choice_type")}
+        out.append(MultipleChoice(id=str(rid), split=s, question=q, options=opts, answer=ans,
+                                  meta=meta))
     return select_split(out, split, SPEC, Path(root))
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from medslm.data.examples import MultipleChoice
 from medslm.data.reader import Reader
-from medslm.data.sources import DatasetSpec, find_files, select_split
-from medslm.errors import DataError
+from medslm.data.sources import DatasetSpec, find_files, iter_jsonl, select_split
 
 LETTERS = "ABCD"
 
@@ -27,35 +26,27 @@ def _split_of(file: Path) -> str:
 
 
 def load(root: Path, split: str | None, r: Reader) -> list[MultipleChoice]:
-    files = find_files(Path(root), ["*.jsonl"])
-    if not files:
-        raise DataError(f"medqa: no .jsonl files under {root}")
     out = []
-    for f in files:
-        s = _split_of(f)
-        if split is not None and s != split:
+    for f, s, where, rec in iter_jsonl("medqa", root, split, _split_of, r):
+        q = r.field(f, where, rec, "question")
+        opts = r.field(f, where, rec, "options", dict)
+        idx = r.field(f, where, rec, "answer_idx")
+        if q is None or opts is None or idx is None:
             continue
-        for line, rec in r.jsonl(f):
-            where = f"line {line}"
-            q = r.field(f, where, rec, "question")
-            opts = r.field(f, where, rec, "options", dict)
-            idx = r.field(f, where, rec, "answer_idx")
-            if q is None or opts is None or idx is None:
-                continue
-            if sorted(opts) != list(LETTERS):
-                r.bad(f, where, "options", f"expected keys A-D, got {sorted(opts)}")
-                continue
-            if idx not in LETTERS:
-                r.bad(f, where, "answer_idx", f"{idx!r} is not one of A-D")
-                continue
-            options = [opts[k] for k in LETTERS]
-            if any(not isinstance(o, str) or not o.strip() for o in options):
-                r.bad(f, where, "options", "an option is empty or not text")
-                continue
-            rid = "medqa-" + hashlib.sha1((q + "".join(options)).encode()).hexdigest()[:12]
-            out.append(MultipleChoice(id=rid, split=s, question=q, options=options,
-                                      answer=LETTERS.index(idx),
-                                      meta={"meta_info": rec.get("meta_info"), "answer": rec.get("answer")}))
+        if sorted(opts) != list(LETTERS):
+            r.bad(f, where, "options", f"expected keys A-D, got {sorted(opts)}")
+            continue
+        if idx not in LETTERS:
+            r.bad(f, where, "answer_idx", f"{idx!r} is not one of A-D")
+            continue
+        options = [opts[k] for k in LETTERS]
+        if any(not isinstance(o, str) or not o.strip() for o in options):
+            r.bad(f, where, "options", "an option is empty or not text")
+            continue
+        rid = "medqa-" + hashlib.sha1((q + "".join(options)).encode()).hexdigest()[:12]
+        out.append(MultipleChoice(id=rid, split=s, question=q, options=options,
+                                  answer=LETTERS.index(idx),
+                                  meta={"meta_info": rec.get("meta_info"), "answer": rec.get("answer")}))
     return select_split(out, split, SPEC, Path(root))
 
 

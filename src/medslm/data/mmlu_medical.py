@@ -8,7 +8,6 @@ names the subject; splits ``dev`` (few-shot), ``validation``, ``test``.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from pathlib import Path
 
@@ -40,17 +39,16 @@ def load(root: Path, split: str | None, r: Reader) -> list[MultipleChoice]:
             s = SPLIT_NAMES.get(stem[len(subject) + 1:], stem[len(subject) + 1:])
             if split is not None and s != split:
                 continue
-            for i, row in enumerate(csv.reader(r.text(f).splitlines()), 1):
-                if len(row) != 6:
-                    r.bad(f, f"line {i}", None, f"{len(row)} columns, expected 6 (question,A,B,C,D,answer)")
+            cols = ["question", "a", "b", "c", "d", "answer"]
+            for line, rec in r.csv(f, cols, header=cols):
+                ans = rec["answer"].strip()
+                if not ans or ans not in "ABCD":
+                    r.bad(f, f"line {line}", "answer", f"{rec['answer']!r} is not one of A-D")
                     continue
-                if row[5].strip() not in "ABCD" or not row[5].strip():
-                    r.bad(f, f"line {i}", "answer", f"{row[5]!r} is not one of A-D")
+                if not rec["question"].strip():
+                    r.bad(f, f"line {line}", "question", "empty")
                     continue
-                if not row[0].strip():
-                    r.bad(f, f"line {i}", "question", "empty")
-                    continue
-                out.append(_mc(subject, s, row[0], row[1:5], "ABCD".index(row[5].strip())))
+                out.append(_mc(subject, s, rec["question"], [rec[k] for k in "abcd"], "ABCD".index(ans)))
         else:
             subject = next((s for s in SUBJECTS if s in f.parts or f.stem.startswith(s)), None)
             if subject is None:

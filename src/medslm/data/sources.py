@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from medslm import settings
 from medslm.errors import DataError
@@ -219,6 +219,21 @@ def find_files(root: Path, patterns: list[str]) -> list[Path]:
     for pat in patterns:
         out.extend(p for p in root.rglob(pat) if p.is_file() and not p.name.startswith("."))
     return sorted(set(out))
+
+
+def iter_jsonl(name: str, root: Path, split: str | None, file_split, r,
+               patterns: tuple[str, ...] = ("*.jsonl",)):
+    """Yield ``(file, split, "line N", record)`` for every JSONL record of the wanted split, where
+    ``file_split(path)`` names a file's split. No files at all is an error naming the folder."""
+    files = find_files(Path(root), list(patterns))
+    if not files:
+        raise DataError(f"{name}: no {'/'.join(p.lstrip('*') for p in patterns)} files under {root}")
+    for f in files:
+        s = file_split(f)
+        if split is not None and s != split:
+            continue
+        for line, rec in r.jsonl(f):
+            yield f, s, f"line {line}", rec
 
 
 def split_of(key: str, test_fraction: float = 0.1, salt: str = "medslm") -> str:

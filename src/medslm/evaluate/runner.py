@@ -99,8 +99,7 @@ def evaluate_task(backend, task: Task, *, split: str | None = None, limit: int |
         resp = answers[i:i + len(rs)]
         lat.append(sum(seconds[i:i + len(rs)]))
         i += len(rs)
-        rec = task.score(e, [tuple(a) if isinstance(a, list) and len(a) == 2 and
-                             isinstance(a[1], bool) else a for a in resp])
+        rec = task.score(e, resp)  # loglikelihood answers are [logprob, is_greedy]
         records.append({"id": e.id, **rec})
     metrics = task.aggregate(records)
     cis = bootstrap_ci(records, task.aggregate, n=bootstrap, seed=seed) if bootstrap else {}

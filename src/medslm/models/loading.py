@@ -149,8 +149,6 @@ def _resolve_hub(hub_id: str, pull: bool) -> Resolved:
     )
     if settings.hub_offline() or not hub_reachable():
         raise ModelNotFound(offline_msg)
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
     try:
         path = snapshot_download(hub_id, allow_patterns=allow)
     except GatedRepoError as e:

@@ -171,23 +171,24 @@ MMLU_SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_me
 def make(name: str, **kw: Any) -> MultipleChoiceTask:
     cot = name.endswith("_cot")
     base = name[: -len("_cot")] if cot else name
+    split = kw.pop("split", None)
     common = dict(cot=cot, **kw)
     if base == "pubmedqa":
         # the mirror holds only the non-test half; the official test split when test_ground_truth.json
         # is present. `--split` picks; default: test when available else train (stated in results)
-        return MultipleChoiceTask(name, dataset="pubmedqa", split=kw.pop("split", "auto"),
+        return MultipleChoiceTask(name, dataset="pubmedqa", split=split or "auto",
                                   text=pubmedqa_text, fewshot_split="train",
                                   description="PubMedQA PQA-L yes/no/maybe", **common)
     if base == "medmcqa":
-        return MultipleChoiceTask(name, dataset="medmcqa", split="validation", text=medmcqa_text,
+        return MultipleChoiceTask(name, dataset="medmcqa", split=split or "validation", text=medmcqa_text,
                                   choices=LETTERS, fewshot_split="train",
                                   description="MedMCQA dev (validation)", **common)
     if base == "medqa_4options":
-        return MultipleChoiceTask(name, dataset="medqa", split="test", text=medqa_text, choices=LETTERS,
+        return MultipleChoiceTask(name, dataset="medqa", split=split or "test", text=medqa_text, choices=LETTERS,
                                   fewshot_split="train", description="MedQA-USMLE 4 options", **common)
     if base.startswith("mmlu_"):
         subject = base[len("mmlu_"):]
-        return MultipleChoiceTask(name, dataset="mmlu_medical", split="test", text=mmlu_text,
+        return MultipleChoiceTask(name, dataset="mmlu_medical", split=split or "test", text=mmlu_text,
                                   choices=LETTERS, fewshot_split="dev", subject=subject,
                                   description=f"MMLU {subject.replace('_', ' ')}", **common)
     raise KeyError(name)
