@@ -16,6 +16,9 @@ COMMANDS = {
     "models": "medslm.commands.models",
     "data": "medslm.commands.data",
     "eval": "medslm.commands.eval",
+    "quantize": "medslm.commands.compress",
+    "prune": "medslm.commands.compress",
+    "trim": "medslm.commands.compress",
 }
 
 

@@ -152,7 +152,8 @@ class ModelArtifact:
         """Load (model, tokenizer). Strict: missing or unexpected weights are an error listing them."""
         from medslm.models.loading import load_hf_dir
 
-        return load_hf_dir(self.path, dtype=dtype, device=device)
+        return load_hf_dir(self.path, dtype=dtype, device=device,
+                           quantization=self.meta.extra.get("quantization"))
 
     def describe(self) -> dict[str, Any]:
         d = asdict(self.meta)

@@ -210,7 +210,29 @@ def torch_dtype(name: str):
     return table[name]
 
 
-def load_hf_dir(path: str | os.PathLike, dtype: str | None = None, device: str = "cpu"):
+def _load_quantized(path: Path, q: dict, dtype: str):
+    """Build the architecture without touching memory, swap in QuantLinear layers, load the state."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    from medslm.methods.quantize import empty_quantized_
+
+    cfg = AutoConfig.from_pretrained(path)
+    with no_init_weights():  # weights stay unallocated pages until the state fills them
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype(dtype))
+    empty_quantized_(model, q)
+    res = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+    model.tie_weights()
+    head = next(n for n, m in model.named_modules() if m is model.get_output_embeddings())
+    tied = {f"{head}.weight"} if getattr(cfg, "tie_word_embeddings", False) else set()
+    info = {"missing_keys": set(res.missing_keys) - tied, "unexpected_keys": set(res.unexpected_keys),
+            "error_msgs": []}
+    return model, info
+
+
+def load_hf_dir(path: str | os.PathLike, dtype: str | None = None, device: str = "cpu",
+                quantization: dict | None = None):
     """Load (model, tokenizer) from a model directory. Missing or unexpected weights are an error."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -219,9 +241,12 @@ def load_hf_dir(path: str | os.PathLike, dtype: str | None = None, device: str =
     dtype = dtype or default_dtype(device)
     transformers.utils.logging.disable_progress_bar()
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype(dtype), output_loading_info=True
-        )
+        if quantization:
+            model, info = _load_quantized(path, quantization, dtype)
+        else:
+            model, info = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch_dtype(dtype), output_loading_info=True
+            )
     except (OSError, ValueError, KeyError) as e:
         raise ArtifactError(f"{path}: cannot load the model: {e}") from e
     problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys",

@@ -1,0 +1,70 @@
+"""``medslm quantize | prune | trim --model REF --out DIR [--config FILE | flags]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from medslm.commands import examples
+
+FLAGS = {
+    "quantize": [("--bits", int, "4 or 8 (default 8)"), ("--group-size", int, "default 128"),
+                 ("--skip", str, "comma-separated module patterns kept in full precision (default lm_head)")],
+    "prune": [("--algorithm", str, "magnitude | wanda | depth | width (default wanda)"),
+              ("--sparsity", float, "fraction removed (default 0.5)"),
+              ("--pattern", str, "N:M semi-structured, e.g. 2:4"),
+              ("--calibration", str, "datasets (comma-separated) or a .txt file (default pubmedqa,medquad)"),
+              ("--samples", int, "calibration texts (default 64)"), ("--seq-len", int, "default 256")],
+    "trim": [("--corpus", str, "datasets (comma-separated) or a .txt file (default pubmedqa,medquad,medmcqa)"),
+             ("--min-count", int, "keep tokens used at least this often (default 1)")],
+}
+HELP = {"quantize": "weight-only int8/int4 quantization", "prune": "unstructured, N:M, depth or width pruning",
+        "trim": "trim the vocabulary to a domain corpus"}
+EXAMPLES = {"quantize": ["medslm quantize --model gemma3-270m --bits 4 --out runs/q4"],
+            "prune": ["medslm prune --model gemma3-270m --algorithm wanda --sparsity 0.5 --out runs/wanda50",
+                      "medslm prune --model gemma3-270m --algorithm depth --sparsity 0.25 --out runs/depth25"],
+            "trim": ["medslm trim --model gemma3-270m --out runs/trim"]}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, flags in FLAGS.items():
+        p = sub.add_parser(name, help=HELP[name], description=HELP[name] + "; writes a new artifact.",
+                           epilog=examples(*EXAMPLES[name], "medslm models info runs/...  (the chain of steps)"),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--model", default="gemma3-270m")
+        p.add_argument("--out", required=True, metavar="DIR", help="new artifact directory (must not exist)")
+        p.add_argument("--config", metavar="FILE", help="a YAML file with the method's config")
+        p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+        for flag, typ, h in flags:
+            p.add_argument(flag, type=typ, default=None, help=h)
+        p.set_defaults(handler=cmd_compress, method=name)
+
+
+def cmd_compress(args) -> int:
+    from medslm.errors import ConfigError
+    from medslm.methods import compress
+
+    cfg: dict = {}
+    if args.config:
+        import yaml
+
+        try:
+            with open(args.config) as f:
+                cfg = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"--config {args.config}: {e}") from e
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"--config {args.config}: expected a mapping of config keys")
+    cfg["method"] = args.method
+    for flag, _, _ in FLAGS[args.method]:
+        key = flag[2:].replace("-", "_")
+        v = getattr(args, key)
+        if v is not None:
+            cfg[key] = tuple(s.strip() for s in v.split(",")) if key == "skip" else v
+    art = compress(args.model, cfg, args.out, overwrite=args.overwrite)
+    st = art.meta.steps[-1]
+    facts = {k: v for k, v in st.items() if k not in ("name", "config", "medslm_version", "time",
+                                                         "input_hash", "block_influence")}
+    print(f"wrote {art.path}: {art.meta.parameters:,} parameters, {art.meta.bytes:,} bytes, "
+          f"chain {art.step_chain()}")
+    print("  " + ", ".join(f"{k}={v}" for k, v in facts.items()))
+    return 0

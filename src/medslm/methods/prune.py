@@ -1,0 +1,280 @@
+"""Pruning: unstructured (magnitude, Wanda), N:M semi-structured, and structured depth/width.
+
+- ``magnitude``: drop the smallest |W| in each output row.
+- ``wanda`` (Sun et al. 2023, https://arxiv.org/abs/2306.11695): score |W_ij| * ||X_j||_2 with the
+  input-feature norms X measured on a calibration corpus, pruned per output row. One calibration
+  pass over the dense model (the paper's sequential variant re-measures after each block).
+- ``pattern: "2:4"``: keep N of every M consecutive weights of a row (NVIDIA's 2:4 sparsity), by the
+  method's score.
+- ``depth`` (ShortGPT, Men et al. 2024, https://arxiv.org/abs/2403.03853): remove the decoder
+  blocks with the lowest Block Influence 1 - cos(h_in, h_out) on the calibration corpus; the model
+  really gets smaller (fewer layers in its config).
+- ``width``: remove the MLP channels with the smallest mean activation magnitude, the same number in
+  every block, shrinking ``intermediate_size`` (gate/up/down MLPs: Gemma, Llama, Mistral).
+
+Calibration is a parameter (``calibration: pubmedqa,medquad`` by default: medical text, the point of
+domain pruning, D-Pruner https://arxiv.org/abs/2405.06275); any dataset name or a text file works.
+Unstructured results are stored dense with zeros; the achieved sparsity is measured and recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import field_validator, model_validator
+from torch import nn
+
+from medslm.errors import MedslmError
+from medslm.methods.base import MethodConfig, Transformed, load_dense
+from medslm.methods.quantize import is_linear, linear_weight
+
+
+class PruneConfig(MethodConfig):
+    method: Literal["prune"] = "prune"
+    algorithm: Literal["magnitude", "wanda", "depth", "width"] = "wanda"
+    sparsity: float = 0.5
+    pattern: str | None = None  # "N:M", e.g. "2:4" (then sparsity is N/M's)
+    calibration: str = "pubmedqa,medquad"  # dataset names (comma-separated) or a .txt file
+    samples: int = 64
+    seq_len: int = 256
+    seed: int = 1234
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"sparsity={v}: must be between 0 and 1 (exclusive), e.g. 0.5")
+        return v
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            n, m = (int(x) for x in v.split(":"))
+        except ValueError:
+            raise ValueError(f"pattern={v!r}: must be 'N:M' with integers, e.g. '2:4'") from None
+        if not 0 < n < m:
+            raise ValueError(f"pattern={v!r}: need 0 < N < M")
+        return v
+
+    @field_validator("samples", "seq_len")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be a positive integer")
+        return v
+
+    @model_validator(mode="after")
+    def _combo(self):
+        if self.pattern and self.algorithm in ("depth", "width"):
+            raise ValueError(f"pattern={self.pattern!r} applies to magnitude/wanda, not {self.algorithm}")
+        return self
+
+
+# ------------------------------------------------------------------------------ calibration
+def calibration_texts(spec: str, n: int, seed: int) -> list[str]:
+    """``n`` texts from the named datasets (train splits where they exist) or a text file."""
+    import random
+    from pathlib import Path
+
+    from medslm.data import load_dataset
+
+    if spec.endswith(".txt"):
+        p = Path(spec)
+        if not p.is_file():
+            raise MedslmError(f"calibration={spec!r}: no such file")
+        texts = [t for t in p.read_text().split("\n\n") if t.strip()]
+    else:
+        texts = []
+        for name in [s.strip() for s in spec.split(",") if s.strip()]:
+            for e in load_dataset(name):
+                if e.split == "test":
+                    continue  # never calibrate on evaluation data
+                t = next((getattr(e, a) for a in ("context", "answer", "text", "question")
+                          if isinstance(getattr(e, a, None), str) and getattr(e, a).strip()), "")
+                if t:
+                    texts.append(t)
+    if not texts:
+        raise MedslmError(f"calibration={spec!r} gave no text")
+    rng = random.Random(seed)
+    return rng.sample(texts, min(n, len(texts)))
+
+
+def calibration_batches(tok, texts: list[str], seq_len: int) -> list[torch.Tensor]:
+    return [torch.tensor([tok(t, truncation=True, max_length=seq_len).input_ids]) for t in texts]
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The ModuleList of decoder blocks, found by length, for any architecture."""
+    n = model.config.num_hidden_layers
+    for _, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) == n:
+            return mod
+    raise MedslmError(f"cannot find the {n} decoder blocks of {type(model).__name__}")
+
+
+def _prunable(model: nn.Module) -> dict[str, nn.Module]:
+    layers = decoder_layers(model)
+    return {n: m for n, m in layers.named_modules() if is_linear(m)}
+
+
+# ------------------------------------------------------------------------------ unstructured
+def input_norms(model, batches, modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """Squared L2 norm of each input feature of each linear module, over all calibration tokens."""
+    sq = {n: None for n in modules}
+
+    def hook(name):
+        def f(mod, args):
+            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
+            s = (x * x).sum(0)
+            sq[name] = s if sq[name] is None else sq[name] + s
+        return f
+
+    hs = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
+    try:
+        with torch.no_grad():
+            for b in batches:
+                model(b)
+    finally:
+        for h in hs:
+            h.remove()
+    return sq
+
+
+def mask_from_scores(score: torch.Tensor, sparsity: float, pattern: str | None) -> torch.Tensor:
+    """True = keep. Per output row: the lowest-scoring fraction, or N of every M."""
+    if pattern:
+        n, m = (int(x) for x in pattern.split(":"))
+        rows, cols = score.shape
+        if cols % m:
+            raise MedslmError(f"pattern {pattern}: {cols} input features are not a multiple of {m}")
+        g = score.reshape(rows, cols // m, m)
+        keep = torch.zeros_like(g, dtype=torch.bool)
+        keep.scatter_(-1, g.topk(n, dim=-1).indices, True)
+        return keep.reshape(rows, cols)
+    k = int(score.shape[1] * sparsity)
+    keep = torch.ones_like(score, dtype=torch.bool)
+    if k:
+        keep.scatter_(1, score.topk(k, dim=1, largest=False).indices, False)
+    return keep
+
+
+def prune_unstructured_(model, cfg: PruneConfig, batches) -> dict:
+    modules = _prunable(model)
+    norms = input_norms(model, batches, modules) if cfg.algorithm == "wanda" else {}
+    zeros = total = 0
+    for n, m in modules.items():
+        w = linear_weight(m)  # (out, in) view
+        score = w.abs().float()
+        if cfg.algorithm == "wanda":
+            score = score * norms[n].sqrt()[None, :]
+        keep = mask_from_scores(score, cfg.sparsity, cfg.pattern)
+        w.mul_(keep.to(w.dtype))  # in place through the view: Conv1D's .t() shares storage
+        zeros += int((w == 0).sum())
+        total += w.numel()
+    return {"achieved_sparsity": round(zeros / total, 6), "pruned_layers": len(modules)}
+
+
+# ------------------------------------------------------------------------------ structured
+def block_influence(model, batches) -> list[float]:
+    layers = decoder_layers(model)
+    acc = [0.0] * len(layers)
+    count = [0] * len(layers)
+
+    def hook(i):
+        def f(mod, args, kwargs, out):
+            h_in = args[0] if args else kwargs["hidden_states"]
+            h_out = out[0] if isinstance(out, tuple) else out
+            cos = nn.functional.cosine_similarity(h_in.float(), h_out.float(), dim=-1)
+            acc[i] += float((1 - cos).sum())
+            count[i] += cos.numel()
+        return f
+
+    hs = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        with torch.no_grad():
+            for b in batches:
+                model(b)
+    finally:
+        for h in hs:
+            h.remove()
+    return [a / max(c, 1) for a, c in zip(acc, count)]
+
+
+def prune_depth_(model, cfg: PruneConfig, batches) -> dict:
+    bi = block_influence(model, batches)
+    layers = decoder_layers(model)
+    n_remove = int(round(len(layers) * cfg.sparsity))
+    if not 0 < n_remove < len(layers):
+        raise MedslmError(f"depth pruning at sparsity {cfg.sparsity} removes {n_remove} of "
+                          f"{len(layers)} blocks; choose a sparsity that removes at least one and keeps one")
+    drop = sorted(sorted(range(len(layers)), key=lambda i: bi[i])[:n_remove])
+    keep = [i for i in range(len(layers)) if i not in drop]
+    new = nn.ModuleList([layers[i] for i in keep])
+    for j, layer in enumerate(new):  # caches index blocks by position
+        for mod in layer.modules():
+            if hasattr(mod, "layer_idx"):
+                mod.layer_idx = j
+    parent = next(m for m in model.modules() if any(c is layers for c in m.children()))
+    name = next(n for n, c in parent.named_children() if c is layers)
+    setattr(parent, name, new)
+    cfg_m = model.config
+    cfg_m.num_hidden_layers = len(keep)
+    if getattr(cfg_m, "layer_types", None):
+        cfg_m.layer_types = [cfg_m.layer_types[i] for i in keep]
+    return {"removed_blocks": drop, "block_influence": [round(x, 5) for x in bi]}
+
+
+def prune_width_(model, cfg: PruneConfig, batches) -> dict:
+    layers = decoder_layers(model)
+    mlps = [getattr(layer, "mlp", None) for layer in layers]
+    if not all(m is not None and all(hasattr(m, a) for a in ("gate_proj", "up_proj", "down_proj"))
+               for m in mlps):
+        raise MedslmError(f"width pruning supports gate/up/down MLPs (Gemma, Llama, Mistral), not "
+                          f"{type(model).__name__}; use algorithm=depth, wanda or magnitude")
+    downs = {str(i): m.down_proj for i, m in enumerate(mlps)}
+    norms = input_norms(model, batches, downs)  # activations entering down_proj = channel importance
+    inter = mlps[0].down_proj.in_features
+    keep_n = inter - int(inter * cfg.sparsity)
+    for i, m in enumerate(mlps):
+        idx = norms[str(i)].topk(keep_n).indices.sort().values
+        for proj in ("gate_proj", "up_proj"):
+            old = getattr(m, proj)
+            new = nn.Linear(old.in_features, keep_n, bias=old.bias is not None, dtype=old.weight.dtype)
+            new.weight.data = old.weight.data[idx].clone()
+            if old.bias is not None:
+                new.bias.data = old.bias.data[idx].clone()
+            setattr(m, proj, new)
+        old = m.down_proj
+        new = nn.Linear(keep_n, old.out_features, bias=old.bias is not None, dtype=old.weight.dtype)
+        new.weight.data = old.weight.data[:, idx].clone()
+        if old.bias is not None:
+            new.bias.data = old.bias.data.clone()
+        m.down_proj = new
+        if hasattr(m, "intermediate_size"):
+            m.intermediate_size = keep_n
+    model.config.intermediate_size = keep_n
+    return {"intermediate_size": [inter, keep_n]}
+
+
+def apply(art, cfg: PruneConfig) -> Transformed:
+    model, tok = load_dense(art, "prune")
+    batches = []
+    if cfg.algorithm != "magnitude":
+        batches = calibration_batches(tok, calibration_texts(cfg.calibration, cfg.samples, cfg.seed),
+                                      cfg.seq_len)
+    before = sum(p.numel() for p in model.parameters())
+    if cfg.algorithm in ("magnitude", "wanda"):
+        info = prune_unstructured_(model, cfg, batches)
+    elif cfg.algorithm == "depth":
+        info = prune_depth_(model, cfg, batches)
+    else:
+        info = prune_width_(model, cfg, batches)
+    info["parameters_before"] = before
+    info["parameters_after"] = sum(p.numel() for p in model.parameters())
+    info["calibration_tokens"] = sum(b.numel() for b in batches)
+    return Transformed(model, tok, info=info,
+                       extra={"sparsity": info.get("achieved_sparsity"), "pruning": cfg.algorithm})

@@ -1,0 +1,176 @@
+"""Weight-only round-to-nearest quantization: int8 or int4, symmetric, per output row in groups.
+
+Each selected ``nn.Linear`` becomes a :class:`QuantLinear` that stores integer weights (int4 packed
+two per byte) and one fp16 scale per group, and dequantizes one layer at a time in ``forward``;
+so both bytes on disk and resident memory shrink. A layer filter keeps chosen modules (by default
+``lm_head``, and embeddings, which are not Linear) in full precision.
+
+Why not a library: torchao's int4 layouts need CUDA kernels and its tensor subclasses do not
+serialize to safetensors; bitsandbytes' CPU path changes the numerics per version. This module is
+small, deterministic on CPU and GPU, and its artifacts reload without extra packages. Speed on CPU
+comes from GGUF on llama.cpp, not from PyTorch weight-only formats (measured 1.5-3x slower).
+RTN: Dettmers et al. 2022 (https://arxiv.org/abs/2208.07339) give the per-group absmax baseline.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import field_validator
+from torch import nn
+
+from medslm.methods.base import MethodConfig, Transformed, load_dense
+
+
+class QuantizeConfig(MethodConfig):
+    method: Literal["quantize"] = "quantize"
+    bits: Literal[4, 8] = 8
+    group_size: int = 128
+    # fnmatch patterns of module names kept in full precision; "lm_head" means the output layer
+    # whatever its name (a head tied to the embeddings is always kept)
+    skip: tuple[str, ...] = ("lm_head",)
+
+    @field_validator("group_size")
+    @classmethod
+    def _group(cls, v: int) -> int:
+        if v < 8 or v & (v - 1):
+            raise ValueError(f"group_size={v}: must be a power of two >= 8 (e.g. 32, 64, 128)")
+        return v
+
+
+def _quantize(w: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    out_f, in_f = w.shape
+    g = w.float().reshape(out_f, in_f // group, group)
+    qmax = 2 ** (bits - 1) - 1  # 127 or 7
+    scale = (g.abs().amax(-1, keepdim=True) / qmax).clamp(min=1e-8)
+    q = torch.clamp(torch.round(g / scale), -qmax - 1, qmax).to(torch.int8).reshape(out_f, in_f)
+    if bits == 4:  # pack two signed nibbles per byte
+        u = (q + 8).to(torch.uint8)
+        q = (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
+    return q, scale.squeeze(-1).to(torch.float16)
+
+
+class QuantLinear(nn.Module):
+    """A Linear with integer weights and per-group fp16 scales; dequantized per forward call."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, bits: int, group_size: int):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.bits, self.group_size = bits, group_size
+        cols = in_features // 2 if bits == 4 else in_features
+        dtype = torch.uint8 if bits == 4 else torch.int8
+        self.register_buffer("qweight", torch.zeros(out_features, cols, dtype=dtype))
+        self.register_buffer("scales", torch.zeros(out_features, in_features // group_size,
+                                                   dtype=torch.float16))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.n_quantized = in_features * out_features
+
+    @classmethod
+    def from_linear(cls, lin: nn.Module, bits: int, group_size: int) -> "QuantLinear":
+        w = linear_weight(lin)
+        m = cls(w.shape[1], w.shape[0], lin.bias is not None, bits, group_size)
+        m.qweight, m.scales = _quantize(w, bits, group_size)
+        if lin.bias is not None:
+            m.bias = nn.Parameter(lin.bias.data.float().clone())
+        return m
+
+    def dequantize(self) -> torch.Tensor:
+        q = self.qweight
+        if self.bits == 4:
+            lo = (q & 0x0F).to(torch.int8) - 8
+            hi = (q >> 4).to(torch.int8) - 8
+            q = torch.stack([lo, hi], -1).reshape(self.out_features, self.in_features)
+        g = q.float().reshape(self.out_features, -1, self.group_size)
+        return (g * self.scales.float()[..., None]).reshape(self.out_features, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.dequantize().to(x.dtype)
+        return nn.functional.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group={self.group_size}"
+
+
+def is_linear(mod: nn.Module) -> bool:
+    """nn.Linear, or transformers' Conv1D (GPT-2's linear layers, weight stored transposed)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(mod, (nn.Linear, Conv1D))
+
+
+def linear_weight(mod: nn.Module) -> torch.Tensor:
+    """The weight as (out_features, in_features), whatever the layer type."""
+    return mod.weight.data if isinstance(mod, nn.Linear) else mod.weight.data.t()
+
+
+def selected(model: nn.Module, cfg: QuantizeConfig) -> list[str]:
+    names = []
+    head = model.get_output_embeddings()
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    for name, mod in model.named_modules():
+        if mod is head and (tied or "lm_head" in cfg.skip):  # the LM head, whatever its name
+            continue
+        if is_linear(mod) and not any(fnmatch.fnmatch(name, p) for p in cfg.skip):
+            if linear_weight(mod).shape[1] % cfg.group_size == 0:
+                names.append(name)
+    return names
+
+
+def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def quantize_(model: nn.Module, cfg: QuantizeConfig, names: list[str] | None = None) -> list[str]:
+    """In place (hence the ``_``): replace the selected Linear layers with QuantLinear."""
+    names = selected(model, cfg) if names is None else names
+    for n in names:
+        _set(model, n, QuantLinear.from_linear(model.get_submodule(n), cfg.bits, cfg.group_size))
+    return names
+
+
+def empty_quantized_(model: nn.Module, q: dict) -> None:
+    """In place: give ``model`` empty QuantLinear layers where an artifact recorded them (loading)."""
+    for n in q["modules"]:
+        lin = model.get_submodule(n)
+        out_f, in_f = linear_weight(lin).shape
+        _set(model, n, QuantLinear(in_f, out_f, lin.bias is not None, q["bits"], q["group_size"]))
+
+
+def apply(art, cfg: QuantizeConfig) -> Transformed:
+    from medslm.errors import MedslmError
+
+    model, tok = load_dense(art, "quantize")
+    names = quantize_(model, cfg)
+    if not names:
+        raise MedslmError(f"quantize: no Linear layer matched (skip={list(cfg.skip)}, group_size="
+                          f"{cfg.group_size} must divide the input features)")
+    total = sum(p.numel() for p in model.parameters()) + sum(
+        m.n_quantized for m in model.modules() if isinstance(m, QuantLinear))
+    qn = sum(m.n_quantized for m in model.modules() if isinstance(m, QuantLinear))
+    q = {"scheme": f"int{cfg.bits}-rtn-g{cfg.group_size}", "bits": cfg.bits,
+         "group_size": cfg.group_size, "modules": names}
+    return Transformed(model, tok, info={"quantized_layers": len(names),
+                                         "quantized_fraction": round(qn / total, 4)},
+                       extra={"quantization": q}, write=lambda tmp: save_state(model, tmp))
+
+
+def save_state(model: nn.Module, out: Path) -> None:
+    """save_pretrained for models with integer buffers: config + one safetensors, tied weights once."""
+    from safetensors.torch import save_file
+
+    model.config.save_pretrained(out)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(out)
+    seen: dict[int, str] = {}
+    state = {}
+    for k, v in model.state_dict().items():
+        ptr = v.untyped_storage().data_ptr()
+        if ptr in seen and v.numel() > 0:  # tied (lm_head = embeddings): stored once, re-tied on load
+            continue
+        seen[ptr] = k
+        state[k] = v.contiguous()
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})

@@ -1,0 +1,197 @@
+"""Compression methods on tiny random models of every architecture (contract tests)."""
+
+import fixtures
+import pytest
+import tiny
+import torch
+
+from medslm.errors import ConfigError, MedslmError
+from medslm.methods import compress, parse_config
+from medslm.models.artifact import ModelArtifact
+
+TEXT = "The patient presented with chest pain and elevated troponin levels."
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    f = tmp_path / "corpus.txt"
+    f.write_text(tiny.CORPUS[2] + "\n\n" + tiny.CORPUS[4])  # a part of what the tokenizer knows
+    return str(f)
+
+
+def logits(model, tok, text=TEXT):
+    with torch.no_grad():
+        return model(torch.tensor([tok(text).input_ids])).logits[0]
+
+
+@pytest.mark.parametrize("arch", tiny.ARCHS)
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantize_round_trip(tmp_path, arch, bits):
+    base = tiny.save_artifact(arch, tmp_path / "base")
+    q = compress(base, {"method": "quantize", "bits": bits, "group_size": 16}, tmp_path / "q")
+    assert q.meta.extra["quantization"]["bits"] == bits
+    assert q.meta.parameters == base.meta.parameters
+    assert q.meta.bytes < base.meta.bytes  # really smaller on disk
+    m0, tok = base.load()
+    m1, _ = ModelArtifact.open(q.path).load()
+    err = (logits(m0, tok) - logits(m1, tok)).abs().max().item()
+    assert 0 < err < (0.02 if bits == 8 else 0.3)  # quantized, and close
+    assert q.step_chain() == "base -> quantize" and q.meta.steps[-1]["input_hash"] == base.hash
+    # the input artifact is untouched
+    assert ModelArtifact.open(base.path).hash == base.hash
+    from medslm.models.artifact import content_hash
+
+    assert content_hash(base.path) == base.meta.content_hash
+
+
+def test_quantize_packs_int4_exactly():
+    from medslm.methods.quantize import QuantLinear
+
+    lin = torch.nn.Linear(32, 4)
+    q = QuantLinear.from_linear(lin, 4, 16)
+    assert q.qweight.dtype == torch.uint8 and q.qweight.shape == (4, 16)
+    w = q.dequantize()
+    scale = q.scales.float().repeat_interleave(16, 1)
+    steps = (w / scale).round()
+    assert steps.min() >= -8 and steps.max() <= 7
+    assert torch.allclose(w, steps * scale)
+    assert (w - lin.weight).abs().max() <= scale.max() / 2 + 1e-6
+
+
+@pytest.mark.parametrize("arch", tiny.ARCHS)
+@pytest.mark.parametrize("algo,pattern", [("magnitude", None), ("wanda", None), ("wanda", "2:4")])
+def test_unstructured_sparsity_reached(tmp_path, arch, algo, pattern, corpus):
+    from medslm.methods.prune import decoder_layers
+    from medslm.methods.quantize import is_linear, linear_weight
+
+    base = tiny.save_artifact(arch, tmp_path / "base")
+    cfg = {"method": "prune", "algorithm": algo, "sparsity": 0.5, "calibration": corpus, "samples": 4,
+           "seq_len": 32}
+    if pattern:
+        cfg["pattern"] = pattern
+    p = compress(base, cfg, tmp_path / "p")
+    assert p.meta.steps[-1]["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    m, tok = ModelArtifact.open(p.path).load()
+    for mod in decoder_layers(m).modules():
+        if is_linear(mod):
+            w = linear_weight(mod)
+            assert (w == 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
+            if pattern:  # every group of 4 consecutive inputs keeps exactly 2
+                g = (w.reshape(w.shape[0], -1, 4) != 0).sum(-1)
+                assert bool((g == 2).all())
+    assert torch.isfinite(logits(m, tok)).all()
+
+
+def test_wanda_uses_activations(tmp_path, corpus):
+    base = tiny.save_artifact("llama", tmp_path / "base")
+    a = compress(base, {"method": "prune", "algorithm": "magnitude"}, tmp_path / "mag")
+    b = compress(base, {"method": "prune", "algorithm": "wanda", "calibration": corpus, "samples": 4,
+                        "seq_len": 32}, tmp_path / "wanda")
+    ma, _ = a.load()
+    mb, _ = b.load()
+    wa = ma.model.layers[0].mlp.down_proj.weight
+    wb = mb.model.layers[0].mlp.down_proj.weight
+    assert not torch.equal(wa == 0, wb == 0)  # different masks: the calibration mattered
+
+
+@pytest.mark.parametrize("arch", tiny.ARCHS)
+def test_depth_pruning_removes_blocks(tmp_path, arch, corpus):
+    base = tiny.save_artifact(arch, tmp_path / "base")
+    p = compress(base, {"method": "prune", "algorithm": "depth", "sparsity": 0.5, "calibration": corpus,
+                        "samples": 4, "seq_len": 32}, tmp_path / "p")
+    m, tok = ModelArtifact.open(p.path).load()
+    assert m.config.num_hidden_layers == 1 and len(p.meta.steps[-1]["removed_blocks"]) == 1
+    assert p.meta.parameters < base.meta.parameters
+    assert torch.isfinite(logits(m, tok)).all()
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "llama", "mistral"])
+def test_width_pruning_shrinks_mlp(tmp_path, arch, corpus):
+    base = tiny.save_artifact(arch, tmp_path / "base")
+    p = compress(base, {"method": "prune", "algorithm": "width", "sparsity": 0.5, "calibration": corpus,
+                        "samples": 4, "seq_len": 32}, tmp_path / "p")
+    m, tok = ModelArtifact.open(p.path).load()
+    assert m.config.intermediate_size == 32
+    assert m.model.layers[0].mlp.down_proj.weight.shape == (32, 32)
+    assert torch.isfinite(logits(m, tok)).all()
+
+
+def test_width_pruning_refuses_other_mlps(tmp_path, corpus):
+    base = tiny.save_artifact("gpt2", tmp_path / "base")
+    with pytest.raises(MedslmError, match="gate/up/down"):
+        compress(base, {"method": "prune", "algorithm": "width", "calibration": corpus}, tmp_path / "p")
+
+
+@pytest.mark.parametrize("arch", tiny.ARCHS)
+def test_trim_keeps_in_domain_tokens_and_logits(tmp_path, arch, corpus):
+    base = tiny.save_artifact(arch, tmp_path / "base")
+    t = compress(base, {"method": "trim", "corpus": corpus}, tmp_path / "t")
+    st = t.meta.steps[-1]
+    assert st["vocab_after"] < st["vocab_before"]
+    m0, t0 = base.load()
+    m1, t1 = ModelArtifact.open(t.path).load()
+    ids0, ids1 = t0(TEXT).input_ids, t1(TEXT).input_ids
+    assert t0.convert_ids_to_tokens(ids0) == t1.convert_ids_to_tokens(ids1)  # identical tokenization
+    kept = [t0.convert_tokens_to_ids(x) for x in t1.convert_ids_to_tokens(list(range(len(t1))))]
+    # the kept tokens' logits are exactly the original ones: only the softmax runs over fewer tokens
+    assert torch.allclose(logits(m1, t1), logits(m0, t0)[:, kept], atol=1e-5)
+    oov = "Zebra quixotic ü 漢"
+    assert t1.decode(t1(oov, add_special_tokens=False).input_ids) == oov  # OOV text still encodes
+
+
+def test_trim_then_quantize_chain(tmp_path, corpus):
+    base = tiny.save_artifact("gemma3", tmp_path / "base")
+    t = compress(base, {"method": "trim", "corpus": corpus}, tmp_path / "t")
+    q = compress(t, {"method": "quantize", "bits": 4, "group_size": 16}, tmp_path / "tq")
+    assert q.step_chain() == "base -> trim -> quantize"
+    assert q.meta.bytes < t.meta.bytes < base.meta.bytes
+    with pytest.raises(MedslmError, match="quantized"):
+        compress(q, {"method": "prune", "algorithm": "magnitude"}, tmp_path / "x")
+
+
+@pytest.mark.parametrize("cfg,msg", [
+    ({"method": "quantize", "bits": 3}, "bits=3"),
+    ({"method": "quantize", "group_size": 100}, "group_size=100: must be a power of two"),
+    ({"method": "prune", "sparsity": 1.2}, "sparsity=1.2: must be between 0 and 1"),
+    ({"method": "prune", "pattern": "2-4"}, "pattern='2-4'"),
+    ({"method": "prune", "algorithm": "depth", "pattern": "2:4"}, "applies to magnitude/wanda"),
+    ({"method": "prune", "sparsityy": 0.5}, "sparsityy: unknown key"),
+    ({"method": "trim", "min_count": 0}, "min_count=0"),
+])
+def test_configs_reject_bad_values(cfg, msg):
+    with pytest.raises(ConfigError, match=msg):
+        parse_config(cfg)
+
+
+def test_unknown_method_suggests():
+    with pytest.raises(MedslmError, match="Did you mean prune"):
+        parse_config({"method": "prun"})
+
+
+def test_config_round_trip():
+    c = parse_config({"method": "prune", "algorithm": "wanda", "pattern": "2:4"})
+    assert parse_config(c.to_dict()) == c
+
+
+def test_medical_calibration_from_datasets(tmp_path, monkeypatch):
+    root = tmp_path / "mirror"
+    fixtures.pubmedqa(root / "pubmedqa")
+    monkeypatch.setenv("MEDSLM_DATA_DIR", str(root))
+    from medslm.methods.prune import calibration_texts
+
+    texts = calibration_texts("pubmedqa", 10, 1)
+    assert len(texts) == 4 and all(t.startswith("Background") for t in texts)  # train split only
+
+
+def test_cli_quantize_and_info(tmp_path):
+    import subprocess
+    import sys
+
+    tiny.save_artifact("llama", tmp_path / "base")
+    p = subprocess.run([sys.executable, "-m", "medslm", "quantize", "--model", str(tmp_path / "base"),
+                        "--bits", "4", "--group-size", "16", "--out", str(tmp_path / "q")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    i = subprocess.run([sys.executable, "-m", "medslm", "models", "info", str(tmp_path / "q")],
+                       capture_output=True, text=True)
+    assert "base -> quantize" in i.stdout and "bits=4" in i.stdout
