@@ -195,3 +195,85 @@ def test_cli_quantize_and_info(tmp_path):
     i = subprocess.run([sys.executable, "-m", "medslm", "models", "info", str(tmp_path / "q")],
                        capture_output=True, text=True)
     assert "base -> quantize" in i.stdout and "bits=4" in i.stdout
+
+
+# ---------------------------------------------------------------------------------- distillation
+@pytest.fixture
+def pruned_pair(tmp_path, corpus):
+    """A teacher and a depth-pruned student that starts far from it (another random init)."""
+    teacher = tiny.save_artifact("llama", tmp_path / "teacher", seed=0)
+    other = tiny.save_artifact("llama", tmp_path / "other", seed=1)
+    student = compress(other, {"method": "prune", "algorithm": "depth", "sparsity": 0.5,
+                               "calibration": corpus, "samples": 4, "seq_len": 32}, tmp_path / "student")
+    return teacher, student
+
+
+def distill_cfg(teacher, corpus, **kw):
+    return {"method": "distill", "teacher": str(teacher.path), "corpus": corpus, "steps": 30,
+            "batch_size": 2, "seq_len": 32, "lr": 3e-3, "checkpoint_every": 10, **kw}
+
+
+@pytest.mark.parametrize("mode", ["logit", "sequence"])
+def test_distillation_lowers_kl_to_teacher(tmp_path, pruned_pair, corpus, mode):
+    teacher, student = pruned_pair
+    d = compress(student, distill_cfg(teacher, corpus, mode=mode, alpha=1.0), tmp_path / f"d-{mode}")
+    st = d.meta.steps[-1]
+    assert st["held_out_after"] < st["held_out_before"]
+    assert st["held_out_metric"] == ("kl_to_teacher" if mode == "logit" else "ce_on_teacher_sequences")
+    assert d.step_chain() == "base -> prune -> distill" and st["teacher_hash"] == teacher.hash
+
+
+def test_distillation_resumes_from_checkpoint(tmp_path, pruned_pair, corpus, monkeypatch):
+    teacher, student = pruned_pair
+    cfg = distill_cfg(teacher, corpus, steps=20)
+    ref = compress(student, cfg, tmp_path / "ref")
+    real_step = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def crash_after_15(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 15:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", crash_after_15)
+    with pytest.raises(KeyboardInterrupt):
+        compress(student, cfg, tmp_path / "resumed")
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    out = compress(student, cfg, tmp_path / "resumed")
+    assert out.meta.steps[-1]["resumed_at"] == 10  # the last checkpoint, not the start
+    m1, tok = ModelArtifact.open(ref.path).load()
+    m2, _ = ModelArtifact.open(out.path).load()
+    assert torch.allclose(logits(m1, tok), logits(m2, tok), atol=1e-5)  # same result as uninterrupted
+
+
+def test_distill_refuses_different_vocabularies(tmp_path, corpus):
+    base = tiny.save_artifact("llama", tmp_path / "teacher")
+    trimmed = compress(base, {"method": "trim", "corpus": corpus}, tmp_path / "t")
+    with pytest.raises(MedslmError, match="vocabularies differ"):
+        compress(trimmed, distill_cfg(base, corpus), tmp_path / "d")
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "gpt2"])
+def test_int8_embeddings_with_tied_head(tmp_path, arch):
+    base = tiny.save_artifact(arch, tmp_path / "base")
+    q = compress(base, {"method": "quantize", "bits": 4, "group_size": 16, "embeddings": "int8"},
+                 tmp_path / "q")
+    plain = compress(base, {"method": "quantize", "bits": 4, "group_size": 16}, tmp_path / "plain")
+    assert q.meta.bytes < plain.meta.bytes and q.meta.parameters == base.meta.parameters
+    m0, tok = base.load()
+    m1, _ = ModelArtifact.open(q.path).load()
+    m2, _ = ModelArtifact.open(plain.path).load()
+    from medslm.methods.quantize import QuantEmbedding, QuantTiedHead
+
+    assert isinstance(m1.get_input_embeddings(), QuantEmbedding)
+    assert isinstance(m1.get_output_embeddings(), QuantTiedHead)
+    e_q = (logits(m0, tok) - logits(m1, tok)).abs().max().item()
+    e_plain = (logits(m0, tok) - logits(m2, tok)).abs().max().item()
+    assert e_q < 2 * e_plain + 0.05  # int8 rows add little error on top of int4 layers
+
+
+def test_int8_embeddings_need_a_tied_head(tmp_path):
+    base = tiny.save_artifact("llama", tmp_path / "base")  # untied head
+    with pytest.raises(MedslmError, match="tied"):
+        compress(base, {"method": "quantize", "embeddings": "int8", "group_size": 16}, tmp_path / "q")

@@ -13,12 +13,15 @@ import sys
 
 # name -> module; order is the order shown in --help
 COMMANDS = {
+    "run": "medslm.commands.run",
     "models": "medslm.commands.models",
     "data": "medslm.commands.data",
     "eval": "medslm.commands.eval",
     "quantize": "medslm.commands.compress",
     "prune": "medslm.commands.compress",
     "trim": "medslm.commands.compress",
+    "distill": "medslm.commands.compress",
+    "report": "medslm.commands.run",
 }
 
 

@@ -134,8 +134,11 @@ class HFBackend(Backend):
         ctx = self._encode(context)
         return ctx, whole[len(ctx):]
 
-    def _logprobs_at(self, rows: list[list[int]], positions: list[list[int]]):
-        """Run a right-padded batch; return, per row, log-softmax at the given positions (float32)."""
+    def _score_at(self, rows: list[list[int]], positions: list[list[int]],
+                  targets: list[list[int]]) -> list[tuple[float, bool]]:
+        """Run a right-padded batch; per row, the summed log-probability of ``targets`` at
+        ``positions`` and whether each is the argmax. The vocabulary-wide log-softmax is computed
+        in chunks of positions and never kept (262k x a long document would be gigabytes)."""
         import torch
 
         width = max(len(r) for r in rows)
@@ -147,21 +150,28 @@ class HFBackend(Backend):
         with torch.no_grad():
             if self.fast_head:
                 hidden = self.body(ids, use_cache=False).last_hidden_state
-                out = []
-                for i, pos in enumerate(positions):
-                    h = hidden[i, pos]
-                    out.append(torch.cat([self._head(c).log_softmax(-1) for c in h.split(256)]))
-                return out
-            logits = self.model(ids, use_cache=False).logits.float()
-            return [logits[i, pos].log_softmax(-1) for i, pos in enumerate(positions)]
+                return [self._score_hidden(hidden[i, pos], tgt)
+                        for i, (pos, tgt) in enumerate(zip(positions, targets))]
+            logits = self.model(ids, use_cache=False).logits
+            return [self._score_logits(logits[i, pos], tgt)
+                    for i, (pos, tgt) in enumerate(zip(positions, targets))]
+
+    def _score_hidden(self, hidden, targets: list[int], chunk: int = 128) -> tuple[float, bool]:
+        """Score targets from the hidden states that predict them, applying the head per chunk."""
+        ll, greedy = 0.0, True
+        for j in range(0, len(targets), chunk):
+            a, g = self._score_logits(self._head(hidden[j:j + chunk]), targets[j:j + chunk])
+            ll, greedy = ll + a, greedy and g
+        return ll, greedy
 
     @staticmethod
-    def _score(logp, targets: list[int]) -> tuple[float, bool]:
+    def _score_logits(logits, targets: list[int]) -> tuple[float, bool]:
         import torch
 
-        t = torch.tensor(targets, device=logp.device)
-        ll = logp.gather(-1, t[:, None]).sum().item()
-        greedy = bool((logp.argmax(-1) == t).all().item())
+        logits = logits.float()
+        t = torch.tensor(targets, device=logits.device)
+        ll = (logits.gather(-1, t[:, None])[:, 0] - torch.logsumexp(logits, -1)).sum().item()
+        greedy = bool((logits.argmax(-1) == t).all().item())
         return float(ll), greedy
 
     def _truncate(self, ctx: list[int], cont: list[int]) -> tuple[list[int], list[int]]:
@@ -203,8 +213,8 @@ class HFBackend(Backend):
                 seq = (ctx + cont)[:-1]
                 rows.append(seq)
                 positions.append(list(range(len(ctx) - 1, len(seq))))
-            for i, logp in zip(batch, self._logprobs_at(rows, positions)):
-                results[i] = self._score(logp, pairs[i][1])
+            for i, res in zip(batch, self._score_at(rows, positions, [pairs[i][1] for i in batch])):
+                results[i] = res
             bar.update(len(batch))
 
     def _shared(self, pairs, results, bar) -> None:
@@ -218,10 +228,23 @@ class HFBackend(Backend):
         # 1) single-token continuations: one forward per context, read the last position
         single.sort(key=len, reverse=True)
         for batch in _chunks(single, self.batch_size):
-            logps = self._logprobs_at([list(g) for g in batch], [[len(g) - 1] for g in batch])
-            for g, logp in zip(batch, logps):
+            rows = [list(g) for g in batch]
+            pos = [[len(g) - 1] for g in batch]
+            if self.fast_head:
+                width = max(len(r) for r in rows)
+                ids = torch.full((len(rows), width), 0, dtype=torch.long)
+                for i, r in enumerate(rows):
+                    ids[i, : len(r)] = torch.tensor(r)
+                with torch.no_grad():
+                    hidden = self.body(ids.to(self.device), use_cache=False).last_hidden_state
+                    last = torch.stack([hidden[i, p[0]] for i, p in enumerate(pos)])
+                    logp = self._head(last).float().log_softmax(-1)  # one row per context
+            for k, g in enumerate(batch):
                 for i in groups[g]:
-                    results[i] = self._score(logp, pairs[i][1])
+                    if self.fast_head:
+                        results[i] = self._score_logits(logp[k:k + 1], pairs[i][1])
+                    else:
+                        results[i] = self._score_at([rows[k]], [pos[k]], [pairs[i][1]])[0]
                 bar.update(len(groups[g]))
         # 2) longer continuations: context once with its KV cache, continuations from there
         if not self.fast_head:
@@ -232,16 +255,15 @@ class HFBackend(Backend):
             with torch.no_grad():
                 out = self.body(torch.tensor([list(g)], device=self.device), use_cache=True)
                 past = _cache_of(out)
-                first = self._head(out.last_hidden_state[:, -1]).log_softmax(-1)[0]
+                last = out.last_hidden_state[0, -1:]
                 for i in ix:
                     cont = pairs[i][1]
                     if len(cont) == 1:
-                        results[i] = self._score(first[None], cont)
+                        results[i] = self._score_hidden(last, cont)
                         continue
                     o2 = self.body(torch.tensor([cont[:-1]], device=self.device), use_cache=True,
                                    **{self._cache_kw: copy.deepcopy(past)})
-                    rest = self._head(o2.last_hidden_state[0]).log_softmax(-1)
-                    results[i] = self._score(torch.cat([first[None], rest]), cont)
+                    results[i] = self._score_hidden(torch.cat([last, o2.last_hidden_state[0]]), cont)
             bar.update(len(ix))
 
     def loglikelihood_rolling(self, requests: list[RollingRequest]) -> list[float]:
@@ -262,10 +284,9 @@ class HFBackend(Backend):
                 end = min(start + L, len(toks))
                 windows.append((seq[start:end], toks[start:end]))
             for batch in _chunks(windows, self.batch_size):
-                logps = self._logprobs_at([w[0] for w in batch],
-                                          [list(range(len(w[0]))) for w in batch])
-                for (inp, tgt), lp in zip(batch, logps):
-                    total += self._score(lp, tgt)[0]
+                scores = self._score_at([w[0] for w in batch], [list(range(len(w[0]))) for w in batch],
+                                        [w[1] for w in batch])
+                total += sum(sc[0] for sc in scores)
             out.append(total)
         return out
 

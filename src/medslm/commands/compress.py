@@ -8,21 +8,30 @@ from medslm.commands import examples
 
 FLAGS = {
     "quantize": [("--bits", int, "4 or 8 (default 8)"), ("--group-size", int, "default 128"),
-                 ("--skip", str, "comma-separated module patterns kept in full precision (default lm_head)")],
+                 ("--skip", str, "comma-separated module patterns kept in full precision (default lm_head)"),
+                 ("--embeddings", str, "keep (default) or int8 (input embedding and tied head as int8)")],
     "prune": [("--algorithm", str, "magnitude | wanda | depth | width (default wanda)"),
               ("--sparsity", float, "fraction removed (default 0.5)"),
               ("--pattern", str, "N:M semi-structured, e.g. 2:4"),
               ("--calibration", str, "datasets (comma-separated) or a .txt file (default pubmedqa,medquad)"),
               ("--samples", int, "calibration texts (default 64)"), ("--seq-len", int, "default 256")],
+    "distill": [("--teacher", str, "teacher model reference"),
+                ("--mode", str, "logit (default) or sequence"),
+                ("--corpus", str, "datasets (comma-separated) or a .txt file (default pubmedqa,medquad)"),
+                ("--steps", int, "optimizer steps (default 100)"), ("--batch-size", int, "default 2"),
+                ("--seq-len", int, "default 128"), ("--lr", float, "default 5e-5"),
+                ("--temperature", float, "default 2.0"), ("--alpha", float, "KD weight vs CE (default 0.5)")],
     "trim": [("--corpus", str, "datasets (comma-separated) or a .txt file (default pubmedqa,medquad,medmcqa)"),
              ("--min-count", int, "keep tokens used at least this often (default 1)")],
 }
 HELP = {"quantize": "weight-only int8/int4 quantization", "prune": "unstructured, N:M, depth or width pruning",
+        "distill": "knowledge distillation from a teacher (logit or sequence-level)",
         "trim": "trim the vocabulary to a domain corpus"}
 EXAMPLES = {"quantize": ["medslm quantize --model gemma3-270m --bits 4 --out runs/q4"],
             "prune": ["medslm prune --model gemma3-270m --algorithm wanda --sparsity 0.5 --out runs/wanda50",
                       "medslm prune --model gemma3-270m --algorithm depth --sparsity 0.25 --out runs/depth25"],
-            "trim": ["medslm trim --model gemma3-270m --out runs/trim"]}
+            "trim": ["medslm trim --model gemma3-270m --out runs/trim"],
+            "distill": ["medslm distill --model runs/depth25 --teacher gemma3-270m --steps 200 --out runs/d25kd"]}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

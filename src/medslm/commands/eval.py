@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", required=True, help="comma-separated task names, or 'ls'")
     p.add_argument("--backend", default="hf", help="hf (default), llamacpp, ...")
     p.add_argument("--split", default=None, help="override the task's split")
-    p.add_argument("--limit", type=int, default=None, help="a fixed, seeded subset of N examples")
+    p.add_argument("--limit", default=None,
+                   help="a fixed, seeded subset of N examples; or per task: pubmedqa=40,medppl=10")
     p.add_argument("--fewshot", type=int, default=0, help="k-shot examples from the train/dev split")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--batch-size", type=int, default=8)
@@ -35,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0: none)")
     p.add_argument("--no-decode-bench", action="store_true", help="skip the decode tokens/s measurement")
     p.add_argument("--json", action="store_true", help="print the results as JSON (without per-example)")
+    p.add_argument("--label", default=None, help="a name for this model in results and reports")
+    p.add_argument("--result-file", default=None, metavar="FILE",
+                   help="write the (single task's) result to exactly this file")
     p.set_defaults(handler=cmd_eval)
 
 
@@ -50,6 +54,29 @@ def list_tasks() -> int:
     return 0
 
 
+def parse_limit(text: str | None, names: list[str]) -> int | dict[str, int] | None:
+    """``N`` or ``task=N,task=N`` (tasks not named: no limit)."""
+    from medslm.errors import MedslmError
+
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            out: int | dict[str, int] = int(text)
+            vals = [out]
+        else:
+            out = {k.strip(): int(v) for k, v in (kv.split("=", 1) for kv in text.split(","))}
+            vals = list(out.values())
+            unknown = set(out) - set(names)
+            if unknown:
+                raise MedslmError(f"--limit names {sorted(unknown)}, which are not in --tasks")
+    except ValueError:
+        raise MedslmError(f"--limit {text!r}: expected N or task=N,task=N with whole numbers") from None
+    if any(v < 1 for v in vals):
+        raise MedslmError(f"--limit {text!r}: limits must be positive numbers of examples")
+    return out
+
+
 def cmd_eval(args) -> int:
     if args.tasks.strip() == "ls":
         return list_tasks()
@@ -62,15 +89,23 @@ def cmd_eval(args) -> int:
     for n in names:
         if n not in TASKS:
             raise TASKS.unknown(n)
-    if args.limit is not None and args.limit < 1:
-        raise MedslmError(f"--limit {args.limit}: must be a positive number of examples")
+    limit = parse_limit(args.limit, names)
     tasks = [get_task(n, judge=args.judge) if n == "amega" else get_task(n) for n in names]
     backend = get_backend(args.backend)(args.model, dtype=args.dtype, device=args.device,
                                         batch_size=args.batch_size, threads=args.threads)
-    results = evaluate(backend, tasks, split=args.split, limit=args.limit, seed=args.seed,
-                       fewshot=args.fewshot, output=args.output, cache_path=args.cache,
+    if args.result_file and len(tasks) != 1:
+        raise MedslmError("--result-file takes one task; use --output DIR for several")
+    results = evaluate(backend, tasks, split=args.split, limit=limit, seed=args.seed,
+                       fewshot=args.fewshot, output=None, cache_path=args.cache,
                        data_path=args.data, bootstrap=args.bootstrap,
                        measure_decode=not args.no_decode_bench)
+    from medslm.evaluate.runner import write_result
+
+    for r in results:
+        if args.label:
+            r["model"]["label"] = args.label
+        if args.result_file or args.output:
+            r["path"] = str(write_result(r, args.output, args.result_file))
     if args.json:
         print(json.dumps([{k: v for k, v in r.items() if k != "examples"} for r in results], indent=1))
     else:

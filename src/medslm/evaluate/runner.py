@@ -135,22 +135,30 @@ def evaluate_task(backend, task: Task, *, split: str | None = None, limit: int |
     }
 
 
-def write_result(result: dict, output: str | Path) -> Path:
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"{_slug(str(result['model'].get('model', 'model')))}__{result['task']['name']}.json"
-    f = out / name
+def result_filename(who: str, task: str) -> str:
+    return f"{_slug(who)}__{task}.json"
+
+
+def write_result(result: dict, output: str | Path, file: str | Path | None = None) -> Path:
+    """Write one result JSON atomically: ``file``, or ``<output>/<model>__<task>.json``."""
+    if file is None:
+        who = result["model"].get("label") or result["model"].get("model", "model")
+        file = Path(output) / result_filename(str(who), result["task"]["name"])
+    f = Path(file)
+    f.parent.mkdir(parents=True, exist_ok=True)
     tmp = f.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
     os.replace(tmp, f)
     return f
 
 
-def evaluate(backend, tasks: list[str | Task], *, split: str | None = None, limit: int | None = None,
+def evaluate(backend, tasks: list[str | Task], *, split: str | None = None,
+             limit: int | dict[str, int] | None = None,
              seed: int = 1234, fewshot: int = 0, output: str | Path | None = None,
              cache_path: str | Path | None = None, data_path: str | None = None,
              bootstrap: int = 1000, progress: bool = True, measure_decode: bool = True) -> list[dict]:
-    """Evaluate ``backend`` on ``tasks``; write one JSON per task under ``output`` if given."""
+    """Evaluate ``backend`` on ``tasks``; write one JSON per task under ``output`` if given.
+    ``limit``: one number for every task, or {task: number}."""
     from medslm import settings
 
     task_objs = [t if isinstance(t, Task) else get_task(t) for t in tasks]
@@ -159,7 +167,8 @@ def evaluate(backend, tasks: list[str | Task], *, split: str | None = None, limi
     results = []
     try:
         for t in task_objs:
-            res = evaluate_task(backend, t, split=split, limit=limit, seed=seed, fewshot=fewshot,
+            lim = limit.get(t.name) if isinstance(limit, dict) else limit
+            res = evaluate_task(backend, t, split=split, limit=lim, seed=seed, fewshot=fewshot,
                                 cache=cache, data_path=data_path, bootstrap=bootstrap,
                                 progress=progress, decode=decode)
             if output is not None:

@@ -29,6 +29,7 @@ METHODS = Registry("method")
 METHODS.add("quantize", "medslm.methods.quantize:QuantizeConfig")
 METHODS.add("prune", "medslm.methods.prune:PruneConfig")
 METHODS.add("trim", "medslm.methods.trim:TrimConfig")
+METHODS.add("distill", "medslm.methods.distill:DistillConfig")
 
 
 def format_validation_error(e: ValidationError, where: str = "") -> str:

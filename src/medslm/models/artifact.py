@@ -30,6 +30,7 @@ from medslm import __version__
 from medslm.errors import ArtifactError
 
 SCHEMA_VERSION = 1
+FORMAT_STEPS = {"convert_gguf"}  # provenance, but not a change a report should label
 META_FILE = "medslm.json"
 _HASH_SKIP = {META_FILE}
 PACKAGES = ("torch", "transformers", "safetensors", "tokenizers", "accelerate", "peft", "gguf")
@@ -145,7 +146,8 @@ class ModelArtifact:
             )
 
     def step_chain(self) -> str:
-        names = [s.get("name", "?") for s in self.meta.steps]
+        """The methods applied, e.g. ``base -> trim -> quantize`` (format conversions not shown)."""
+        names = [s.get("name", "?") for s in self.meta.steps if s.get("name") not in FORMAT_STEPS]
         return " -> ".join(["base"] + names) if names else "base"
 
     def load(self, dtype: str | None = None, device: str = "cpu"):

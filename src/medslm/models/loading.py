@@ -223,9 +223,11 @@ def _load_quantized(path: Path, q: dict, dtype: str):
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype(dtype))
     empty_quantized_(model, q)
     res = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
-    model.tie_weights()
-    head = next(n for n, m in model.named_modules() if m is model.get_output_embeddings())
-    tied = {f"{head}.weight"} if getattr(cfg, "tie_word_embeddings", False) else set()
+    tied: set[str] = set()
+    if q.get("embeddings") != "int8":  # an int8 embedding and its head share one state
+        model.tie_weights()
+        head = next(n for n, m in model.named_modules() if m is model.get_output_embeddings())
+        tied = {f"{head}.weight"} if getattr(cfg, "tie_word_embeddings", False) else set()
     info = {"missing_keys": set(res.missing_keys) - tied, "unexpected_keys": set(res.unexpected_keys),
             "error_msgs": []}
     return model, info

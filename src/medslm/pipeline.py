@@ -1,0 +1,261 @@
+"""Run a recipe: a model, variants (chains of method steps), evaluations, one report.
+
+A recipe (YAML, versioned, unknown keys rejected, every error naming its line and key)::
+
+    version: 1
+    name: quickstart
+    model: gemma3-270m
+    eval:
+      tasks: [pubmedqa, medmcqa, medppl]
+      limit: {pubmedqa: 30, medmcqa: 60, medppl: 10}
+    variants:
+      - name: base
+      - name: int4
+        steps: [{method: quantize, bits: 4}]
+      - name: trim+int4
+        steps: [{method: trim}, {method: quantize, bits: 4}]
+
+Each step's output artifact is cached by (input artifact hash, step config) under
+``$MEDSLM_CACHE/artifacts/``: shared prefixes are built once, and a rerun after an interruption
+or an edit redoes only what changed. Each (variant, task) evaluation runs in its own process (so
+peak memory is the model's own) and writes ``results/<variant>__<task>.json``; a finished result
+whose artifact hash and task settings match is reused. Requests are cached too, so an evaluation
+killed midway resumes. A failed step stops the run with a clear message; finished results stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medslm import settings
+from medslm.errors import ConfigError, MedslmError
+
+RECIPE_VERSION = 1
+
+
+class EvalSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[str] = Field(min_length=1)
+    limit: int | dict[str, int] | None = None
+    seed: int = 1234
+    fewshot: int = 0
+    batch_size: int = 8
+    decode_bench: bool = True
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: list[str]) -> list[str]:
+        from medslm.tasks import TASKS
+
+        for t in v:
+            if t not in TASKS:
+                raise ValueError(str(TASKS.unknown(t)))
+        return v
+
+    def limit_for(self, task: str) -> int | None:
+        return self.limit.get(task) if isinstance(self.limit, dict) else self.limit
+
+
+class Variant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+    steps: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    description: str = ""
+    model: str
+    eval: EvalSpec
+    variants: list[Variant] = Field(min_length=1)
+    output: str | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != RECIPE_VERSION:
+            raise ValueError(f"recipe version {v} is not supported (this medslm reads version {RECIPE_VERSION})")
+        return v
+
+
+# --------------------------------------------------------------------------------- loading
+def _lines(node, path=()) -> dict[tuple, int]:
+    """Map every key path of a YAML document to its 1-based line."""
+    out = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            out[path + (k.value,)] = k.start_mark.line + 1
+            out.update(_lines(v, path + (k.value,)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out.update(_lines(v, path + (i,)))
+    return out
+
+
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
+    loc = tuple(loc)
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    return lines.get(loc, 1)
+
+
+def load_recipe(path: str | os.PathLike) -> Recipe:
+    """Parse and validate a recipe; any problem is one ConfigError naming file, line and key."""
+    from medslm.methods.base import format_validation_error, parse_config
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"recipe {p}: cannot read ({e.strerror})") from e
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ConfigError(f"{p}:{mark.line + 1 if mark else '?'}: not valid YAML ({getattr(e, 'problem', e)})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}:1: a recipe is a mapping with version, name, model, eval, variants")
+    lines = _lines(node)
+    try:
+        recipe = Recipe(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        one = ValidationError.from_exception_data(e.title, [err])
+        raise ConfigError(f"{p}:{_line_of(lines, loc)}: {format_validation_error(one)}") from None
+    seen = set()
+    for i, v in enumerate(recipe.variants):
+        if v.name in seen:
+            raise ConfigError(f"{p}:{_line_of(lines, ('variants', i, 'name'))}: variants.{i}.name: "
+                              f"duplicate variant name {v.name!r}")
+        seen.add(v.name)
+        for j, s in enumerate(v.steps):
+            try:
+                parse_config(s)
+            except MedslmError as e:
+                raise ConfigError(f"{p}:{_line_of(lines, ('variants', i, 'steps', j))}: "
+                                  f"variants.{i}.steps.{j}: {e}") from None
+    from medslm.models.loading import resolve
+
+    try:
+        resolve(recipe.model, pull=False)
+    except MedslmError as e:
+        raise ConfigError(f"{p}:{_line_of(lines, ('model',))}: model: {e}") from None
+    return recipe
+
+
+# --------------------------------------------------------------------------------- running
+def step_key(input_hash: str, step: dict[str, Any]) -> str:
+    from medslm.methods import parse_config
+
+    cfg = parse_config(step).to_dict()
+    return hashlib.sha256(json.dumps([input_hash, cfg], sort_keys=True).encode()).hexdigest()[:20]
+
+
+def build_variant(base, variant: Variant, log) -> Any:
+    """The variant's final artifact, building (or reusing) each step's output."""
+    from medslm.methods import compress
+    from medslm.models.artifact import ModelArtifact
+
+    art = base
+    for step in variant.steps:
+        if step.get("method") == "distill" and step.get("teacher", "base") == "base":
+            step = {**step, "teacher": str(base.path)}  # "base": the recipe's model
+        key = step_key(art.hash, step)
+        out = settings.cache_dir() / "artifacts" / f"{step['method']}-{key}"
+        if (out / "medslm.json").is_file():
+            art = ModelArtifact.open(out)
+            log(f"  {variant.name}: {step['method']} cached ({out.name})")
+            continue
+        t = time.perf_counter()
+        log(f"  {variant.name}: {step['method']} {json.dumps({k: v for k, v in step.items() if k != 'method'})} ...")
+        try:
+            art = compress(art, step, out)
+        except MedslmError as e:
+            raise MedslmError(f"variant {variant.name!r}, step {step['method']}: {e}") from e
+        log(f"  {variant.name}: {step['method']} done in {time.perf_counter() - t:.0f}s "
+            f"({art.meta.bytes / 2**20:.0f} MiB)")
+    return art
+
+
+def _result_ok(f: Path, art_hash: str, task: str, spec: EvalSpec) -> bool:
+    if not f.is_file():
+        return False
+    try:
+        r = json.loads(f.read_text())
+    except json.JSONDecodeError:
+        return False
+    t = r.get("task", {})
+    return (r.get("model", {}).get("hash") == art_hash and t.get("limit") == spec.limit_for(task)
+            and t.get("seed") == spec.seed and t.get("fewshot") == spec.fewshot)
+
+
+def evaluate_variant(art, label: str, tasks: list[str], spec: EvalSpec, results: Path,
+                     threads: int | None, log) -> None:
+    """One process per variant: peak memory is this model's own, the model loads once, decode
+    speed is measured once."""
+    from medslm.evaluate.runner import result_filename
+
+    cmd = [sys.executable, "-m", "medslm", "eval", "--model", str(art.path), "--tasks", ",".join(tasks),
+           "--seed", str(spec.seed), "--fewshot", str(spec.fewshot), "--batch-size", str(spec.batch_size),
+           "--output", str(results), "--label", label]
+    limits = {t: spec.limit_for(t) for t in tasks if spec.limit_for(t)}
+    if limits:
+        cmd += ["--limit", ",".join(f"{t}={n}" for t, n in limits.items())]
+    if not spec.decode_bench:
+        cmd.append("--no-decode-bench")
+    if threads:
+        cmd += ["--threads", str(threads)]
+    t = time.perf_counter()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+    if p.returncode != 0:
+        raise MedslmError(f"evaluation of variant {label!r} on {', '.join(tasks)} failed (exit "
+                          f"{p.returncode}); finished results are kept in {results}; rerun to resume")
+    for task in tasks:
+        r = json.loads((results / result_filename(label, task)).read_text())
+        prim = r["task"]["primary"]
+        log(f"  {label}: {task} {prim}={r['metrics'][prim]['value']:.4f}")
+    log(f"  {label}: evaluated {', '.join(tasks)} in {time.perf_counter() - t:.0f}s")
+
+
+def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=print,
+               threads: int | None = None) -> Path:
+    from medslm.evaluate.runner import result_filename
+    from medslm.models.loading import resolve
+
+    out = Path(output or recipe.output or Path("runs") / recipe.name)
+    results = out / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(recipe.model_dump_json(indent=1) + "\n")
+    t0 = time.perf_counter()
+    base = resolve(recipe.model).artifact()
+    log(f"recipe {recipe.name}: model {recipe.model} ({base.hash[:19]}), {len(recipe.variants)} variants, "
+        f"tasks {', '.join(recipe.eval.tasks)} -> {out}")
+    for v in recipe.variants:
+        art = build_variant(base, v, log)
+        todo = []
+        for task in recipe.eval.tasks:
+            if _result_ok(results / result_filename(v.name, task), art.hash, task, recipe.eval):
+                log(f"  {v.name}: {task} cached")
+            else:
+                todo.append(task)
+        if todo:
+            evaluate_variant(art, v.name, todo, recipe.eval, results, threads, log)
+    from medslm.report.build import build_report
+
+    rep = build_report(results, out, task_order=recipe.eval.tasks)
+    log(f"done in {time.perf_counter() - t0:.0f}s; report: {rep['html']}")
+    return out

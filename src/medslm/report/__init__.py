@@ -1,0 +1,1 @@
+"""Reports: leaderboard.json, report.md and a self-contained report.html from result files."""

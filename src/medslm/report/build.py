@@ -1,0 +1,191 @@
+"""The trade-off report: results/*.json -> leaderboard.json, report.md, report.html.
+
+The HTML is self-contained (styles and SVG plots inline; no network). Plots: for each accuracy
+task, accuracy vs bytes on disk and vs decode tokens/s, 95% CI error bars, every point labelled
+with its variant and step chain, the Pareto front (no other model both better and cheaper) drawn.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from medslm.errors import MedslmError
+
+
+def load_results(results_dir: Path) -> list[dict[str, Any]]:
+    files = sorted(Path(results_dir).glob("*.json"))
+    out = []
+    for f in files:
+        try:
+            r = json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise MedslmError(f"{f}: not valid JSON ({e}); delete it and rerun the evaluation") from e
+        if "metrics" in r and "task" in r:
+            out.append(r)
+    if not out:
+        raise MedslmError(f"{results_dir}: no result files (*.json from medslm eval)")
+    return out
+
+
+def rows(results: list[dict]) -> tuple[list[dict], list[str]]:
+    """One row per model (label or model path), with each task's primary metric and CI."""
+    by: dict[str, dict] = {}
+    tasks: list[str] = []
+    for r in results:
+        m = r["model"]
+        label = m.get("label") or m.get("model")
+        row = by.setdefault(label, {"label": label, "chain": m.get("chain", "base"), "hash": m.get("hash"),
+                                    "bytes": m.get("bytes"), "parameters": m.get("parameters"),
+                                    "peak_rss_bytes": 0, "decode_tok_s": None, "metrics": {},
+                                    "overlap_allowed": m.get("overlap_allowed", False)})
+        t = r["task"]["name"]
+        if t not in tasks:
+            tasks.append(t)
+        prim = r["task"]["primary"]
+        row["metrics"][t] = {"metric": prim, **r["metrics"][prim]}
+        eff = r["efficiency"]
+        row["peak_rss_bytes"] = max(row["peak_rss_bytes"], eff.get("peak_rss_bytes") or 0)
+        if eff.get("decode_tok_s"):
+            row["decode_tok_s"] = eff["decode_tok_s"]
+    order = sorted(by.values(), key=lambda x: (-(x["bytes"] or 0), x["label"] != "base"))
+    # accuracy-like tasks first (in the order met), perplexity last
+    tasks.sort(key=lambda t: next(r["task"]["family"] == "perplexity" for r in results
+                                  if r["task"]["name"] == t))
+    return order, tasks
+
+
+def _fmt(m: dict | None) -> str:
+    if not m:
+        return ""
+    v, ci = m["value"], m.get("ci95")
+    if m["metric"] in ("acc", "acc_norm", "macro_f1"):
+        s = f"{100 * v:.1f}"
+        return s + (f" ± {100 * (ci[1] - ci[0]) / 2:.1f}" if ci else "")
+    s = f"{v:.3f}" if v < 100 else f"{v:.1f}"
+    return s + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def _mib(b) -> str:
+    if not b:
+        return ""
+    m = b / 2**20
+    return f"{m:.0f}" if m >= 100 else f"{m:.2f}" if m < 1 else f"{m:.1f}"
+
+
+def table(rws: list[dict], tasks: list[str]) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "steps"] + [f"{t} ({rws[0]['metrics'].get(t, {}).get('metric', '')})" for t in tasks] + [
+        "MiB on disk", "peak RSS MiB", "decode tok/s"]
+    body = [[r["label"], r["chain"]] + [_fmt(r["metrics"].get(t)) for t in tasks] +
+            [_mib(r["bytes"]), _mib(r["peak_rss_bytes"]), f"{r['decode_tok_s']:.1f}" if r["decode_tok_s"] else ""]
+            for r in rws]
+    return head, body
+
+
+def pareto(points: list[tuple[float, float]], higher_x_better: bool) -> list[int]:
+    """Indices of points no other point beats on both accuracy (y, higher) and cost (x)."""
+    out = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (y2 >= y and (x2 >= x if higher_x_better else x2 <= x)) and (y2 > y or x2 != x)
+            for j, (x2, y2) in enumerate(points) if j != i)
+        if not dominated:
+            out.append(i)
+    return out
+
+
+def plot_svg(rws: list[dict], task: str, xkey: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(r, r["metrics"][task]) for r in rws if task in r["metrics"] and r.get(xkey)]
+    if not pts:
+        return ""
+    metric = pts[0][1]["metric"]
+    scale = 100 if metric in ("acc", "acc_norm", "macro_f1") else 1
+    xs = [r[xkey] / 2**20 if xkey == "bytes" else r[xkey] for r, _ in pts]
+    ys = [m["value"] * scale for _, m in pts]
+    lo = [(m["value"] - m["ci95"][0]) * scale if m.get("ci95") else 0 for _, m in pts]
+    hi = [(m["ci95"][1] - m["value"]) * scale if m.get("ci95") else 0 for _, m in pts]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color="#1f6feb", ecolor="#8fb3f0", capsize=4, ms=7)
+    front = pareto(list(zip(xs, ys)), higher_x_better=(xkey != "bytes"))
+    if len(front) > 1:
+        fx, fy = zip(*sorted((xs[i], ys[i]) for i in front))
+        ax.plot(fx, fy, "--", color="#d9480f", lw=1.2, label="Pareto front")
+        ax.legend(loc="best", fontsize=8)
+    for (r, _), x, y in zip(pts, xs, ys):
+        text = r["label"] if r["chain"] in ("base", r["label"]) else f"{r['label']}\n{r['chain']}"
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 6),
+                    fontsize=7)
+    ax.set_xlabel("size on disk (MiB)" if xkey == "bytes" else "decode tokens/s")
+    ylab = {"acc": "accuracy (%)", "macro_f1": "macro-F1 (%)"}.get(metric, metric)
+    ax.set_ylabel(f"{task} {ylab}")
+    if metric.endswith("perplexity"):
+        ax.invert_yaxis()  # lower is better: keep "up" = better
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{task}: {'accuracy' if scale == 100 else metric} vs "
+                 f"{'size' if xkey == 'bytes' else 'decode speed'}", fontsize=10)
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]
+
+
+CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1b1f24}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right}
+th:first-child,td:first-child,td:nth-child(2){text-align:left}th{background:#f6f8fa}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0;width:540px}.plots svg{width:540px;height:auto}
+.note{color:#57606a;font-size:12px}"""
+
+
+def build_report(results_dir: str | Path, out: str | Path | None = None,
+                 task_order: list[str] | None = None) -> dict[str, str]:
+    results_dir = Path(results_dir)
+    out = Path(out or (results_dir.parent if results_dir.name == "results" else results_dir))
+    results = load_results(results_dir)
+    rws, tasks = rows(results)
+    if task_order:
+        tasks.sort(key=lambda t: task_order.index(t) if t in task_order else len(task_order))
+    head, body = table(rws, tasks)
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    hw = results[0]["efficiency"]
+    hardware = f"{hw.get('cpu') or hw.get('gpu')}, {hw.get('threads')} threads"
+    lb = {"schema_version": 1, "created": created, "hardware": hardware, "tasks": tasks, "models": rws,
+          "sources": sorted(r.get("path", "") for r in results)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "leaderboard.json").write_text(json.dumps(lb, indent=1, default=float) + "\n")
+    md = ["# medslm report", "", f"{len(rws)} models x {len(tasks)} tasks; {hardware}; {created}", "",
+          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(row) + " |" for row in body]
+    md += ["", "Accuracy in % ± half the 95% bootstrap CI; perplexity with its CI. Reproduce from the "
+           "result JSONs (task and prompt version, seed, artifact hash, package versions)."]
+    if any(r["overlap_allowed"] for r in rws):
+        md.append("WARNING: some models were trained with --allow-overlap (test contamination possible).")
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    plots = []
+    for t in tasks:
+        for xkey in ("bytes", "decode_tok_s"):
+            svg = plot_svg(rws, t, xkey)
+            if svg:
+                plots.append(f"<figure>{svg}</figure>")
+    esc = html.escape
+    rows_html = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>medslm report</title>
+<style>{CSS}</style></head><body><h1>medslm trade-off report</h1>
+<p>{len(rws)} models × {len(tasks)} tasks · {esc(hardware)} · {esc(created)}</p>
+<table><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr></thead><tbody>{rows_html}</tbody></table>
+<p class="note">Accuracy in % ± half the 95% bootstrap CI. Dashed line: Pareto front. Every number traces
+to a result JSON in {esc(str(results_dir))} (task and prompt version, seed, artifact hash, packages).</p>
+<div class="plots">{''.join(plots)}</div></body></html>"""
+    (out / "report.html").write_text(page)
+    return {"html": str(out / "report.html"), "md": str(out / "report.md"),
+            "leaderboard": str(out / "leaderboard.json"), "table": "\n".join(md[4:4 + len(body) + 2])}

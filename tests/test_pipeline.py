@@ -1,0 +1,150 @@
+"""Recipes on tiny models: run, cache, resume after kill -9, clear errors, the report in Chromium."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fixtures
+import pytest
+import tiny
+
+from medslm.errors import ConfigError
+from medslm.pipeline import load_recipe
+
+RECIPE = """\
+version: 1
+name: tiny
+model: {model}
+eval:
+  tasks: [medmcqa, pubmedqa]
+  decode_bench: true
+variants:
+  - name: base
+  - name: trim+int4
+    steps:
+      - {{method: trim, corpus: {corpus}}}
+      - {{method: quantize, bits: 4, group_size: 16}}
+"""
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    root = tmp_path / "mirror"
+    fixtures.pubmedqa(root / "pubmedqa")
+    fixtures.medmcqa(root / "medmcqa")
+    monkeypatch.setenv("MEDSLM_DATA_DIR", str(root))
+    tiny.save_artifact("llama", tmp_path / "model")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(tiny.CORPUS[1] + "\n\n" + tiny.CORPUS[3])
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(RECIPE.format(model=tmp_path / "model", corpus=corpus))
+    return tmp_path, recipe
+
+
+def run(recipe, out, **kw):
+    return subprocess.run([sys.executable, "-m", "medslm", "run", str(recipe), "--output", str(out)],
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def metrics(out: Path) -> dict:
+    lb = json.loads((out / "leaderboard.json").read_text())
+    return {m["label"]: {t: v["value"] for t, v in m["metrics"].items()} for m in lb["models"]}
+
+
+def test_run_then_rerun_is_all_cached(setup):
+    tmp, recipe = setup
+    p = run(recipe, tmp / "out")
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = tmp / "out"
+    for f in ("report.html", "report.md", "leaderboard.json"):
+        assert (out / f).is_file()
+    m = metrics(out)
+    assert set(m) == {"base", "trim+int4"} and set(m["base"]) == {"medmcqa", "pubmedqa"}
+    assert "trim -> quantize" in (out / "report.md").read_text()
+    t = time.time()
+    again = run(recipe, tmp / "out")
+    assert again.returncode == 0
+    assert again.stdout.count("cached") == 2 + 4  # 2 steps, 4 evaluations
+    assert time.time() - t < 30
+    assert metrics(out) == m
+
+
+def test_kill_during_run_then_resume(setup):
+    tmp, recipe = setup
+    out = tmp / "killed"
+    p = subprocess.Popen([sys.executable, "-m", "medslm", "run", str(recipe), "--output", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    while True:  # kill -9 right after the first variant's first step finished
+        line = p.stdout.readline()
+        lines.append(line)
+        if "trim+int4: trim done" in line or not line:
+            break
+    p.kill()
+    p.wait()
+    assert "trim+int4: trim done" in lines[-1]
+    q = run(recipe, out)
+    assert q.returncode == 0, q.stderr[-2000:]
+    assert "trim+int4: trim cached" in q.stdout  # the finished step was not recomputed
+    assert "base: medmcqa cached" in q.stdout
+    ref = run(recipe, tmp / "ref")
+    assert ref.returncode == 0
+    assert metrics(out) == metrics(tmp / "ref")
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda s: s.replace("  decode_bench: true", "  decode_bench: true\n  limt: 5"), r":7: eval.limt: unknown key"),
+    (lambda s: s.replace("bits: 4", "bits: 9"), r":12: variants.1.steps.1: .*bits=9"),
+    (lambda s: s.replace("tasks: [medmcqa, pubmedqa]", "tasks: [medmcqa, pubmedqaa]"), r":5: eval.tasks.*Did you mean pubmedqa"),
+    (lambda s: s.replace("version: 1", "version: 7"), r":1: version=7: recipe version 7 is not supported"),
+    (lambda s: s.replace("- name: base", "- name: base\n    stepz: []"), r":9: variants.0.stepz: unknown key"),
+])
+def test_recipe_errors_name_line_and_key(setup, edit, msg):
+    tmp, recipe = setup
+    recipe.write_text(edit(recipe.read_text()))
+    with pytest.raises(ConfigError, match=msg):
+        load_recipe(recipe)
+
+
+def test_missing_model_fails_before_work(setup):
+    tmp, recipe = setup
+    recipe.write_text(recipe.read_text().replace(str(tmp / "model"), str(tmp / "nope")))
+    p = run(recipe, tmp / "out")
+    assert p.returncode != 0 and ":3: model:" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp / "out").exists()
+
+
+def test_quickstart_recipe_is_valid(monkeypatch, tmp_path):
+    from medslm.commands.run import default_recipe
+
+    r = load_recipe(default_recipe())
+    assert [v.name for v in r.variants] == ["base", "int8", "int4", "wanda50", "trim+int4"]
+    assert r.eval.tasks == ["pubmedqa", "medmcqa", "medppl"]
+
+
+def test_report_renders_plots_in_chromium(setup):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    tmp, recipe = setup
+    assert run(recipe, tmp / "out").returncode == 0
+    html = (tmp / "out" / "report.html").read_text()
+    assert html.count("<svg") == 4  # 2 tasks x (size, speed) and "http" not in html.split("<svg")[0].replace("http://www.w3.org", "")
+    png = tmp / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp / 'profile'}", "--window-size=1200,1600",
+                    f"--screenshot={png}", (tmp / "out" / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    from PIL import Image
+
+    import numpy as np
+
+    a = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    blue = int(((b > 180) & (r < 90) & (g > 80) & (g < 150)).sum())  # the plots' #1f6feb markers
+    assert blue > 200, blue  # the points and error bars are drawn, not just the page
+    assert a.shape[0] >= 1600 and len(np.unique(a.reshape(-1, 3), axis=0)) > 50
