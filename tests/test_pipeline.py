@@ -101,6 +101,8 @@ def test_kill_during_run_then_resume(setup):
     (lambda s: s.replace("tasks: [medmcqa, pubmedqa]", "tasks: [medmcqa, pubmedqaa]"), r":5: eval.tasks.*Did you mean pubmedqa"),
     (lambda s: s.replace("version: 1", "version: 7"), r":1: version=7: recipe version 7 is not supported"),
     (lambda s: s.replace("- name: base", "- name: base\n    stepz: []"), r":9: variants.0.stepz: unknown key"),
+    (lambda s: s.replace("- name: trim+int4", "- name: trim+int4\n    backend: llamacpp"),
+     r":9: variants.1: .*GGUF export is not built"),
 ])
 def test_recipe_errors_name_line_and_key(setup, edit, msg):
     tmp, recipe = setup

@@ -32,10 +32,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medslm import settings
 from medslm.errors import ConfigError, MedslmError
@@ -70,6 +70,15 @@ class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
     steps: list[dict[str, Any]] = Field(default_factory=list)
+    # llamacpp: evaluate the model's GGUF on llama.cpp (no steps: GGUF export is not built yet)
+    backend: Literal["hf", "llamacpp"] = "hf"
+
+    @model_validator(mode="after")
+    def _gguf(self):
+        if self.backend == "llamacpp" and self.steps:
+            raise ValueError("backend llamacpp runs the model's own GGUF; it takes no steps yet "
+                             "(GGUF export is not built)")
+        return self
 
 
 class Recipe(BaseModel):
@@ -204,12 +213,13 @@ def _result_ok(f: Path, art_hash: str, task: str, spec: EvalSpec) -> bool:
 
 
 def evaluate_variant(art, label: str, tasks: list[str], spec: EvalSpec, results: Path,
-                     threads: int | None, log) -> None:
+                     threads: int | None, log, backend: str = "hf", model: str | None = None) -> None:
     """One process per variant: peak memory is this model's own, the model loads once, decode
     speed is measured once."""
     from medslm.evaluate.runner import result_filename
 
-    cmd = [sys.executable, "-m", "medslm", "eval", "--model", str(art.path), "--tasks", ",".join(tasks),
+    cmd = [sys.executable, "-m", "medslm", "eval", "--model", model or str(art.path), "--backend", backend,
+           "--tasks", ",".join(tasks),
            "--seed", str(spec.seed), "--fewshot", str(spec.fewshot), "--batch-size", str(spec.batch_size),
            "--output", str(results), "--label", label]
     limits = {t: spec.limit_for(t) for t in tasks if spec.limit_for(t)}
@@ -246,16 +256,24 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
         f"tasks {', '.join(recipe.eval.tasks)} -> {out}")
     for v in recipe.variants:
         art = build_variant(base, v, log)
+        want_hash = art.hash
+        if v.backend == "llamacpp":
+            from medslm.backends.llamacpp import find_gguf
+            from medslm.data.sources import sha256_file
+
+            want_hash = "sha256:" + sha256_file(find_gguf(recipe.model))
         todo = []
         for task in recipe.eval.tasks:
-            if _result_ok(results / result_filename(v.name, task), art.hash, task, recipe.eval):
+            if _result_ok(results / result_filename(v.name, task), want_hash, task, recipe.eval):
                 log(f"  {v.name}: {task} cached")
             else:
                 todo.append(task)
         if todo:
-            evaluate_variant(art, v.name, todo, recipe.eval, results, threads, log)
+            evaluate_variant(art, v.name, todo, recipe.eval, results, threads, log, backend=v.backend,
+                             model=recipe.model if v.backend == "llamacpp" else None)
     from medslm.report.build import build_report
 
-    rep = build_report(results, out, task_order=recipe.eval.tasks)
+    rep = build_report(results, out, task_order=recipe.eval.tasks,
+                       model_order=[v.name for v in recipe.variants])
     log(f"done in {time.perf_counter() - t0:.0f}s; report: {rep['html']}")
     return out

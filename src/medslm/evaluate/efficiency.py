@@ -14,6 +14,16 @@ DECODE_PROMPT = "Question: What are the first-line treatments for type 2 diabete
 
 
 def peak_rss_bytes() -> int:
+    """Peak resident memory of this process image. On Linux VmHWM, not ru_maxrss: the latter
+    carries over the parent's peak through fork + exec, so a child evaluating a small model
+    started by a parent holding a big one would report the parent's memory."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(r) * (1 if platform.system() == "Darwin" else 1024)
 

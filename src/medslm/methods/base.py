@@ -42,6 +42,8 @@ def format_validation_error(e: ValidationError, where: str = "") -> str:
             parts.append(f"{loc}: unknown key")
         elif msg.startswith(f"{loc}="):
             parts.append(msg)
+        elif isinstance(val, (dict, list)):  # a whole section: its location says enough
+            parts.append(f"{loc}: {msg}")
         else:
             parts.append(f"{loc}={val!r}: {msg}")
     return (f"{where}: " if where else "") + "; ".join(parts)

@@ -148,13 +148,15 @@ th:first-child,td:first-child,td:nth-child(2){text-align:left}th{background:#f6f
 
 
 def build_report(results_dir: str | Path, out: str | Path | None = None,
-                 task_order: list[str] | None = None) -> dict[str, str]:
+                 task_order: list[str] | None = None, model_order: list[str] | None = None) -> dict[str, str]:
     results_dir = Path(results_dir)
     out = Path(out or (results_dir.parent if results_dir.name == "results" else results_dir))
     results = load_results(results_dir)
     rws, tasks = rows(results)
     if task_order:
         tasks.sort(key=lambda t: task_order.index(t) if t in task_order else len(task_order))
+    if model_order:  # a recipe's variants in its own order
+        rws.sort(key=lambda r: model_order.index(r["label"]) if r["label"] in model_order else len(model_order))
     head, body = table(rws, tasks)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     hw = results[0]["efficiency"]

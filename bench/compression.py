@@ -1,0 +1,77 @@
+"""Compression bench on Gemma 3 270M: every built method side by side, one table and its JSON.
+
+Variants: base fp32, int8, int4, Wanda 50% with medical calibration, Wanda 2:4, depth-pruned 25%,
+trimmed vocabulary, trimmed + int4 (+ int8 embeddings). Columns: MiB on disk, parameters, medppl,
+PubMedQA acc, MedMCQA acc, decode tok/s, peak RSS. It is a recipe run (cached and resumable), so a
+rerun only computes what is missing.
+
+    MEDSLM_DATA_DIR=../shared/data python bench/compression.py [--pubmedqa 500 --medmcqa 500 --medppl 100]
+
+With --gguf, the model's own GGUF on llama.cpp. Not in it yet (not built): calibrated 4-bit
+(GPTQ), SparseGPT, bf16, GGUF export of the compressed variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+VARIANTS = {
+    "base": [],
+    "int8": [{"method": "quantize", "bits": 8}],
+    "int4": [{"method": "quantize", "bits": 4}],
+    "wanda50-medical": [{"method": "prune", "algorithm": "wanda", "sparsity": 0.5,
+                         "calibration": "pubmedqa,medquad"}],
+    "wanda-2:4": [{"method": "prune", "algorithm": "wanda", "pattern": "2:4", "calibration": "pubmedqa,medquad"}],
+    "depth25": [{"method": "prune", "algorithm": "depth", "sparsity": 0.25, "calibration": "pubmedqa,medquad"}],
+    "trim": [{"method": "trim"}],
+    "trim+int4": [{"method": "trim"}, {"method": "quantize", "bits": 4, "embeddings": "int8"}],
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="gemma3-270m")
+    ap.add_argument("--pubmedqa", type=int, default=500)
+    ap.add_argument("--medmcqa", type=int, default=500)
+    ap.add_argument("--medppl", type=int, default=100)
+    ap.add_argument("--output", default="runs/bench-compression")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--gguf", action="store_true",
+                    help="also the model's own GGUF (Q4_K_M for gemma3-270m) on llama.cpp (needs medslm[llamacpp])")
+    a = ap.parse_args()
+
+    import yaml
+
+    from medslm.pipeline import load_recipe, run_recipe
+
+    names = a.variants.split(",")
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        sys.exit(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    variants = [{"name": n, "steps": VARIANTS[n]} for n in names]
+    if a.gguf:
+        variants.append({"name": "gguf-q4_k_m", "backend": "llamacpp"})
+    recipe = {"version": 1, "name": "bench-compression", "model": a.model,
+              "eval": {"tasks": ["pubmedqa", "medmcqa", "medppl"],
+                       "limit": {"pubmedqa": a.pubmedqa, "medmcqa": a.medmcqa, "medppl": a.medppl}},
+              "variants": variants}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(recipe, f)
+    out = run_recipe(load_recipe(f.name), a.output)
+    print((Path(out) / "report.md").read_text())
+    lb = json.loads((Path(out) / "leaderboard.json").read_text())
+    base = next(m for m in lb["models"] if m["label"] == "base")
+    for m in lb["models"]:
+        m["bytes_vs_base"] = round(m["bytes"] / base["bytes"], 4)
+    print(json.dumps({"bench": "compression", "models": [
+        {k: m[k] for k in ("label", "chain", "bytes", "bytes_vs_base", "parameters", "peak_rss_bytes",
+                           "decode_tok_s")} | {t: v["value"] for t, v in m["metrics"].items()}
+        for m in lb["models"]]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The ``llamacpp`` backend: GGUF models on CPU through llama-cpp-python (``pip install 'medslm[llamacpp]'``).
+
+Log-likelihoods come from the logits llama.cpp computes for every position (``logits_all``),
+tokenized like the ``hf`` backend (lm-evaluation-harness's recipe: the continuation's tokens are
+those of context + continuation after the context's own; BOS for the Gemma family). A context
+shared by several continuations is evaluated once: the KV cache keeps it and each continuation
+is appended after it. Threads never exceed the free cores: oversubscribed OpenMP threads run tens
+of times slower on a small machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from medslm.backends.base import Backend, GenerateRequest, LoglikelihoodRequest, RollingRequest
+from medslm.backends.hf import cut_at_stop
+from medslm.errors import MedslmError
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def free_cores() -> int:
+    """Cores not already busy: all this process may use, minus the load average's whole part."""
+    n = usable_cores()
+    try:
+        busy = int(os.getloadavg()[0])
+    except OSError:
+        busy = 0
+    return max(1, n - busy)
+
+
+def find_gguf(model: str) -> Path:
+    from medslm.models.loading import embedded_gguf, resolve
+
+    p = Path(model).expanduser()
+    if p.suffix == ".gguf" and p.is_file():
+        return p
+    if p.is_dir():
+        gg = sorted(p.glob("*.gguf"))
+        if gg:
+            return gg[0]
+    if model == "gemma3-270m":
+        return embedded_gguf()
+    r = resolve(model, pull=False)
+    if r.gguf is not None:
+        return r.gguf
+    raise MedslmError(f"{model}: the llamacpp backend needs a .gguf file (or a directory holding one); "
+                      "this model has none")
+
+
+class LlamaCppBackend(Backend):
+    name = "llamacpp"
+    show_progress = True
+
+    def __init__(self, model: Any = "gemma3-270m", *, threads: int | None = None, n_ctx: int = 4096,
+                 add_bos: bool | None = None, **_: Any):
+        try:
+            import llama_cpp
+        except ImportError as e:
+            raise MedslmError("the llamacpp backend needs llama-cpp-python: pip install 'medslm[llamacpp]' "
+                              "(it compiles llama.cpp, about 13 minutes on 2 cores)") from e
+        self.path = find_gguf(str(model))
+        cores, free = usable_cores(), free_cores()
+        if threads and threads > cores:
+            raise MedslmError(f"--threads {threads} is more than the {cores} cores this process may use; "
+                              f"oversubscribed llama.cpp threads run many times slower. Use --threads {cores} "
+                              "or fewer")
+        if threads and threads > free:
+            import sys
+
+            print(f"medslm: warning: --threads {threads} but only about {free} cores are idle (load "
+                  "average); llama.cpp slows down sharply when its threads share cores", file=sys.stderr)
+        self.threads = threads or free
+        self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=self.threads,
+                                   n_threads_batch=self.threads, logits_all=True, verbose=False)
+        arch = self.llm.metadata.get("general.architecture", "")
+        self.add_bos = ("gemma" in arch) if add_bos is None else add_bos
+        self.n_ctx = n_ctx
+        self.ref = str(model)
+        self._hash: str | None = None
+
+    def _tok(self, text: str, bos: bool) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False)
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        n = len(context) - len(context.rstrip())
+        if n:
+            continuation, context = context[-n:] + continuation, context[:-n]
+        if not context:
+            return [self.llm.token_bos()], self._tok(continuation, False)
+        whole = self._tok(context + continuation, self.add_bos)
+        ctx = self._tok(context, self.add_bos)
+        return ctx, whole[len(ctx):]
+
+    def _eval(self, tokens: list[int], keep: int):
+        """Evaluate ``tokens`` after the first ``keep`` already in the KV cache; return all scores."""
+        import numpy as np
+
+        llm = self.llm
+        if keep == 0:
+            llm.reset()
+        elif keep < llm.n_tokens:
+            llm.n_tokens = keep  # eval() drops the KV cache beyond n_tokens before decoding
+        if tokens[keep:]:
+            llm.eval(tokens[keep:])
+        return np.asarray(llm.scores[: llm.n_tokens])
+
+    @staticmethod
+    def _score(logits, targets: list[int]) -> tuple[float, bool]:
+        import numpy as np
+
+        lg = logits.astype(np.float64)
+        mx = lg.max(-1, keepdims=True)
+        lse = (mx + np.log(np.exp(lg - mx).sum(-1, keepdims=True)))[:, 0]
+        t = np.array(targets)
+        ll = float((lg[np.arange(len(t)), t] - lse).sum())
+        return ll, bool((lg.argmax(-1) == t).all())
+
+    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
+        pairs = [self._encode_pair(r.context, r.continuation) for r in requests]
+        order = sorted(range(len(pairs)), key=lambda i: pairs[i][0])  # same contexts adjacent
+        out: list[tuple[float, bool] | None] = [None] * len(pairs)
+        self.llm.reset()
+        prev: list[int] = []
+        for i in order:
+            ctx, cont = pairs[i]
+            seq = ctx + cont
+            if len(seq) > self.n_ctx:
+                raise MedslmError(f"a request of {len(seq)} tokens exceeds n_ctx {self.n_ctx}")
+            # always the context in one batch, then the continuation: llama.cpp's numerics depend on
+            # how tokens are batched, so a shared context must be computed the same way as a fresh one
+            if not (len(prev) >= len(ctx) and prev[:len(ctx)] == ctx):
+                self._eval(ctx, 0)
+            scores = self._eval(seq[:-1], len(ctx))
+            out[i] = self._score(scores[len(ctx) - 1: len(seq) - 1], cont)
+            prev = seq[:-1]
+        return out  # type: ignore[return-value]
+
+    def loglikelihood_rolling(self, requests: list[RollingRequest]) -> list[float]:
+        out = []
+        for r in requests:
+            toks = self._tok(r.text, False)
+            seq = [self.llm.token_bos()] + toks
+            total = 0.0
+            for s in range(0, len(toks), self.n_ctx):  # disjoint windows, as the hf backend
+                tgt = toks[s:s + self.n_ctx]
+                scores = self._eval(seq[s:s + len(tgt)], 0)
+                total += self._score(scores, tgt)[0]
+            out.append(total)
+        return out
+
+    def generate(self, requests: list[GenerateRequest]) -> list[str]:
+        outs = []
+        for r in requests:
+            self.llm.reset()
+            res = self.llm.create_completion(r.context, max_tokens=r.max_tokens, temperature=0.0,
+                                             stop=list(r.until) or None)
+            outs.append(cut_at_stop(res["choices"][0]["text"], r.until))
+        return outs
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tok(text, False))
+
+    def describe(self) -> dict[str, Any]:
+        if self._hash is None:
+            from medslm.data.sources import sha256_file
+
+            self._hash = "sha256:" + sha256_file(self.path)
+        from medslm.backends.hf import _cpu_name
+
+        return {"backend": self.name, "model": self.ref, "path": str(self.path), "hash": self._hash,
+                "bytes": self.path.stat().st_size, "parameters": int(self.llm.metadata.get("general.parameter_count", 0) or 0),
+                "dtype": self.llm.metadata.get("general.file_type", "gguf"), "device": "cpu",
+                "threads": self.threads, "cpu": _cpu_name(), "scoring": "shared-context"}

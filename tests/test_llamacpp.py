@@ -1,0 +1,70 @@
+"""The llamacpp backend on the embedded Gemma 3 270M GGUF (Q4_K_M), against the hf backend on the
+same weights dequantized to fp32. llama.cpp multiplies with quantized activations, so the two agree
+within a tolerance rather than exactly: per request |d loglik| <= 0.35 nats and the same predicted
+option on (nearly) every question."""
+
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="pip install 'medslm[llamacpp]' (dev installs it)")
+pytestmark = pytest.mark.integration
+
+from medslm.backends.base import GenerateRequest, LoglikelihoodRequest, RollingRequest  # noqa: E402
+
+QUESTIONS = [
+    "Question: Which vitamin deficiency causes scurvy?\nAnswer:",
+    "Question: Which organ produces insulin?\nAnswer:",
+    "Question: What is the most common cause of community-acquired pneumonia?\nAnswer:",
+    "Question: Which drug is a first-line treatment for type 2 diabetes?\nAnswer:",
+]
+OPTIONS = [" vitamin C", " the pancreas", " Streptococcus pneumoniae", " metformin", " yes", " no"]
+
+
+@pytest.fixture(scope="module")
+def backends():
+    from medslm.backends.hf import HFBackend
+    from medslm.backends.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend("gemma3-270m", threads=1), HFBackend("gemma3-270m")
+
+
+def test_loglikelihoods_agree_with_hf(backends):
+    lc, hf = backends
+    reqs = [LoglikelihoodRequest(q, o) for q in QUESTIONS for o in OPTIONS]
+    a = lc.loglikelihood(reqs)
+    b = hf.loglikelihood(reqs)
+    diffs = [abs(x[0] - y[0]) for x, y in zip(a, b)]
+    assert max(diffs) <= 0.35, max(diffs)
+    agree = 0
+    for i in range(len(QUESTIONS)):
+        la = [a[i * len(OPTIONS) + j][0] for j in range(len(OPTIONS))]
+        lb = [b[i * len(OPTIONS) + j][0] for j in range(len(OPTIONS))]
+        agree += la.index(max(la)) == lb.index(max(lb))
+    assert agree == len(QUESTIONS)
+
+
+def test_shared_context_equals_fresh_evaluation(backends):
+    lc, _ = backends
+    q = QUESTIONS[0]
+    together = lc.loglikelihood([LoglikelihoodRequest(q, o) for o in OPTIONS])
+    alone = [lc.loglikelihood([LoglikelihoodRequest(q, o)])[0] for o in OPTIONS]
+    assert max(abs(x[0] - y[0]) for x, y in zip(together, alone)) < 1e-3
+
+
+def test_scurvy_and_generation(backends):
+    lc, _ = backends
+    ctx = "Question: Which vitamin deficiency causes scurvy?\nAnswer: Vitamin"
+    (c, _), (d, _) = lc.loglikelihood([LoglikelihoodRequest(ctx, " C"), LoglikelihoodRequest(ctx, " D")])
+    assert c > d
+    out = lc.generate([GenerateRequest(QUESTIONS[1], until=("\n",), max_tokens=12)])[0]
+    assert out.strip() and "\n" not in out
+    assert lc.loglikelihood_rolling([RollingRequest("Insulin is produced by the pancreas.")])[0] < 0
+
+
+def test_refuses_more_threads_than_cores():
+    import os
+
+    from medslm.backends.llamacpp import LlamaCppBackend
+    from medslm.errors import MedslmError
+
+    with pytest.raises(MedslmError, match="cores this process may use"):
+        LlamaCppBackend("gemma3-270m", threads=(os.cpu_count() or 1) + 4)
