@@ -150,3 +150,13 @@ def test_report_renders_plots_in_chromium(setup):
     blue = int(((b > 180) & (r < 90) & (g > 80) & (g < 150)).sum())  # the plots' #1f6feb markers
     assert blue > 200, blue  # the points and error bars are drawn, not just the page
     assert a.shape[0] >= 1600 and len(np.unique(a.reshape(-1, 3), axis=0)) > 50
+
+
+def test_pareto_front():
+    from medslm.report.build import pareto
+
+    # (MiB, accuracy): smaller is cheaper. (100, 30) dominates (700, 25); (1000, 40) is the most accurate
+    pts = [(1000, 40.0), (700, 25.0), (100, 30.0), (800, 40.0)]
+    assert pareto(pts, higher_x_better=False) == [2, 3]
+    # speed (higher is better): the fastest and the most accurate survive
+    assert pareto([(10, 30.0), (5, 40.0), (4, 35.0)], higher_x_better=True) == [0, 1]

@@ -222,7 +222,8 @@ def _load_quantized(path: Path, q: dict, dtype: str):
     with no_init_weights():  # weights stay unallocated pages until the state fills them
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype(dtype))
     empty_quantized_(model, q)
-    res = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+    # assign: the loaded tensors become the weights (no second copy; peak memory = the model's)
+    res = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False, assign=True)
     tied: set[str] = set()
     if q.get("embeddings") != "int8":  # an int8 embedding and its head share one state
         model.tie_weights()

@@ -87,7 +87,7 @@ def table(rws: list[dict], tasks: list[str]) -> tuple[list[str], list[list[str]]
 
 
 def pareto(points: list[tuple[float, float]], higher_x_better: bool) -> list[int]:
-    """Indices of points no other point beats on both accuracy (y, higher) and cost (x)."""
+    """Indices of points no other point beats on both quality (y, higher is better) and cost (x)."""
     out = []
     for i, (x, y) in enumerate(points):
         dominated = any(
@@ -115,7 +115,8 @@ def plot_svg(rws: list[dict], task: str, xkey: str) -> str:
     hi = [(m["ci95"][1] - m["value"]) * scale if m.get("ci95") else 0 for _, m in pts]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color="#1f6feb", ecolor="#8fb3f0", capsize=4, ms=7)
-    front = pareto(list(zip(xs, ys)), higher_x_better=(xkey != "bytes"))
+    lower_better = metric.endswith("perplexity") or metric in ("bits_per_byte", "ece")
+    front = pareto([(x, -y if lower_better else y) for x, y in zip(xs, ys)], higher_x_better=(xkey != "bytes"))
     if len(front) > 1:
         fx, fy = zip(*sorted((xs[i], ys[i]) for i in front))
         ax.plot(fx, fy, "--", color="#d9480f", lw=1.2, label="Pareto front")
@@ -127,8 +128,8 @@ def plot_svg(rws: list[dict], task: str, xkey: str) -> str:
     ax.set_xlabel("size on disk (MiB)" if xkey == "bytes" else "decode tokens/s")
     ylab = {"acc": "accuracy (%)", "macro_f1": "macro-F1 (%)"}.get(metric, metric)
     ax.set_ylabel(f"{task} {ylab}")
-    if metric.endswith("perplexity"):
-        ax.invert_yaxis()  # lower is better: keep "up" = better
+    if lower_better:
+        ax.invert_yaxis()  # keep "up" = better
     ax.grid(alpha=0.3)
     ax.set_title(f"{task}: {'accuracy' if scale == 100 else metric} vs "
                  f"{'size' if xkey == 'bytes' else 'decode speed'}", fontsize=10)
