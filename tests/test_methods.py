@@ -277,3 +277,22 @@ def test_int8_embeddings_need_a_tied_head(tmp_path):
     base = tiny.save_artifact("llama", tmp_path / "base")  # untied head
     with pytest.raises(MedslmError, match="tied"):
         compress(base, {"method": "quantize", "embeddings": "int8", "group_size": 16}, tmp_path / "q")
+
+
+def test_trim_keeps_the_evaluation_prompts(tmp_path, monkeypatch):
+    """Prompt templates ("Choices:", "Answer:") are tokenized exactly as before trimming."""
+    root = tmp_path / "mirror"
+    fixtures.medmcqa(root / "medmcqa")
+    monkeypatch.setenv("MEDSLM_DATA_DIR", str(root))
+    from medslm.tasks import get_task
+
+    base = tiny.save_artifact("gemma3", tmp_path / "base")
+    t = compress(base, {"method": "trim", "corpus": "medmcqa"}, tmp_path / "t")
+    assert t.meta.steps[-1]["config"]["config_version"] == 2
+    _, t0 = base.load()
+    _, t1 = ModelArtifact.open(t.path).load()
+    task = get_task("medmcqa")
+    for e in task.examples():
+        for r in task.requests(e):
+            for text in (r.context, r.context + r.continuation):
+                assert t0.convert_ids_to_tokens(t0(text).input_ids) == t1.convert_ids_to_tokens(t1(text).input_ids)

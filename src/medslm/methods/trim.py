@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import field_validator
@@ -34,6 +34,7 @@ BYTE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 
 class TrimConfig(MethodConfig):
     method: Literal["trim"] = "trim"
+    version: ClassVar[int] = 2  # 2: the corpus includes the evaluation prompts built on it
     corpus: str = "pubmedqa,medquad,medmcqa"  # dataset names (comma-separated) or a .txt file
     min_count: int = 1
 
@@ -45,9 +46,32 @@ class TrimConfig(MethodConfig):
         return v
 
 
+def task_texts(dataset: str, examples: list) -> list[str]:
+    """What the evaluation tasks built on ``dataset`` send to a model: their prompts (templates
+    such as "Choices:" or "Abstract:" included) and prompt + answer, exactly as scored."""
+    from medslm.backends.base import GenerateRequest, LoglikelihoodRequest, RollingRequest
+    from medslm.tasks import TASKS, get_task
+
+    out = []
+    for name in TASKS.names():
+        task = get_task(name)
+        if task.dataset != dataset:
+            continue
+        for e in examples:
+            if not task.keep(e):
+                continue
+            for r in task.requests(e):
+                if isinstance(r, LoglikelihoodRequest):
+                    out += [r.context, r.context + r.continuation]
+                elif isinstance(r, (GenerateRequest, RollingRequest)):
+                    out.append(r.context if isinstance(r, GenerateRequest) else r.text)
+    return list(dict.fromkeys(out))
+
+
 def corpus_texts(spec: str) -> list[str]:
-    """Every text field of the named datasets (all splits: the vocabulary must cover evaluation
-    text too; trimming learns no weights, so this is not contamination) or a text file."""
+    """Every text field of the named datasets, and the prompts their evaluation tasks build (all
+    splits: the vocabulary must cover evaluation text too; trimming learns no weights, so this is
+    not contamination), or a text file."""
     from pathlib import Path
 
     from medslm.data import load_dataset
@@ -59,13 +83,15 @@ def corpus_texts(spec: str) -> list[str]:
         return [p.read_text()]
     texts = []
     for name in [s.strip() for s in spec.split(",") if s.strip()]:
-        for e in load_dataset(name):
+        examples = list(load_dataset(name))
+        for e in examples:
             for a in ("context", "question", "answer", "text", "case"):
                 v = getattr(e, a, None)
                 if isinstance(v, str) and v:
                     texts.append(v)
             for o in getattr(e, "options", None) or []:
                 texts.append(o)
+        texts += task_texts(name, examples)
     return texts
 
 
