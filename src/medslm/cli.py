@@ -21,6 +21,9 @@ COMMANDS = {
     "prune": "medslm.commands.compress",
     "trim": "medslm.commands.compress",
     "distill": "medslm.commands.compress",
+    "pretrain": "medslm.commands.train",
+    "finetune": "medslm.commands.train",
+    "merge": "medslm.commands.train",
     "report": "medslm.commands.run",
 }
 

@@ -47,6 +47,8 @@ class EvalSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tasks: list[str] = Field(min_length=1)
     limit: int | dict[str, int] | None = None
+    # a split for every task, or {task: split}; fit@N/dev@N carve a held-out part (see data.splits)
+    split: str | dict[str, str] | None = None
     seed: int = 1234
     fewshot: int = 0
     batch_size: int = 8
@@ -64,6 +66,9 @@ class EvalSpec(BaseModel):
 
     def limit_for(self, task: str) -> int | None:
         return self.limit.get(task) if isinstance(self.limit, dict) else self.limit
+
+    def split_for(self, task: str) -> str | None:
+        return self.split.get(task) if isinstance(self.split, dict) else self.split
 
 
 class Variant(BaseModel):
@@ -208,6 +213,9 @@ def _result_ok(f: Path, art_hash: str, task: str, spec: EvalSpec) -> bool:
     except json.JSONDecodeError:
         return False
     t = r.get("task", {})
+    want_split = spec.split_for(task)
+    if want_split and t.get("requested_split") != want_split:
+        return False
     return (r.get("model", {}).get("hash") == art_hash and t.get("limit") == spec.limit_for(task)
             and t.get("seed") == spec.seed and t.get("fewshot") == spec.fewshot)
 
@@ -225,6 +233,9 @@ def evaluate_variant(art, label: str, tasks: list[str], spec: EvalSpec, results:
     limits = {t: spec.limit_for(t) for t in tasks if spec.limit_for(t)}
     if limits:
         cmd += ["--limit", ",".join(f"{t}={n}" for t, n in limits.items())]
+    splits = {t: spec.split_for(t) for t in tasks if spec.split_for(t)}
+    if splits:
+        cmd += ["--split", ",".join(f"{t}={s}" for t, s in splits.items())]
     if not spec.decode_bench:
         cmd.append("--no-decode-bench")
     if threads:

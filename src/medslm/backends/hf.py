@@ -337,6 +337,12 @@ class HFBackend(Backend):
         if self.artifact is not None:
             d.update(hash=self.artifact.hash, bytes=self.artifact.meta.bytes,
                      chain=self.artifact.step_chain(), path=str(self.artifact.path))
+            ex = self.artifact.meta.extra
+            if ex.get("trained_on"):
+                d["trained_on"] = ex["trained_on"]
+            if ex.get("contamination_allowed"):  # trained with --allow-overlap: said with every result
+                d["overlap_allowed"] = True
+                d["contamination_allowed"] = ex["contamination_allowed"]
         else:
             if self._hash is None:
                 self._hash = _weights_hash(self.model)

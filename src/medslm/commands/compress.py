@@ -48,21 +48,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(handler=cmd_compress, method=name)
 
 
-def cmd_compress(args) -> int:
+def read_config(path: str | None) -> dict:
     from medslm.errors import ConfigError
+
+    if not path:
+        return {}
+    import yaml
+
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"--config {path}: {e}") from e
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of config keys")
+    return cfg
+
+
+def cmd_compress(args) -> int:
     from medslm.methods import compress
 
-    cfg: dict = {}
-    if args.config:
-        import yaml
-
-        try:
-            with open(args.config) as f:
-                cfg = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"--config {args.config}: {e}") from e
-        if not isinstance(cfg, dict):
-            raise ConfigError(f"--config {args.config}: expected a mapping of config keys")
+    cfg = read_config(args.config)
     cfg["method"] = args.method
     for flag, _, _ in FLAGS[args.method]:
         key = flag[2:].replace("-", "_")

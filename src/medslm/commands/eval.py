@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="gemma3-270m", help="model reference (default gemma3-270m)")
     p.add_argument("--tasks", required=True, help="comma-separated task names, or 'ls'")
     p.add_argument("--backend", default="hf", help="hf (default), llamacpp, ...")
-    p.add_argument("--split", default=None, help="override the task's split")
+    p.add_argument("--split", default=None,
+                   help="override the tasks' split: S or task=S,task=S; fit@N/dev@N carve a seeded "
+                        "held-out part (e.g. pubmedqa=dev@50,medmcqa=dev@500)")
     p.add_argument("--limit", default=None,
                    help="a fixed, seeded subset of N examples; or per task: pubmedqa=40,medppl=10")
     p.add_argument("--fewshot", type=int, default=0, help="k-shot examples from the train/dev split")
@@ -77,6 +79,24 @@ def parse_limit(text: str | None, names: list[str]) -> int | dict[str, int] | No
     return out
 
 
+def parse_split(text: str | None, names: list[str]) -> str | dict[str, str] | None:
+    """``S`` or ``task=S,task=S`` (tasks not named keep their own split)."""
+    from medslm.errors import MedslmError
+
+    if not text or "=" not in text:
+        return text
+    out = {}
+    for kv in text.split(","):
+        k, _, v = kv.partition("=")
+        if not k.strip() or not v.strip():
+            raise MedslmError(f"--split {text!r}: expected S or task=S,task=S")
+        out[k.strip()] = v.strip()
+    unknown = set(out) - set(names)
+    if unknown:
+        raise MedslmError(f"--split names {sorted(unknown)}, which are not in --tasks")
+    return out
+
+
 def cmd_eval(args) -> int:
     if args.tasks.strip() == "ls":
         return list_tasks()
@@ -90,12 +110,13 @@ def cmd_eval(args) -> int:
         if n not in TASKS:
             raise TASKS.unknown(n)
     limit = parse_limit(args.limit, names)
+    split = parse_split(args.split, names)
     tasks = [get_task(n, judge=args.judge) if n == "amega" else get_task(n) for n in names]
     backend = get_backend(args.backend)(args.model, dtype=args.dtype, device=args.device,
                                         batch_size=args.batch_size, threads=args.threads)
     if args.result_file and len(tasks) != 1:
         raise MedslmError("--result-file takes one task; use --output DIR for several")
-    results = evaluate(backend, tasks, split=args.split, limit=limit, seed=args.seed,
+    results = evaluate(backend, tasks, split=split, limit=limit, seed=args.seed,
                        fewshot=args.fewshot, output=None, cache_path=args.cache,
                        data_path=args.data, bootstrap=args.bootstrap,
                        measure_decode=not args.no_decode_bench)

@@ -34,8 +34,8 @@ class MultipleChoice(Example):
     context: str = ""
     kind = "multiple_choice"
 
-    def text_for_overlap(self) -> str:
-        return f"{self.context}\n{self.question}"
+    def text_for_overlap(self) -> str:  # the options too: one stem with other options is another item
+        return "\n".join([self.context or "", self.question, *map(str, self.options)]).strip()
 
 
 @dataclass(kw_only=True)

@@ -119,6 +119,7 @@ def evaluate_task(backend, task: Task, *, split: str | None = None, limit: int |
     return {
         "schema_version": SCHEMA_VERSION,
         "task": {**task.describe(), "split": task.resolved_split or split or task.split,
+                 "requested_split": split,
                  "n": len(examples), "limit": limit, "fewshot": fewshot, "seed": seed},
         "model": desc,
         "metrics": {k: {"value": v, "ci95": list(cis[k]) if k in cis else None}
@@ -152,13 +153,14 @@ def write_result(result: dict, output: str | Path, file: str | Path | None = Non
     return f
 
 
-def evaluate(backend, tasks: list[str | Task], *, split: str | None = None,
+def evaluate(backend, tasks: list[str | Task], *, split: str | dict[str, str] | None = None,
              limit: int | dict[str, int] | None = None,
              seed: int = 1234, fewshot: int = 0, output: str | Path | None = None,
              cache_path: str | Path | None = None, data_path: str | None = None,
              bootstrap: int = 1000, progress: bool = True, measure_decode: bool = True) -> list[dict]:
     """Evaluate ``backend`` on ``tasks``; write one JSON per task under ``output`` if given.
-    ``limit``: one number for every task, or {task: number}."""
+    ``limit``: one number for every task, or {task: number}; ``split`` likewise (e.g.
+    ``{"pubmedqa": "dev@50", "medmcqa": "dev@500"}``; tasks not named keep their own split)."""
     from medslm import settings
 
     task_objs = [t if isinstance(t, Task) else get_task(t) for t in tasks]
@@ -168,7 +170,8 @@ def evaluate(backend, tasks: list[str | Task], *, split: str | None = None,
     try:
         for t in task_objs:
             lim = limit.get(t.name) if isinstance(limit, dict) else limit
-            res = evaluate_task(backend, t, split=split, limit=lim, seed=seed, fewshot=fewshot,
+            sp = split.get(t.name) if isinstance(split, dict) else split
+            res = evaluate_task(backend, t, split=sp, limit=lim, seed=seed, fewshot=fewshot,
                                 cache=cache, data_path=data_path, bootstrap=bootstrap,
                                 progress=progress, decode=decode)
             if output is not None:
@@ -200,4 +203,7 @@ def format_table(results: list[dict]) -> str:
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * x for x in w))
     notes = {r["task"]["approximate"] for r in results if r["task"].get("approximate")}
-    return "\n".join(lines + [f"approximate: {n}" for n in notes] + ["* primary metric"])
+    warn = [f"WARNING: this model was trained with --allow-overlap on evaluation data "
+            f"{r['model']['contamination_allowed']}; scores may be contaminated"
+            for r in results[:1] if r["model"].get("overlap_allowed")]
+    return "\n".join(lines + [f"approximate: {n}" for n in notes] + ["* primary metric"] + warn)

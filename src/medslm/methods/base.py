@@ -30,6 +30,9 @@ METHODS.add("quantize", "medslm.methods.quantize:QuantizeConfig")
 METHODS.add("prune", "medslm.methods.prune:PruneConfig")
 METHODS.add("trim", "medslm.methods.trim:TrimConfig")
 METHODS.add("distill", "medslm.methods.distill:DistillConfig")
+METHODS.add("finetune", "medslm.methods.finetune:FinetuneConfig")
+METHODS.add("pretrain", "medslm.methods.pretrain:PretrainConfig")
+METHODS.add("merge", "medslm.methods.merge:MergeConfig")
 
 
 def format_validation_error(e: ValidationError, where: str = "") -> str:
@@ -121,8 +124,15 @@ def compress(model: str | Any, config: dict[str, Any] | MethodConfig, out: str |
 
     params = count_parameters(res.model)
     step = new_step(cfg.method, cfg.to_dict(), input_hash=art.hash, seconds=seconds, **res.info)
-    extra = {k: v for k, v in art.meta.extra.items() if k not in ("gguf_source",)}
+    # an adapter is a property of its own artifact only; training history accumulates
+    extra = {k: v for k, v in art.meta.extra.items() if k not in ("gguf_source", "adapter")}
+    trained = list(extra.get("trained_on", [])) + list(res.extra.get("trained_on", []))
+    allowed = {**extra.get("contamination_allowed", {}), **res.extra.get("contamination_allowed", {})}
     extra.update(res.extra)
+    if trained:
+        extra["trained_on"] = trained
+    if allowed:
+        extra["contamination_allowed"] = allowed
     dtype = res.extra.get("quantization", {}).get("scheme") or str(
         next(res.model.parameters()).dtype).replace("torch.", "")
     return write_artifact(write, out, source=art.meta.source, steps=art.meta.steps + [step],

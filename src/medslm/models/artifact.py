@@ -112,7 +112,7 @@ class ModelArtifact:
         p = Path(path)
         if not p.is_dir():
             raise ArtifactError(f"{p}: not a directory")
-        if not (p / "config.json").is_file():
+        if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
             raise ArtifactError(
                 f"{p}: no config.json; not a Hugging Face model directory. Pass a model directory, "
                 "a .gguf file, a preset name (medslm models ls) or a hub id org/name"
@@ -124,6 +124,10 @@ class ModelArtifact:
             except json.JSONDecodeError as e:
                 raise ArtifactError(f"{meta_file}: not valid JSON ({e}); the artifact is damaged") from e
             return cls(p, ArtifactMeta.from_dict(raw, str(meta_file)))
+        if not (p / "config.json").is_file():
+            raise ArtifactError(f"{p}: a bare adapter directory (adapter_config.json) without "
+                                f"{META_FILE}; medslm needs to know its base model. Load it with peft, "
+                                "merge it and save the result, or write it with `medslm finetune`")
         cfg = json.loads((p / "config.json").read_text())
         arch = (cfg.get("architectures") or [""])[0]
         return cls(p, ArtifactMeta(source=str(p.resolve()), architecture=arch,
@@ -145,6 +149,10 @@ class ModelArtifact:
                 f"{self.meta.content_hash}; the files were changed after medslm wrote them"
             )
 
+    @property
+    def is_adapter(self) -> bool:
+        return bool(self.meta.extra.get("adapter"))
+
     def step_chain(self) -> str:
         """The methods applied, e.g. ``base -> trim -> quantize`` (format conversions not shown)."""
         names = [s.get("name", "?") for s in self.meta.steps if s.get("name") not in FORMAT_STEPS]
@@ -152,8 +160,10 @@ class ModelArtifact:
 
     def load(self, dtype: str | None = None, device: str = "cpu"):
         """Load (model, tokenizer). Strict: missing or unexpected weights are an error listing them."""
-        from medslm.models.loading import load_hf_dir
+        from medslm.models.loading import load_adapter, load_hf_dir
 
+        if self.meta.extra.get("adapter"):
+            return load_adapter(self, dtype=dtype, device=device)
         return load_hf_dir(self.path, dtype=dtype, device=device,
                            quantization=self.meta.extra.get("quantization"))
 

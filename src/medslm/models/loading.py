@@ -50,7 +50,7 @@ def resolve(ref: str, *, pull: bool = True) -> Resolved:
         raise ModelNotFound("empty model reference; pass --model PATH, a preset name or org/name")
     p = Path(ref).expanduser()
     if p.is_dir():
-        if not (p / "config.json").is_file():
+        if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
             gg = sorted(p.glob("*.gguf"))
             if len(gg) == 1:
                 return _resolve_gguf(ref, gg[0], pull)
@@ -267,6 +267,34 @@ def load_hf_dir(path: str | os.PathLike, dtype: str | None = None, device: str =
     except (OSError, ValueError) as e:
         raise ArtifactError(f"{path}: cannot load the tokenizer: {e}") from e
     return model, tok
+
+
+def load_adapter(art: ModelArtifact, dtype: str | None = None, device: str = "cpu"):
+    """(model, tokenizer) of an adapter artifact: its base model with the adapter merged in memory
+    (merged LoRA weights give the same logits as the unmerged adapter and run at the base's speed)."""
+    ad = art.meta.extra["adapter"]
+    base_path = Path(ad["base"])
+    if not base_path.is_dir():
+        raise ArtifactError(f"{art.path}: the adapter's base model {base_path} is missing (hash "
+                            f"{ad.get('base_hash')}); restore it, or fine-tune with merge: true so the "
+                            "result does not depend on another directory")
+    base = ModelArtifact.open(base_path)
+    if ad.get("base_hash") and base.hash != ad["base_hash"]:
+        raise ArtifactError(f"{art.path}: the adapter was trained on {base_path} with hash "
+                            f"{ad['base_hash']}, which now has {base.hash}; the base changed")
+    try:
+        from peft import PeftModel
+    except ImportError as e:
+        raise ArtifactError(f"{art.path} is a LoRA adapter; loading it needs peft: "
+                            "pip install 'medslm[train]'") from e
+    model, _ = base.load(dtype=dtype or "float32", device="cpu")
+    model = PeftModel.from_pretrained(model, str(art.path)).merge_and_unload()
+    model.eval()
+    if device != "cpu":
+        model.to(device)
+    from transformers import AutoTokenizer
+
+    return model, AutoTokenizer.from_pretrained(art.path)
 
 
 def convert_gguf(gguf: Path, out: Path, *, source: str) -> ModelArtifact:

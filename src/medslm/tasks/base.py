@@ -37,8 +37,17 @@ class Task:
         """Records of ``split`` (default the task's). ``auto``: the test split when the data has
         one, else train (PubMedQA's mirror holds only the non-test half); the choice is recorded."""
         from medslm.data import load_dataset
+        from medslm.data.splits import carve, parse_carve
 
         split = split or self.split
+        c = parse_carve(split)
+        if c is not None:  # fit@N / dev@N: carve the source split (the task's own by default)
+            src = c.source or self.split
+            recs = [e for e in self.load(src, path) if self.keep(e)]
+            src = self.resolved_split or src
+            out = carve(recs, c, f"{self.name} split")
+            self.resolved_split = c.name(src)
+            return out
         if split == "auto":
             every = list(load_dataset(self.dataset, split=None, path=path))
             split = "test" if any(e.split == "test" for e in every) else "train"

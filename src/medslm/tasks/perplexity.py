@@ -37,15 +37,27 @@ class MedPPL(Task):
                     docs.append(Document(id=e.id, split="test", text=e.answer, source="medquad"))
         except DataError:
             pass
+        from medslm.data.splits import parse_carve
+
+        carved = parse_carve(split)
+        pq_split = "pubmedqa"
         try:
-            pq = load_dataset("pubmedqa")
-            test = [e for e in pq if e.split == "test"] or pq
+            if carved is not None:  # dev@N: only the PubMedQA abstracts of that carve (held out of training)
+                from medslm.tasks import get_task
+
+                pq_task = get_task("pubmedqa")
+                test = pq_task.examples(split)
+                pq_split = f"pubmedqa:{pq_task.resolved_split}"
+            else:
+                pq = load_dataset("pubmedqa")
+                test = [e for e in pq if e.split == "test"] or pq
             docs += [Document(id=e.id, split=e.split, text=e.context, source="pubmedqa") for e in test]
         except DataError:
-            pass
+            if carved is not None:
+                raise
         if not docs:
             raise DataError("medppl needs medquad or pubmedqa: set MEDSLM_DATA_DIR to a data mirror")
-        self.resolved_split = "medquad:test+pubmedqa"
+        self.resolved_split = f"medquad:test+{pq_split}"
         # a balanced, seeded subset: the same documents for every model
         if limit is not None and limit < len(docs):
             rng = random.Random(seed)

@@ -1,0 +1,209 @@
+"""Supervised fine-tuning: full, LoRA (Hu et al. 2021, https://arxiv.org/abs/2106.09685) or QLoRA
+(Dettmers et al. 2023, https://arxiv.org/abs/2305.14314) on instruction examples from the datasets.
+
+Adapters come from peft, 4-bit NF4 bases from bitsandbytes, the loop from transformers' Trainer
+(:mod:`medslm.train.engine`); medslm adds the data (:mod:`medslm.train.data`: the evaluation
+prompt, loss on the answer only), the contamination guard (:mod:`medslm.train.guard`) and
+provenance. ``tuning: lora|qlora`` writes an *adapter artifact* (the adapter, the tokenizer and a
+``medslm.json`` naming the base model and its hash) unless ``merge: true``; ``medslm merge`` folds
+an adapter into a new dense artifact later. A QLoRA adapter, trained against the NF4 base, is
+merged into the base's full-precision weights (the usual practice; the NF4 error is not baked in).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import field_validator, model_validator
+
+from medslm.methods.base import MethodConfig, Transformed
+
+
+class FinetuneConfig(MethodConfig):
+    method: Literal["finetune"] = "finetune"
+    data: str = "pubmedqa:fit@50"
+    limit: int = 0  # > 0: at most this many examples per dataset (a seeded sample)
+    tuning: Literal["full", "lora", "qlora"] = "lora"
+    epochs: float = 1.0
+    max_steps: int = 0  # > 0 overrides epochs
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 0.0  # 0: 2e-4 for LoRA/QLoRA, 2e-5 for full fine-tuning
+    schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup: float = 0.03
+    weight_decay: float = 0.0
+    seq_len: int = 512
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str = "all-linear"
+    merge: bool = False
+    explanations: bool = True
+    chat_template: bool = False
+    allow_overlap: bool = False
+    drop_overlap: bool = False
+    check: str = ""
+    seed: int = 1234
+    checkpoint_every: int = 50
+    device: str = "auto"
+
+    @field_validator("batch_size", "grad_accum", "seq_len", "lora_r", "lora_alpha", "checkpoint_every")
+    @classmethod
+    def _pos(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be a positive integer")
+        return v
+
+    @field_validator("max_steps", "limit")
+    @classmethod
+    def _steps(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0 (0: train for `epochs`)")
+        return v
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, v: float) -> float:
+        if not 0 < v <= 100:
+            raise ValueError("must be in (0, 100]")
+        return v
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, v: float) -> float:
+        if not 0 <= v < 1:
+            raise ValueError("must be in [0, 1) (0: the tuning's default)")
+        return v
+
+    @field_validator("warmup", "lora_dropout")
+    @classmethod
+    def _frac(cls, v: float) -> float:
+        if not 0 <= v < 1:
+            raise ValueError("must be in [0, 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _merge(self):
+        if self.merge and self.tuning == "full":
+            raise ValueError("merge=True: only LoRA/QLoRA adapters are merged; full fine-tuning "
+                             "already writes a dense model")
+        return self
+
+    def learning_rate(self) -> float:
+        return self.lr or (2e-5 if self.tuning == "full" else 2e-4)
+
+
+def lora_config(cfg):
+    from peft import LoraConfig
+
+    targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [
+        t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def load_for_training(art, cfg, device: str):
+    """(model, tokenizer) ready to train: dense (full), dense + LoRA, or NF4 + LoRA (QLoRA)."""
+    from medslm.errors import MedslmError
+    from medslm.methods.base import load_dense
+
+    if art.meta.extra.get("adapter"):
+        raise MedslmError(f"{art.path} is an unmerged adapter; merge it first (medslm merge "
+                          f"--model {art.path} --out DIR) and fine-tune the merged model")
+    if cfg.tuning == "qlora":
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+        try:
+            import bitsandbytes  # noqa: F401
+            from peft import prepare_model_for_kbit_training
+        except ImportError as e:
+            raise MedslmError("tuning=qlora needs bitsandbytes and peft: pip install 'medslm[train]'") from e
+        if art.meta.extra.get("quantization"):
+            raise MedslmError(f"qlora quantizes the base itself; {art.path} is already quantized")
+        compute = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                               bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True)
+        model = AutoModelForCausalLM.from_pretrained(art.path, quantization_config=q, dtype=compute,
+                                                     device_map={"": device})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        tok = AutoTokenizer.from_pretrained(art.path)
+    else:
+        model, tok = load_dense(art, "finetune")
+        if device != "cpu":
+            model.to(device)
+    if cfg.tuning in ("lora", "qlora"):
+        try:
+            from peft import get_peft_model
+        except ImportError as e:
+            raise MedslmError("LoRA needs peft: pip install 'medslm[train]'") from e
+        model = get_peft_model(model, lora_config(cfg))
+    model.train()
+    return model, tok
+
+
+def trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def apply(art, cfg: FinetuneConfig, *, stop_after: int | None = None) -> Transformed:
+    from medslm.evaluate.efficiency import peak_rss_bytes
+    from medslm.train import engine
+    from medslm.train.data import build_sft, load_parts
+    from medslm.train.guard import check_contamination
+
+    parts = load_parts(cfg.data, "data", limit=cfg.limit, seed=cfg.seed)
+    guard = check_contamination(parts, cfg.check, cfg.allow_overlap, drop_overlap=cfg.drop_overlap)
+    device = engine.device_of(cfg.device)
+    model, tok = load_for_training(art, cfg, device)
+    rows, stats = build_sft(parts, tok, model.config, seq_len=cfg.seq_len,
+                            explanations=cfg.explanations, chat_template=cfg.chat_template)
+    ckdir = engine.checkpoint_dir("finetune", art.hash, cfg.to_dict(), stats["parts"])
+    n_train = trainable(model)
+    run = engine.train(model, tok, rows, ckdir=ckdir, epochs=cfg.epochs, max_steps=cfg.max_steps,
+                       batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, lr=cfg.learning_rate(),
+                       schedule=cfg.schedule, warmup=cfg.warmup, seed=cfg.seed,
+                       checkpoint_every=cfg.checkpoint_every, device=device,
+                       desc=f"finetune ({cfg.tuning})", stop_after=stop_after,
+                       weight_decay=cfg.weight_decay)
+    if stop_after is not None and run["steps"] < run["total_steps"]:
+        raise KeyboardInterrupt(f"stopped after step {run['steps']} (checkpoint kept in {ckdir})")
+    info = {"data": stats["parts"], "examples": stats["examples"], "truncated": stats["truncated"],
+            "answer_tokens": stats["answer_tokens"], "trainable_parameters": n_train,
+            "contamination": guard, "lr": cfg.learning_rate(), **run,
+            "peak_rss_mib": round(peak_rss_bytes() / 2**20)}
+    extra = {"trained_on": stats["parts"]}
+    if guard["allowed"]:
+        extra["contamination_allowed"] = guard["overlap"]
+    model = model.to("cpu")
+    if cfg.tuning == "full":
+        engine.finished(ckdir)
+        return Transformed(model, tok, info=info, extra=extra)
+    if cfg.merge:
+        model = merged(model, art, cfg)
+        engine.finished(ckdir)
+        return Transformed(model, tok, info=info, extra=extra)
+    extra["adapter"] = {"type": cfg.tuning, "base": str(art.path.resolve()), "base_hash": art.hash,
+                        "base_chain": art.step_chain(), "trainable_parameters": n_train}
+
+    def write(tmp):
+        model.save_pretrained(tmp, safe_serialization=True)  # the adapter only
+
+    engine.finished(ckdir)
+    return Transformed(model, tok, info=info, extra=extra, write=write)
+
+
+def merged(peft_model, art, cfg):
+    """Fold a LoRA adapter into the base weights (QLoRA: into the full-precision base)."""
+    if cfg.tuning == "qlora":
+        import tempfile
+
+        from peft import PeftModel
+
+        from medslm.methods.base import load_dense
+
+        with tempfile.TemporaryDirectory() as d:
+            peft_model.save_pretrained(d)
+            base, _ = load_dense(art, "merge")
+            return PeftModel.from_pretrained(base, d).merge_and_unload()
+    return peft_model.merge_and_unload()

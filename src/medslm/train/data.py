@@ -1,0 +1,210 @@
+"""Training data: instruction examples (SFT) and packed documents (continued pretraining).
+
+SFT examples are built from the datasets with **the evaluation task's own prompt** for the same
+dataset, so what the model learns is exactly what ``medslm eval`` asks:
+
+- pubmedqa: ``Abstract: ...\\nQuestion: ...\\nAnswer:`` -> `` yes`` (+ ``\\n`` + the long answer)
+- medmcqa / medqa: ``Question: ...\\nChoices:\\nA. ...\\nAnswer:`` -> `` B`` (+ ``\\nExplanation: ...``)
+- medquad: ``Question: ...\\nAnswer:`` -> `` <answer>``
+- medtext: ``<prompt>\\n`` -> ``<completion>``
+
+Prompt and answer are tokenized the way the ``hf`` backend (and lm-evaluation-harness) scores them:
+``ctx = enc(prompt)``, ``answer = enc(prompt + target)[len(ctx):]``, BOS for the Gemma family. The
+loss covers the answer tokens and the closing EOS only (labels are -100 on the prompt).
+
+A data spec is ``NAME[:SPLIT][,NAME[:SPLIT]...]``; ``SPLIT`` may carve a held-out part
+(``pubmedqa:fit@50``, see :mod:`medslm.data.splits`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from medslm.errors import ConfigError, DataError
+
+# dataset -> the evaluation task whose prompt (and default split) training uses
+TASK_OF = {"pubmedqa": "pubmedqa", "medmcqa": "medmcqa", "medqa": "medqa_4options",
+           "medquad": "medquad", "medtext": "medtext"}
+# datasets whose text pretraining can read, and the field it reads
+DOC_FIELDS = {"guidelines": "text", "medquad": "answer", "pubmedqa": "context", "mimic3": "text",
+              "medtext": "answer"}
+
+
+@dataclass
+class Part:
+    dataset: str
+    split: str | None  # as written (None: the dataset's training split)
+    resolved: str = ""
+    examples: list = field(default_factory=list)
+
+
+def parse_spec(spec: str, flag: str, allowed: dict) -> list[tuple[str, str | None]]:
+    out = []
+    for item in [s.strip() for s in str(spec).split(",") if s.strip()]:
+        name, _, split = item.partition(":")
+        if name not in allowed:
+            raise ConfigError(f"{flag}={spec!r}: {name!r} cannot be used here; choose from "
+                              f"{', '.join(sorted(allowed))} (optionally NAME:SPLIT, e.g. pubmedqa:fit@50)")
+        out.append((name, split or None))
+    if not out:
+        raise ConfigError(f"{flag}: empty; name at least one dataset, e.g. pubmedqa:fit@50")
+    return out
+
+
+def load_parts(spec: str, flag: str = "data", allowed: dict | None = None, limit: int = 0,
+               seed: int = 1234) -> list[Part]:
+    """The examples of each ``NAME[:SPLIT]`` in ``spec``, with the split each resolved to;
+    ``limit`` > 0 keeps a seeded sample of at most that many per part (in source order)."""
+    import random
+
+    from medslm.data import load_dataset
+    from medslm.data.splits import parse_carve
+    from medslm.tasks import get_task
+
+    allowed = TASK_OF if allowed is None else allowed
+    parts = []
+    for name, split in parse_spec(spec, flag, allowed):
+        if name in TASK_OF:
+            task = get_task(TASK_OF[name])
+            if split is None:
+                split = task.fewshot_split or "train"
+                if parse_carve(split) is None and split not in _splits_of(name):
+                    raise DataError(f"{flag}: {name} has no {split!r} split here; name one "
+                                    f"({name}:SPLIT) or carve the evaluation split ({name}:fit@N)")
+            ex = task.examples(split)
+            parts.append(Part(name, split, task.resolved_split or split, ex))
+        else:
+            if parse_carve(split) is not None:
+                raise ConfigError(f"{flag}: fit@N/dev@N carving needs a dataset with an evaluation "
+                                  f"task ({', '.join(TASK_OF)}); {name} has none")
+            ex = [e for e in load_dataset(name, split=split) if split is not None or e.split != "test"]
+            parts.append(Part(name, split, split or "all but test", ex))
+        p = parts[-1]
+        if not p.examples:
+            raise DataError(f"{flag}: {name}:{p.resolved} has no usable examples")
+        if 0 < limit < len(p.examples):
+            total = len(p.examples)
+            keep = set(random.Random(seed).sample(range(total), limit))
+            p.examples = [e for i, e in enumerate(p.examples) if i in keep]
+            p.resolved += f"[{limit} of {total}, seed {seed}]"
+    return parts
+
+
+def _splits_of(name: str) -> set[str]:
+    from medslm.data import load_dataset
+
+    return {e.split for e in load_dataset(name)}
+
+
+def prompt_and_target(dataset: str, e, explanations: bool = True) -> tuple[str, str]:
+    from medslm.tasks.multiple_choice import LETTERS, medmcqa_text, medqa_text, pubmedqa_text
+
+    if dataset == "pubmedqa":
+        target = " " + e.options[e.answer]
+        long = (e.meta.get("long_answer") or "").strip()
+        if explanations and long:
+            target += "\n" + long
+        return pubmedqa_text(e), target
+    if dataset in ("medmcqa", "medqa"):
+        text = medmcqa_text(e) if dataset == "medmcqa" else medqa_text(e)
+        target = " " + LETTERS[e.answer]
+        exp = (e.meta.get("exp") or e.meta.get("explanation") or "").strip() if explanations else ""
+        if exp:
+            target += "\nExplanation: " + exp
+        return text, target
+    if dataset == "medquad":
+        return f"Question: {e.question}\nAnswer:", " " + e.answer.strip()
+    if dataset == "medtext":
+        return f"{e.question}\n", e.answer.strip()
+    raise ConfigError(f"no instruction format for dataset {dataset!r}")
+
+
+def wants_bos(tokenizer, model_config) -> bool:
+    """As the hf backend and lm-evaluation-harness: BOS for the Gemma family."""
+    return "gemma" in str(getattr(model_config, "model_type", "")).lower()
+
+
+def encode_sft(tokenizer, prompt: str, target: str, *, add_bos: bool, seq_len: int,
+               chat_template: bool = False) -> tuple[list[int], list[int], bool]:
+    """(input_ids, labels, truncated). Labels are -100 on the prompt."""
+    if chat_template:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError("chat_template: true, but this model's tokenizer has no chat template")
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt.rstrip()}],
+                                               tokenize=False, add_generation_prompt=True)
+        enc = lambda t: tokenizer(t, add_special_tokens=False).input_ids  # noqa: E731 (template has BOS)
+    else:
+        enc = lambda t: tokenizer(t, add_special_tokens=add_bos).input_ids  # noqa: E731
+    n_sp = len(prompt) - len(prompt.rstrip())  # trailing spaces belong to the answer (lm-eval)
+    if n_sp:
+        prompt, target = prompt[:-n_sp], prompt[-n_sp:] + target
+    ctx = enc(prompt)
+    ans = enc(prompt + target)[len(ctx):]
+    if tokenizer.eos_token_id is not None:
+        ans = ans + [tokenizer.eos_token_id]
+    truncated = False
+    if len(ctx) + len(ans) > seq_len:
+        truncated = True
+        ans = ans[:max(2, seq_len - len(ctx))]  # the explanation goes first
+        ans = ans[:max(2, min(len(ans), seq_len - len(ctx), seq_len // 8))] if len(ctx) + len(ans) > seq_len else ans
+        room = seq_len - len(ans)
+        if len(ctx) > room:  # keep the start (BOS, "Abstract:") and the end (question, "Answer:")
+            head = 1 if (add_bos or chat_template) else 0
+            ctx = ctx[:head] + ctx[len(ctx) - (room - head):]
+    return ctx + ans, [-100] * len(ctx) + ans, truncated
+
+
+def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, explanations: bool = True,
+              chat_template: bool = False) -> tuple[list[dict], dict]:
+    add_bos = wants_bos(tokenizer, model_config)
+    rows, truncated = [], 0
+    for p in parts:
+        for e in p.examples:
+            if getattr(e, "answer", None) is None:
+                continue
+            prompt, target = prompt_and_target(p.dataset, e, explanations)
+            ids, labels, cut = encode_sft(tokenizer, prompt, target, add_bos=add_bos, seq_len=seq_len,
+                                          chat_template=chat_template)
+            truncated += cut
+            rows.append({"input_ids": ids, "labels": labels})
+    if not rows:
+        raise DataError("finetune: the data gave no labelled examples")
+    stats = {"examples": len(rows), "truncated": truncated,
+             "tokens": sum(len(r["input_ids"]) for r in rows),
+             "answer_tokens": sum(sum(1 for x in r["labels"] if x != -100) for r in rows),
+             "parts": [{"dataset": p.dataset, "split": p.resolved, "n": len(p.examples),
+                        "ids_sha256": ids_digest(p.examples)} for p in parts]}
+    return rows, stats
+
+
+def documents(parts: list[Part]) -> list[tuple[str, str]]:
+    """(id, text) of each corpus record, from the field pretraining reads."""
+    out = []
+    for p in parts:
+        attr = DOC_FIELDS[p.dataset]
+        for e in p.examples:
+            t = getattr(e, attr, None)
+            if isinstance(t, str) and t.strip():
+                out.append((e.id, t.strip()))
+    if not out:
+        raise DataError("pretrain: the corpus gave no text")
+    return out
+
+
+def pack(tokenizer, texts: list[str], seq_len: int, add_bos: bool) -> list[dict]:
+    """Concatenate documents (each closed by EOS) and cut into blocks of ``seq_len`` tokens."""
+    stream: list[int] = []
+    for t in texts:
+        stream += tokenizer(t, add_special_tokens=add_bos).input_ids
+        if tokenizer.eos_token_id is not None:
+            stream.append(tokenizer.eos_token_id)
+    blocks = [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
+    if not blocks and stream:
+        blocks = [stream]
+    return [{"input_ids": b, "labels": list(b)} for b in blocks]
+
+
+def ids_digest(examples) -> str:
+    return hashlib.sha256(json.dumps(sorted(e.id for e in examples)).encode()).hexdigest()[:16]
