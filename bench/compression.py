@@ -7,8 +7,9 @@ rerun only computes what is missing.
 
     MEDSLM_DATA_DIR=../shared/data python bench/compression.py [--pubmedqa 500 --medmcqa 500 --medppl 100]
 
-With --gguf, the model's own GGUF on llama.cpp. Not in it yet (not built): calibrated 4-bit
-(GPTQ), SparseGPT, bf16, GGUF export of the compressed variants.
+With --gguf, also on llama.cpp: the model's own GGUF, the base exported to f16 and to q4_k_m,
+and the trimmed vocabulary exported to q4_k_m (medslm export). Not in it yet (not built):
+calibrated 4-bit (GPTQ), SparseGPT, bf16.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ def main() -> None:
         sys.exit(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     variants = [{"name": n, "steps": VARIANTS[n]} for n in names]
     if a.gguf:
-        variants.append({"name": "gguf-q4_k_m", "backend": "llamacpp"})
+        variants += [{"name": "gguf-own", "backend": "llamacpp"},
+                     {"name": "gguf-f16", "backend": "llamacpp", "gguf": "f16"},
+                     {"name": "gguf-q4_k_m", "backend": "llamacpp", "gguf": "q4_k_m"},
+                     {"name": "trim+gguf-q4_k_m", "backend": "llamacpp", "gguf": "q4_k_m",
+                      "steps": [{"method": "trim"}]}]
     recipe = {"version": 1, "name": "bench-compression", "model": a.model,
               "eval": {"tasks": ["pubmedqa", "medmcqa", "medppl"],
                        "limit": {"pubmedqa": a.pubmedqa, "medmcqa": a.medmcqa, "medppl": a.medppl}},

@@ -102,7 +102,8 @@ def test_kill_during_run_then_resume(setup):
     (lambda s: s.replace("version: 1", "version: 7"), r":1: version=7: recipe version 7 is not supported"),
     (lambda s: s.replace("- name: base", "- name: base\n    stepz: []"), r":9: variants.0.stepz: unknown key"),
     (lambda s: s.replace("- name: trim+int4", "- name: trim+int4\n    backend: llamacpp"),
-     r":9: variants.1: .*GGUF export is not built"),
+     r":9: variants.1: .*drop the quantize step; llama.cpp quantizes"),
+    (lambda s: s.replace("- name: base", "- name: base\n    gguf: q4_k_m"), r":8: variants.0: .*only applies with backend: llamacpp"),
 ])
 def test_recipe_errors_name_line_and_key(setup, edit, msg):
     tmp, recipe = setup

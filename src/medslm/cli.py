@@ -24,6 +24,7 @@ COMMANDS = {
     "pretrain": "medslm.commands.train",
     "finetune": "medslm.commands.train",
     "merge": "medslm.commands.train",
+    "export": "medslm.commands.export",
     "report": "medslm.commands.run",
 }
 

@@ -75,14 +75,23 @@ class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
     steps: list[dict[str, Any]] = Field(default_factory=list)
-    # llamacpp: evaluate the model's GGUF on llama.cpp (no steps: GGUF export is not built yet)
+    # llamacpp: evaluate on llama.cpp. Without steps, the model's own GGUF; with steps, the final
+    # artifact exported to GGUF of type `gguf` (default q4_k_m; dense steps only, llama.cpp quantizes)
     backend: Literal["hf", "llamacpp"] = "hf"
+    gguf: str | None = None
 
     @model_validator(mode="after")
     def _gguf(self):
-        if self.backend == "llamacpp" and self.steps:
-            raise ValueError("backend llamacpp runs the model's own GGUF; it takes no steps yet "
-                             "(GGUF export is not built)")
+        from medslm.export.gguf import TYPES
+
+        if self.gguf is not None:
+            if self.backend != "llamacpp":
+                raise ValueError("gguf: a GGUF type only applies with backend: llamacpp")
+            if self.gguf not in TYPES:
+                raise ValueError(f"gguf={self.gguf!r}: choose one of {', '.join(TYPES)}")
+        if self.backend == "llamacpp" and any(s.get("method") == "quantize" for s in self.steps):
+            raise ValueError("backend llamacpp: drop the quantize step; llama.cpp quantizes the exported "
+                             "model itself (gguf: q4_k_m)")
         return self
 
 
@@ -205,6 +214,21 @@ def build_variant(base, variant: Variant, log) -> Any:
     return art
 
 
+def export_variant(art, qtype: str, name: str, log) -> Path:
+    """The artifact as GGUF ``qtype``, cached by (artifact hash, type)."""
+    from medslm.export.gguf import export_gguf, export_key
+
+    out = settings.cache_dir() / "gguf" / f"{export_key(art.hash, qtype)}-{qtype}.gguf"
+    if out.is_file():
+        log(f"  {name}: export {qtype} cached ({out.name})")
+        return out
+    t = time.perf_counter()
+    log(f"  {name}: export to GGUF {qtype} ...")
+    export_gguf(art, out, qtype, progress=False)
+    log(f"  {name}: export done in {time.perf_counter() - t:.0f}s ({out.stat().st_size / 2**20:.0f} MiB)")
+    return out
+
+
 def _result_ok(f: Path, art_hash: str, task: str, spec: EvalSpec) -> bool:
     if not f.is_file():
         return False
@@ -268,11 +292,16 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
     for v in recipe.variants:
         art = build_variant(base, v, log)
         want_hash = art.hash
+        gguf_model = None
         if v.backend == "llamacpp":
             from medslm.backends.llamacpp import find_gguf
             from medslm.data.sources import sha256_file
 
-            want_hash = "sha256:" + sha256_file(find_gguf(recipe.model))
+            if v.steps or v.gguf:
+                gguf_model = str(export_variant(art, v.gguf or "q4_k_m", v.name, log))
+            else:
+                gguf_model = recipe.model
+            want_hash = "sha256:" + sha256_file(find_gguf(gguf_model))
         todo = []
         for task in recipe.eval.tasks:
             if _result_ok(results / result_filename(v.name, task), want_hash, task, recipe.eval):
@@ -281,7 +310,7 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
                 todo.append(task)
         if todo:
             evaluate_variant(art, v.name, todo, recipe.eval, results, threads, log, backend=v.backend,
-                             model=recipe.model if v.backend == "llamacpp" else None)
+                             model=gguf_model)
     from medslm.report.build import build_report
 
     rep = build_report(results, out, task_order=recipe.eval.tasks,

@@ -1,0 +1,38 @@
+"""``medslm export --model REF --out FILE.gguf --type q4_k_m``."""
+
+from __future__ import annotations
+
+import argparse
+
+from medslm.commands import examples
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="export a dense model to GGUF for llama.cpp (f16, q8_0, q4_k_m, ...)",
+        description="Convert an artifact to GGUF with llama.cpp's own converter (fetched once from the "
+                    "llama-cpp-python sdist, or MEDSLM_LLAMACPP_DIR); k-quants by llama.cpp's quantizer. "
+                    "Writes FILE.gguf and FILE.gguf.medslm.json (provenance).",
+        epilog=examples("medslm export --model gemma3-270m --type f16 --out runs/base-f16.gguf",
+                        "medslm export --model runs/lora --type q4_k_m --out runs/lora-q4_k_m.gguf",
+                        "medslm eval --backend llamacpp --model runs/lora-q4_k_m.gguf --tasks pubmedqa"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="gemma3-270m")
+    p.add_argument("--out", required=True, metavar="FILE.gguf")
+    p.add_argument("--type", default="q4_k_m", help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_s | q4_k_m "
+                                                   "(default) | q5_k_m | q6_k")
+    p.add_argument("--threads", type=int, default=None, help="quantizer threads (default: free cores)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(handler=cmd_export)
+
+
+def cmd_export(args) -> int:
+    import json
+
+    from medslm.export.gguf import export_gguf, sidecar
+
+    out = export_gguf(args.model, args.out, args.type, threads=args.threads, overwrite=args.overwrite)
+    side = json.loads(sidecar(out).read_text())
+    print(f"wrote {out}: {side['bytes']:,} bytes, {side['type']}, from {side['source']} "
+          f"({side['chain']}), sha256 {side['sha256'][:16]}")
+    return 0

@@ -1,0 +1,1 @@
+"""Export artifacts to other runtimes (GGUF for llama.cpp)."""

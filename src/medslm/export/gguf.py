@@ -1,0 +1,309 @@
+"""Export a dense artifact to GGUF (f32, f16, bf16, q8_0 and llama.cpp's k-quants such as q4_k_m).
+
+The conversion is llama.cpp's own ``convert_hf_to_gguf.py`` (called, not copied): medslm fetches it
+once from the source distribution of the installed ``llama-cpp-python`` on PyPI (the sdist ships
+llama.cpp's converter and its ``gguf-py``), verifies the SHA-256 the index publishes and caches it
+under ``$MEDSLM_CACHE/llama.cpp-convert/<version>/``. Offline, point ``MEDSLM_LLAMACPP_DIR`` at a
+llama.cpp checkout. K-quants are made from the f16 file by ``llama_cpp.llama_model_quantize``.
+
+One gap is medslm's to fill: llama.cpp reads a SentencePiece vocabulary (``tokenizer.model``) for
+Gemma, but an artifact converted from a GGUF, or with a trimmed vocabulary, carries only
+``tokenizer.json``. For such byte-fallback BPE vocabularies medslm writes the equivalent
+``tokenizer.model`` (pieces in id order, score = minus the rank of the merge that makes the piece,
+types from the special/added/byte tokens) into the staging folder; tests check that llama.cpp then
+tokenizes as the Hugging Face tokenizer does and scores the same log-likelihoods.
+
+Every export writes ``<file>.medslm.json`` beside the GGUF: source artifact, its hash and chain,
+the type, the converter's version and the GGUF's SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from medslm.errors import ArtifactError, ConfigError, MedslmError
+
+CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # written by convert_hf_to_gguf.py itself
+QUANT_TYPES = {  # made from f16 by llama.cpp's quantizer (llama_ftype values)
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+}
+TYPES = CONVERTER_TYPES + tuple(QUANT_TYPES)
+SIMPLE_INDEX = "https://pypi.org/simple"
+
+
+# ----------------------------------------------------------------------------- the converter
+def converter_dir(progress: bool = True) -> Path:
+    """A folder with llama.cpp's ``convert_hf_to_gguf.py`` (and ``conversion/``, ``gguf-py/``)."""
+    env = os.environ.get("MEDSLM_LLAMACPP_DIR")
+    if env:
+        d = Path(env).expanduser()
+        if not (d / "convert_hf_to_gguf.py").is_file():
+            raise ConfigError(f"MEDSLM_LLAMACPP_DIR={env}: no convert_hf_to_gguf.py there; point it at a "
+                              "llama.cpp checkout")
+        return d
+    from importlib import metadata
+
+    from medslm import settings
+
+    try:
+        version = metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        raise MedslmError("GGUF export uses llama.cpp's converter from llama-cpp-python: "
+                          "pip install 'medslm[llamacpp]' (or set MEDSLM_LLAMACPP_DIR to a llama.cpp "
+                          "checkout)") from None
+    dest = settings.cache_dir() / "llama.cpp-convert" / version
+    if (dest / "convert_hf_to_gguf.py").is_file():
+        return dest
+    from filelock import FileLock
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if not (dest / "convert_hf_to_gguf.py").is_file():
+            fetch_converter(version, dest, progress=progress)
+    return dest
+
+
+def sdist_url(version: str, index: str | None = None) -> tuple[str, str]:
+    """(url, sha256) of llama-cpp-python's sdist for ``version`` from a PEP 503 simple index."""
+    import urllib.request
+
+    index = (index or os.environ.get("MEDSLM_PYPI_SIMPLE") or SIMPLE_INDEX).rstrip("/")
+    page_url = f"{index}/llama-cpp-python/"
+    try:
+        with urllib.request.urlopen(page_url, timeout=30) as r:
+            page = r.read().decode("utf-8", "replace")
+    except OSError as e:
+        raise MedslmError(f"cannot read {page_url} to fetch llama.cpp's GGUF converter ({e}); offline, "
+                          "set MEDSLM_LLAMACPP_DIR to a llama.cpp checkout") from e
+    name = f"llama_cpp_python-{version}.tar.gz"
+    for href in re.findall(r'href="([^"]+)"', page):
+        if href.split("#")[0].rsplit("/", 1)[-1] == name:
+            m = re.search(r"#sha256=([0-9a-f]{64})", href)
+            if not m:
+                raise MedslmError(f"{page_url}: {name} is listed without a sha256; refusing an unverified download")
+            url = href.split("#")[0]
+            if not re.match(r"^https?://", url):
+                from urllib.parse import urljoin
+
+                url = urljoin(page_url, url)
+            return url, m.group(1)
+    raise MedslmError(f"{page_url} lists no {name}; set MEDSLM_LLAMACPP_DIR to a llama.cpp checkout")
+
+
+def fetch_converter(version: str, dest: Path, progress: bool = True) -> None:
+    """Download the sdist, verify it, and keep only the converter's files (atomically)."""
+    import tempfile
+    import urllib.request
+
+    url, sha = sdist_url(version)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        tar_path = Path(tmp) / "sdist.tar.gz"
+        h = hashlib.sha256()
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r, open(tar_path, "wb") as f:
+                total = int(r.headers.get("Content-Length") or 0)
+                from tqdm.auto import tqdm
+
+                with tqdm(total=total, unit="B", unit_scale=True, disable=not progress,
+                          desc=f"llama.cpp converter ({version})") as bar:
+                    for chunk in iter(lambda: r.read(1 << 20), b""):
+                        f.write(chunk)
+                        h.update(chunk)
+                        bar.update(len(chunk))
+        except OSError as e:
+            raise MedslmError(f"downloading {url} failed ({e}); offline, set MEDSLM_LLAMACPP_DIR") from e
+        if h.hexdigest() != sha:
+            raise MedslmError(f"{url}: sha256 {h.hexdigest()} differs from the index's {sha}; not used")
+        out = Path(tmp) / "conv"
+        wanted = re.compile(r"^[^/]+/vendor/llama\.cpp/(convert_hf_to_gguf\.py|conversion/.*|gguf-py/.*)$")
+        with tarfile.open(tar_path) as tf:
+            members = [m for m in tf.getmembers() if wanted.match(m.name) and (m.isfile() or m.isdir())]
+            if not any(m.name.endswith("/convert_hf_to_gguf.py") for m in members):
+                raise MedslmError(f"{url}: no vendor/llama.cpp/convert_hf_to_gguf.py inside")
+            for m in members:
+                rel = wanted.match(m.name).group(1)
+                target = out / rel
+                if m.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tf.extractfile(m) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        (out / "SOURCE.json").write_text(json.dumps({"url": url, "sha256": sha, "version": version}) + "\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        out.rename(dest)
+
+
+# ----------------------------------------------------------------------------- vocabulary
+def spm_from_tokenizer_json(tok_json: dict, special_ids: dict[str, int]) -> bytes:
+    """A SentencePiece BPE ``tokenizer.model`` equivalent to a byte-fallback BPE tokenizer.json."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    model = tok_json.get("model", {})
+    if model.get("type") != "BPE" or not model.get("byte_fallback"):
+        raise ArtifactError("GGUF export: this vocabulary is not a SentencePiece-style byte-fallback BPE "
+                            "and the model has no tokenizer.model; llama.cpp cannot read it")
+    vocab: dict[str, int] = model["vocab"]
+    n = max(vocab.values()) + 1
+    added = {a["id"]: a for a in tok_json.get("added_tokens", [])}
+    n = max([n] + [i + 1 for i in added])
+    pieces: list[str | None] = [None] * n
+    for t, i in vocab.items():
+        pieces[i] = t
+    for i, a in added.items():
+        pieces[i] = a["content"]
+    rank: dict[str, int] = {}
+    for r, mg in enumerate(model.get("merges", [])):
+        a, b = mg if isinstance(mg, list) else mg.split(" ", 1)
+        rank.setdefault(a + b, r)
+    mp = pb.ModelProto()
+    ts = mp.trainer_spec
+    ts.model_type = pb.TrainerSpec.BPE
+    ts.vocab_size = n
+    ts.byte_fallback = True
+    for key, field in (("unk", "unk_id"), ("bos", "bos_id"), ("eos", "eos_id"), ("pad", "pad_id")):
+        setattr(ts, field, special_ids.get(key, -1) if special_ids.get(key) is not None else -1)
+    ns = mp.normalizer_spec
+    ns.name = "identity"
+    ns.add_dummy_prefix = False
+    ns.remove_extra_whitespaces = False
+    ns.escape_whitespaces = True
+    T = pb.ModelProto.SentencePiece
+    for i, p in enumerate(pieces):
+        sp = mp.pieces.add()
+        if p is None:  # a hole in the ids: keep numbering, never produced
+            sp.piece, sp.type, sp.score = f"<medslm_unused_{i}>", T.UNUSED, 0.0
+            continue
+        sp.piece = p
+        if i == special_ids.get("unk"):
+            sp.type = T.UNKNOWN
+        elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", p):
+            sp.type = T.BYTE
+        elif i in added:
+            sp.type = T.CONTROL if added[i].get("special") else T.USER_DEFINED
+        else:
+            sp.type = T.NORMAL
+        sp.score = -float(rank[p]) if p in rank else 0.0
+    return mp.SerializeToString()
+
+
+def _stage(art, tmp: Path) -> Path:
+    """A folder the converter reads: the artifact's files (linked) plus a tokenizer.model if needed."""
+    from transformers import AutoTokenizer
+
+    stage = tmp / "hf"
+    stage.mkdir(parents=True)
+    for f in art.path.iterdir():
+        if f.is_file() and f.name != "medslm.json":
+            os.symlink(f.resolve(), stage / f.name)
+    cfg = json.loads((art.path / "config.json").read_text())
+    if not (art.path / "tokenizer.model").is_file() and (art.path / "tokenizer.json").is_file() \
+            and "gemma" in str(cfg.get("model_type", "")):
+        tok = AutoTokenizer.from_pretrained(art.path)
+        ids = {"unk": tok.unk_token_id, "bos": tok.bos_token_id, "eos": tok.eos_token_id,
+               "pad": tok.pad_token_id}
+        (stage / "tokenizer.model").write_bytes(
+            spm_from_tokenizer_json(json.loads((art.path / "tokenizer.json").read_text()), ids))
+    return stage
+
+
+# ----------------------------------------------------------------------------- export
+def export_gguf(model, out: str | os.PathLike, qtype: str = "q4_k_m", *, threads: int | None = None,
+                overwrite: bool = False, progress: bool = True) -> Path:
+    """Write ``model`` (a reference or ModelArtifact, dense) as a GGUF file of type ``qtype``."""
+    import tempfile
+
+    from medslm.models.artifact import ModelArtifact, package_versions
+    from medslm.models.loading import resolve
+
+    qtype = qtype.lower()
+    if qtype not in TYPES:
+        raise ConfigError(f"--type {qtype!r}: choose one of {', '.join(TYPES)}")
+    out = Path(out)
+    if out.suffix != ".gguf":
+        raise ConfigError(f"--out {out}: a GGUF file name ending in .gguf")
+    if out.exists() and not overwrite:
+        raise ArtifactError(f"{out} already exists; choose another --out or pass --overwrite")
+    art = model if isinstance(model, ModelArtifact) else resolve(str(model)).artifact()
+    q = art.meta.extra.get("quantization")
+    if q:
+        raise MedslmError(f"{art.path} is quantized with medslm's own {q.get('scheme')} format, which "
+                          "llama.cpp cannot read; export the dense model before `quantize` and let "
+                          f"llama.cpp quantize it (--type {qtype})")
+    conv = converter_dir(progress=progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".tmp-export-{out.stem}-") as td:
+        tmp = Path(td)
+        if art.is_adapter:  # merge first: llama.cpp runs one set of weights
+            m, tok = art.load(dtype="float32")
+            merged = tmp / "merged"
+            m.save_pretrained(merged)
+            tok.save_pretrained(merged)
+            (merged / "medslm.json").write_text("{}")
+            src = ModelArtifact(merged, art.meta)
+        else:
+            src = art
+        stage = _stage(src, tmp)
+        first = tmp / f"model-{qtype if qtype in CONVERTER_TYPES else 'f16'}.gguf"
+        cmd = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(stage), "--outfile", str(first),
+               "--outtype", qtype if qtype in CONVERTER_TYPES else "f16"]
+        p = subprocess.run(cmd, cwd=conv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if p.returncode != 0:
+            tail = "\n".join(p.stdout.strip().splitlines()[-8:])
+            raise MedslmError(f"llama.cpp's convert_hf_to_gguf.py failed on {art.path} "
+                              f"(exit {p.returncode}):\n{tail}")
+        final = first
+        if qtype in QUANT_TYPES:
+            final = tmp / f"model-{qtype}.gguf"
+            _quantize(first, final, qtype, threads)
+        digest = hashlib.sha256()
+        with open(final, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+        side = {"source": str(art.path), "source_hash": art.hash, "chain": art.step_chain(),
+                "steps": art.meta.steps, "type": qtype, "bytes": final.stat().st_size,
+                "sha256": digest.hexdigest(), "converter": str(conv / "convert_hf_to_gguf.py"),
+                "packages": package_versions(("llama-cpp-python",)),
+                "extra": {k: v for k, v in art.meta.extra.items() if k in ("trained_on", "contamination_allowed")}}
+        side_tmp = tmp / "side.json"
+        side_tmp.write_text(json.dumps(side, indent=1) + "\n")
+        os.replace(final, out)  # same filesystem: atomic
+        os.replace(side_tmp, sidecar(out))
+    return out
+
+
+def sidecar(gguf: Path) -> Path:
+    return gguf.with_name(gguf.name + ".medslm.json")
+
+
+def _quantize(src: Path, dst: Path, qtype: str, threads: int | None) -> None:
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise MedslmError(f"--type {qtype} needs llama-cpp-python: pip install 'medslm[llamacpp]'") from e
+    from medslm.backends.llamacpp import free_cores
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANT_TYPES[qtype])
+    params.nthread = int(threads or free_cores())
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0 or not dst.is_file():
+        raise MedslmError(f"llama.cpp could not quantize {src.name} to {qtype} (code {rc})")
+
+
+def export_key(art_hash: str, qtype: str) -> str:
+    return hashlib.sha256(f"{art_hash}:{qtype}".encode()).hexdigest()[:20]
+
+
+__all__ = ["TYPES", "converter_dir", "export_gguf", "sidecar", "spm_from_tokenizer_json"]
