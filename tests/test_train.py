@@ -269,3 +269,14 @@ def test_answer_only_loss_equals_the_models_loss(arch, tmp_path, data):
     assert abs(float(ref) - float(ours)) < 1e-5
     n = int((b["labels"][:, 1:] != -100).sum())
     assert abs(float(answer_loss(m, b, n * 2)) - float(ref) / 2) < 1e-5
+
+
+def test_no_eos_option(tmp_path, data):
+    from medslm.train.data import encode_sft
+
+    tok = tiny.tokenizer()
+    a, la, _ = encode_sft(tok, "Question: x?\nAnswer:", " yes", add_bos=True, seq_len=64)
+    b, lb, _ = encode_sft(tok, "Question: x?\nAnswer:", " yes", add_bos=True, seq_len=64, eos=False)
+    assert a[-1] == tok.eos_token_id and b == a[:-1] and lb == la[:-1]
+    cfg = parse_config({"method": "finetune", "eos": False})
+    assert cfg.eos is False

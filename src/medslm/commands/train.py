@@ -30,6 +30,7 @@ FLAGS = {
 BOOLS = {"finetune": [("--merge", "merge the LoRA adapter into a new dense model"),
                       ("--no-explanations", "train on the answer only, without explanations/long answers"),
                       ("--chat-template", "wrap prompts in the model's chat template"),
+                      ("--no-eos", "do not close answers with EOS (keeps the LM's EOS rate on plain text)"),
                       ("--allow-overlap", "train even if the data overlaps evaluation data (recorded)"),
                       ("--drop-overlap", "leave out training examples that overlap evaluation data")],
          "pretrain": [("--allow-overlap", "train even if the corpus overlaps evaluation data (recorded)"),
@@ -78,8 +79,8 @@ def cmd_train(args) -> int:
     for flag, _ in BOOLS[args.method]:
         key = flag[2:].replace("-", "_")
         if getattr(args, key):
-            if key == "no_explanations":
-                cfg["explanations"] = False
+            if key in ("no_explanations", "no_eos"):
+                cfg[key[3:]] = False
             else:
                 cfg[key] = True
     art = compress(args.model, cfg, args.out, overwrite=args.overwrite)

@@ -39,6 +39,9 @@ class FinetuneConfig(MethodConfig):
     lora_targets: str = "all-linear"
     merge: bool = False
     explanations: bool = True
+    # close each answer with EOS (the model learns to stop). On short answers (a letter, yes/no)
+    # this teaches EOS everywhere: measured on Gemma 3 270M, P(EOS) 0.0002 -> 0.15 on medical text
+    eos: bool = True
     chat_template: bool = False
     allow_overlap: bool = False
     drop_overlap: bool = False
@@ -114,8 +117,11 @@ def load_for_training(art, cfg, device: str):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise MedslmError("tuning=qlora needs bitsandbytes: pip install 'medslm[train]'")
         try:
-            import bitsandbytes  # noqa: F401
             from peft import prepare_model_for_kbit_training
         except ImportError as e:
             raise MedslmError("tuning=qlora needs bitsandbytes and peft: pip install 'medslm[train]'") from e
@@ -157,7 +163,7 @@ def apply(art, cfg: FinetuneConfig, *, stop_after: int | None = None) -> Transfo
     device = engine.device_of(cfg.device)
     model, tok = load_for_training(art, cfg, device)
     rows, stats = build_sft(parts, tok, model.config, seq_len=cfg.seq_len,
-                            explanations=cfg.explanations, chat_template=cfg.chat_template)
+                            explanations=cfg.explanations, chat_template=cfg.chat_template, eos=cfg.eos)
     ckdir = engine.checkpoint_dir("finetune", art.hash, cfg.to_dict(), stats["parts"])
     n_train = trainable(model)
     run = engine.train(model, tok, rows, ckdir=ckdir, epochs=cfg.epochs, max_steps=cfg.max_steps,

@@ -127,8 +127,8 @@ def wants_bos(tokenizer, model_config) -> bool:
 
 
 def encode_sft(tokenizer, prompt: str, target: str, *, add_bos: bool, seq_len: int,
-               chat_template: bool = False) -> tuple[list[int], list[int], bool]:
-    """(input_ids, labels, truncated). Labels are -100 on the prompt."""
+               chat_template: bool = False, eos: bool = True) -> tuple[list[int], list[int], bool]:
+    """(input_ids, labels, truncated). Labels are -100 on the prompt; ``eos`` closes the answer."""
     if chat_template:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError("chat_template: true, but this model's tokenizer has no chat template")
@@ -142,7 +142,7 @@ def encode_sft(tokenizer, prompt: str, target: str, *, add_bos: bool, seq_len: i
         prompt, target = prompt[:-n_sp], prompt[-n_sp:] + target
     ctx = enc(prompt)
     ans = enc(prompt + target)[len(ctx):]
-    if tokenizer.eos_token_id is not None:
+    if eos and tokenizer.eos_token_id is not None:
         ans = ans + [tokenizer.eos_token_id]
     truncated = False
     if len(ctx) + len(ans) > seq_len:
@@ -157,7 +157,7 @@ def encode_sft(tokenizer, prompt: str, target: str, *, add_bos: bool, seq_len: i
 
 
 def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, explanations: bool = True,
-              chat_template: bool = False) -> tuple[list[dict], dict]:
+              chat_template: bool = False, eos: bool = True) -> tuple[list[dict], dict]:
     add_bos = wants_bos(tokenizer, model_config)
     rows, truncated = [], 0
     for p in parts:
@@ -166,7 +166,7 @@ def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, expla
                 continue
             prompt, target = prompt_and_target(p.dataset, e, explanations)
             ids, labels, cut = encode_sft(tokenizer, prompt, target, add_bos=add_bos, seq_len=seq_len,
-                                          chat_template=chat_template)
+                                          chat_template=chat_template, eos=eos)
             truncated += cut
             rows.append({"input_ids": ids, "labels": labels})
     if not rows:
