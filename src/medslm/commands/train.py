@@ -19,6 +19,7 @@ FLAGS = {
     "finetune": [("--data", str, "NAME[:SPLIT],... e.g. pubmedqa:fit@50,medmcqa:fit@500 (fit@N: all "
                                  "but a seeded held-out N, evaluated with --split dev@N)"),
                  ("--method", str, "full | lora (default) | qlora"),
+                 ("--limit", int, "at most N examples per dataset (a seeded sample)"),
                  ("--lora-r", int, "LoRA rank (default 16)"), ("--lora-alpha", int, "default 32"),
                  ("--lora-targets", str, "all-linear (default) or module names, comma-separated")] + COMMON,
     "pretrain": [("--corpus", str, "NAME[:SPLIT],... documents from guidelines, medquad, pubmedqa, "
