@@ -10,7 +10,7 @@ FLAGS = {
     "quantize": [("--bits", int, "4 or 8 (default 8)"), ("--group-size", int, "default 128"),
                  ("--skip", str, "comma-separated module patterns kept in full precision (default lm_head)"),
                  ("--embeddings", str, "keep (default) or int8 (input embedding and tied head as int8)")],
-    "prune": [("--algorithm", str, "magnitude | wanda | depth | width (default wanda)"),
+    "prune": [("--algorithm", str, "magnitude | wanda | sparsegpt | depth | width (default wanda)"),
               ("--sparsity", float, "fraction removed (default 0.5)"),
               ("--pattern", str, "N:M semi-structured, e.g. 2:4"),
               ("--calibration", str, "datasets (comma-separated) or a .txt file (default pubmedqa,medquad)"),

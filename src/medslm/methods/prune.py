@@ -4,6 +4,11 @@
 - ``wanda`` (Sun et al. 2023, https://arxiv.org/abs/2306.11695): score |W_ij| * ||X_j||_2 with the
   input-feature norms X measured on a calibration corpus, pruned per output row. One calibration
   pass over the dense model (the paper's sequential variant re-measures after each block).
+- ``sparsegpt`` (Frantar & Alistarh 2023, https://arxiv.org/abs/2301.00774): prune by the
+  optimal-brain-surgeon saliency w^2 / [H^-1]_jj^2 with H = X^T X from the calibration activations,
+  and update the remaining weights of each row to compensate (column by column, in blocks of 128).
+  Written here because llm-compressor's implementation pins another transformers; one calibration
+  pass over the dense model, like ``wanda`` here (the paper's sequential variant re-measures).
 - ``pattern: "2:4"``: keep N of every M consecutive weights of a row (NVIDIA's 2:4 sparsity), by the
   method's score.
 - ``depth`` (ShortGPT, Men et al. 2024, https://arxiv.org/abs/2403.03853): remove the decoder
@@ -32,13 +37,14 @@ from medslm.methods.quantize import is_linear, linear_weight
 
 class PruneConfig(MethodConfig):
     method: Literal["prune"] = "prune"
-    algorithm: Literal["magnitude", "wanda", "depth", "width"] = "wanda"
+    algorithm: Literal["magnitude", "wanda", "sparsegpt", "depth", "width"] = "wanda"
     sparsity: float = 0.5
     pattern: str | None = None  # "N:M", e.g. "2:4" (then sparsity is N/M's)
     calibration: str = "pubmedqa,medquad"  # dataset names (comma-separated) or a .txt file
     samples: int = 64
     seq_len: int = 256
     seed: int = 1234
+    damp: float = 0.01  # sparsegpt: dampening of the Hessian's diagonal (fraction of its mean)
 
     @field_validator("sparsity")
     @classmethod
@@ -60,6 +66,13 @@ class PruneConfig(MethodConfig):
             raise ValueError(f"pattern={v!r}: need 0 < N < M")
         return v
 
+    @field_validator("damp")
+    @classmethod
+    def _damp(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"damp={v}: must be between 0 and 1 (exclusive), e.g. 0.01")
+        return v
+
     @field_validator("samples", "seq_len")
     @classmethod
     def _positive(cls, v: int) -> int:
@@ -70,7 +83,7 @@ class PruneConfig(MethodConfig):
     @model_validator(mode="after")
     def _combo(self):
         if self.pattern and self.algorithm in ("depth", "width"):
-            raise ValueError(f"pattern={self.pattern!r} applies to magnitude/wanda, not {self.algorithm}")
+            raise ValueError(f"pattern={self.pattern!r} applies to magnitude/wanda/sparsegpt, not {self.algorithm}")
         return self
 
 
@@ -124,12 +137,21 @@ def _prunable(model: nn.Module) -> dict[str, nn.Module]:
 # ------------------------------------------------------------------------------ unstructured
 def input_norms(model, batches, modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
     """Squared L2 norm of each input feature of each linear module, over all calibration tokens."""
+    return _collect(model, batches, modules, lambda x: (x * x).sum(0))
+
+
+def input_hessians(model, batches, modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """X^T X of each linear module's inputs over all calibration tokens (SparseGPT's Hessian / 2)."""
+    return _collect(model, batches, modules, lambda x: x.t() @ x)
+
+
+def _collect(model, batches, modules, stat) -> dict[str, torch.Tensor]:
     sq = {n: None for n in modules}
 
     def hook(name):
         def f(mod, args):
             x = args[0].detach().float().reshape(-1, args[0].shape[-1])
-            s = (x * x).sum(0)
+            s = stat(x)
             sq[name] = s if sq[name] is None else sq[name] + s
         return f
 
@@ -162,8 +184,76 @@ def mask_from_scores(score: torch.Tensor, sparsity: float, pattern: str | None) 
     return keep
 
 
+def sparsegpt_(w: torch.Tensor, H: torch.Tensor, sparsity: float, pattern: str | None,
+               damp: float = 0.01, blocksize: int = 128) -> None:
+    """Prune ``w`` (out, in) in place with SparseGPT's mask selection and weight update.
+
+    Per block of columns, each row drops its lowest-saliency fraction (or N of every M); after each
+    column the error is spread over the row's later columns through the inverse Hessian's Cholesky
+    factor, so the layer's output on the calibration inputs changes as little as possible.
+    """
+    W = w.detach().float().clone()
+    rows, cols = W.shape
+    H = H.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H += torch.eye(cols) * damp * torch.diag(H).mean()
+    try:
+        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    except RuntimeError as e:  # not positive definite even after damping
+        raise MedslmError(f"sparsegpt: the calibration Hessian is singular ({e}); raise `damp` or "
+                          "`samples`") from None
+    n_keep_pattern = None
+    if pattern:
+        pn, pm = (int(x) for x in pattern.split(":"))
+        n_keep_pattern = (pn, pm)
+        if cols % pm:
+            raise MedslmError(f"pattern {pattern}: {cols} input features are not a multiple of {pm}")
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        d = torch.diag(Hinv1)
+        if n_keep_pattern is None:
+            sal = W1 ** 2 / d[None, :] ** 2
+            k = int(round((i2 - i1) * sparsity))
+            prune = torch.zeros_like(W1, dtype=torch.bool)
+            if k:
+                prune.scatter_(1, sal.topk(k, dim=1, largest=False).indices, True)
+        else:
+            prune = torch.zeros_like(W1, dtype=torch.bool)
+        for i in range(i2 - i1):
+            if n_keep_pattern is not None and i % n_keep_pattern[1] == 0:
+                pn, pm = n_keep_pattern
+                sal = W1[:, i:i + pm] ** 2 / d[None, i:i + pm] ** 2
+                prune[:, i:i + pm].scatter_(1, sal.topk(pm - pn, dim=1, largest=False).indices, True)
+            col = W1[:, i]
+            q = col.clone()
+            q[prune[:, i]] = 0.0
+            Q1[:, i] = q
+            err = (col - q) / Hinv1[i, i]
+            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
+            Err1[:, i] = err
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    w.copy_(W.to(w.dtype))
+
+
 def prune_unstructured_(model, cfg: PruneConfig, batches) -> dict:
     modules = _prunable(model)
+    if cfg.algorithm == "sparsegpt":
+        hess = input_hessians(model, batches, modules)
+        zeros = total = 0
+        for n, m in modules.items():
+            w = linear_weight(m)
+            with torch.no_grad():
+                sparsegpt_(w, hess.pop(n), cfg.sparsity, cfg.pattern, cfg.damp)
+            zeros += int((w == 0).sum())
+            total += w.numel()
+        return {"achieved_sparsity": round(zeros / total, 6), "pruned_layers": len(modules)}
     norms = input_norms(model, batches, modules) if cfg.algorithm == "wanda" else {}
     zeros = total = 0
     for n, m in modules.items():
@@ -267,7 +357,7 @@ def apply(art, cfg: PruneConfig) -> Transformed:
         batches = calibration_batches(tok, calibration_texts(cfg.calibration, cfg.samples, cfg.seed),
                                       cfg.seq_len)
     before = sum(p.numel() for p in model.parameters())
-    if cfg.algorithm in ("magnitude", "wanda"):
+    if cfg.algorithm in ("magnitude", "wanda", "sparsegpt"):
         info = prune_unstructured_(model, cfg, batches)
     elif cfg.algorithm == "depth":
         info = prune_depth_(model, cfg, batches)
