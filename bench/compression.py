@@ -1,6 +1,6 @@
 """Compression bench on Gemma 3 270M: every built method side by side, one table and its JSON.
 
-Variants: base fp32, int8, int4, Wanda 50% with medical calibration, Wanda 2:4, depth-pruned 25%,
+Variants: base fp32, int8, int4, Wanda 50% and SparseGPT 50% with medical calibration, Wanda 2:4, depth-pruned 25%,
 trimmed vocabulary, trimmed + int4 (+ int8 embeddings). Columns: MiB on disk, parameters, medppl,
 PubMedQA acc, MedMCQA acc, decode tok/s, peak RSS. It is a recipe run (cached and resumable), so a
 rerun only computes what is missing.
@@ -9,7 +9,7 @@ rerun only computes what is missing.
 
 With --gguf, also on llama.cpp: the model's own GGUF, the base exported to f16 and to q4_k_m,
 and the trimmed vocabulary exported to q4_k_m (medslm export). Not in it yet (not built):
-calibrated 4-bit (GPTQ), SparseGPT, bf16.
+calibrated 4-bit (GPTQ), bf16.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ VARIANTS = {
     "int4": [{"method": "quantize", "bits": 4}],
     "wanda50-medical": [{"method": "prune", "algorithm": "wanda", "sparsity": 0.5,
                          "calibration": "pubmedqa,medquad"}],
+    "sparsegpt50-medical": [{"method": "prune", "algorithm": "sparsegpt", "sparsity": 0.5,
+                            "calibration": "pubmedqa,medquad"}],
     "wanda-2:4": [{"method": "prune", "algorithm": "wanda", "pattern": "2:4", "calibration": "pubmedqa,medquad"}],
     "depth25": [{"method": "prune", "algorithm": "depth", "sparsity": 0.25, "calibration": "pubmedqa,medquad"}],
     "trim": [{"method": "trim"}],

@@ -8,6 +8,9 @@ from medslm.commands import examples
 
 FLAGS = {
     "quantize": [("--bits", int, "4 or 8 (default 8)"), ("--group-size", int, "default 128"),
+                 ("--algorithm", str, "rtn (default) or gptq (calibrated; --calibration, --samples)"),
+                 ("--calibration", str, "gptq: datasets (comma-separated) or a .txt file (default pubmedqa,medquad)"),
+                 ("--samples", int, "gptq: calibration texts (default 64)"),
                  ("--skip", str, "comma-separated module patterns kept in full precision (default lm_head)"),
                  ("--embeddings", str, "keep (default) or int8 (input embedding and tied head as int8)")],
     "prune": [("--algorithm", str, "magnitude | wanda | sparsegpt | depth | width (default wanda)"),

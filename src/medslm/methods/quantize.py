@@ -10,6 +10,13 @@ serialize to safetensors; bitsandbytes' CPU path changes the numerics per versio
 small, deterministic on CPU and GPU, and its artifacts reload without extra packages. Speed on CPU
 comes from GGUF on llama.cpp, not from PyTorch weight-only formats (measured 1.5-3x slower).
 RTN: Dettmers et al. 2022 (https://arxiv.org/abs/2208.07339) give the per-group absmax baseline.
+
+``algorithm: gptq`` (Frantar et al. 2022, https://arxiv.org/abs/2210.17323) keeps the same storage
+(integers + per-group fp16 scales, so GPTQ artifacts load and run like RTN ones) but chooses the
+integers column by column, spreading each column's rounding error over the columns not yet
+quantized through the inverse Hessian X^T X of a calibration corpus (medical text by default). One
+calibration pass over the dense model; written here (on prune.py's Hessian hooks) because
+llm-compressor pins another transformers and its output needs compressed-tensors to load.
 """
 
 from __future__ import annotations
@@ -35,6 +42,26 @@ class QuantizeConfig(MethodConfig):
     # "int8": also store the input embedding as int8 rows (and a tied LM head computed from it,
     # vocabulary chunk by chunk); for Gemma 3 270M the embedding is 63% of the weights
     embeddings: Literal["keep", "int8"] = "keep"
+    algorithm: Literal["rtn", "gptq"] = "rtn"
+    calibration: str = "pubmedqa,medquad"  # gptq: datasets (comma-separated) or a .txt file
+    samples: int = 64
+    seq_len: int = 256
+    damp: float = 0.01
+    seed: int = 1234
+
+    @field_validator("damp")
+    @classmethod
+    def _damp(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"damp={v}: must be between 0 and 1 (exclusive), e.g. 0.01")
+        return v
+
+    @field_validator("samples", "seq_len")
+    @classmethod
+    def _pos(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be a positive integer")
+        return v
 
     @field_validator("group_size")
     @classmethod
@@ -44,16 +71,61 @@ class QuantizeConfig(MethodConfig):
         return v
 
 
+def _pack(q: torch.Tensor, bits: int) -> torch.Tensor:
+    if bits == 4:  # two signed nibbles per byte
+        u = (q + 8).to(torch.uint8)
+        return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
+    return q.to(torch.int8)
+
+
+def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float = 0.01,
+          blocksize: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPTQ integers (out, in) and fp16 group scales for ``w`` given the input Hessian ``H``."""
+    from medslm.errors import MedslmError
+
+    W = w.detach().float().clone()
+    rows, cols = W.shape
+    H = H.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H += torch.eye(cols) * damp * torch.diag(H).mean()
+    try:
+        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    except RuntimeError as e:
+        raise MedslmError(f"gptq: the calibration Hessian is singular ({e}); raise `damp` or `samples`") from None
+    qmax = 2 ** (bits - 1) - 1
+    Q = torch.zeros(rows, cols, dtype=torch.int8)
+    scales = torch.zeros(rows, cols // group)
+    blocksize = max(group, blocksize - blocksize % group)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1 = W[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        s = None
+        for i in range(i2 - i1):
+            c = i1 + i
+            if c % group == 0:  # the group's scale from its (error-updated) weights
+                s = (W1[:, i:i + group].abs().amax(-1) / qmax).clamp(min=1e-8).half().float()
+                scales[:, c // group] = s
+            col = W1[:, i]
+            q = torch.clamp(torch.round(col / s), -qmax - 1, qmax)
+            Q[:, c] = q.to(torch.int8)
+            err = (col - q * s) / Hinv1[i, i]
+            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
+            Err1[:, i] = err
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    return _pack(Q, bits), scales.to(torch.float16)
+
+
 def _quantize(w: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     out_f, in_f = w.shape
     g = w.float().reshape(out_f, in_f // group, group)
     qmax = 2 ** (bits - 1) - 1  # 127 or 7
     scale = (g.abs().amax(-1, keepdim=True) / qmax).clamp(min=1e-8)
     q = torch.clamp(torch.round(g / scale), -qmax - 1, qmax).to(torch.int8).reshape(out_f, in_f)
-    if bits == 4:  # pack two signed nibbles per byte
-        u = (q + 8).to(torch.uint8)
-        q = (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
-    return q, scale.squeeze(-1).to(torch.float16)
+    return _pack(q, bits), scale.squeeze(-1).to(torch.float16)
 
 
 class QuantLinear(nn.Module):
@@ -72,10 +144,13 @@ class QuantLinear(nn.Module):
         self.n_quantized = in_features * out_features
 
     @classmethod
-    def from_linear(cls, lin: nn.Module, bits: int, group_size: int) -> "QuantLinear":
+    def from_linear(cls, lin: nn.Module, bits: int, group_size: int,
+                    hessian: torch.Tensor | None = None, damp: float = 0.01) -> "QuantLinear":
+        """RTN, or GPTQ when the input ``hessian`` is given."""
         w = linear_weight(lin)
         m = cls(w.shape[1], w.shape[0], lin.bias is not None, bits, group_size)
-        m.qweight, m.scales = _quantize(w, bits, group_size)
+        m.qweight, m.scales = (_quantize(w, bits, group_size) if hessian is None
+                               else gptq_(w, hessian, bits, group_size, damp))
         if lin.bias is not None:
             m.bias = nn.Parameter(lin.bias.data.float().clone())
         return m
@@ -191,11 +266,15 @@ def _set(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def quantize_(model: nn.Module, cfg: QuantizeConfig, names: list[str] | None = None) -> list[str]:
+def quantize_(model: nn.Module, cfg: QuantizeConfig, names: list[str] | None = None,
+              hessians: dict[str, torch.Tensor] | None = None) -> list[str]:
     """In place (hence the ``_``): replace the selected Linear layers with QuantLinear."""
     names = selected(model, cfg) if names is None else names
     for n in names:
-        _set(model, n, QuantLinear.from_linear(model.get_submodule(n), cfg.bits, cfg.group_size))
+        h = hessians.pop(n, None) if hessians is not None else None
+        with torch.no_grad():
+            _set(model, n, QuantLinear.from_linear(model.get_submodule(n), cfg.bits, cfg.group_size,
+                                                   hessian=h, damp=cfg.damp))
     return names
 
 
@@ -217,7 +296,16 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
     from medslm.errors import MedslmError
 
     model, tok = load_dense(art, "quantize")
-    names = quantize_(model, cfg)
+    hessians, calib_tokens = None, 0
+    if cfg.algorithm == "gptq":
+        from medslm.methods.prune import calibration_batches, calibration_texts, input_hessians
+
+        batches = calibration_batches(tok, calibration_texts(cfg.calibration, cfg.samples, cfg.seed),
+                                      cfg.seq_len)
+        calib_tokens = sum(b.numel() for b in batches)
+        sel = selected(model, cfg)
+        hessians = input_hessians(model, batches, {n: model.get_submodule(n) for n in sel})
+    names = quantize_(model, cfg, hessians=hessians)
     if cfg.embeddings == "int8":
         quantize_embeddings_(model)
     if not names:
@@ -225,10 +313,11 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
                           f"{cfg.group_size} must divide the input features)")
     qn = sum(getattr(m, "n_quantized", 0) for m in model.modules())
     total = sum(p.numel() for p in model.parameters()) + qn
-    q = {"scheme": f"int{cfg.bits}-rtn-g{cfg.group_size}" + ("+emb-int8" if cfg.embeddings == "int8" else ""),
+    q = {"scheme": f"int{cfg.bits}-{cfg.algorithm}-g{cfg.group_size}" + ("+emb-int8" if cfg.embeddings == "int8" else ""),
          "bits": cfg.bits, "group_size": cfg.group_size, "modules": names, "embeddings": cfg.embeddings}
     return Transformed(model, tok, info={"quantized_layers": len(names),
-                                         "quantized_fraction": round(qn / total, 4)},
+                                         "quantized_fraction": round(qn / total, 4),
+                                         "calibration_tokens": calib_tokens},
                        extra={"quantization": q}, write=lambda tmp: save_state(model, tmp))
 
 
