@@ -19,16 +19,14 @@ from pydantic import field_validator, model_validator
 from medslm.methods.base import MethodConfig, Transformed
 
 
-class FinetuneConfig(MethodConfig):
-    method: Literal["finetune"] = "finetune"
-    data: str = "pubmedqa:fit@50"
-    limit: int = 0  # > 0: at most this many examples per dataset (a seeded sample)
-    tuning: Literal["full", "lora", "qlora"] = "lora"
+class TrainingConfig(MethodConfig):
+    """What pretrain and finetune share: the schedule, LoRA, the contamination guard, the device."""
+
     epochs: float = 1.0
     max_steps: int = 0  # > 0 overrides epochs
     batch_size: int = 4
     grad_accum: int = 1
-    lr: float = 0.0  # 0: 2e-4 for LoRA/QLoRA, 2e-5 for full fine-tuning
+    lr: float = 0.0  # 0: the method's default (learning_rate())
     schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     warmup: float = 0.03
     weight_decay: float = 0.0
@@ -37,12 +35,6 @@ class FinetuneConfig(MethodConfig):
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_targets: str = "all-linear"
-    merge: bool = False
-    explanations: bool = True
-    # close each answer with EOS (the model learns to stop). On short answers (a letter, yes/no)
-    # this teaches EOS everywhere: measured on Gemma 3 270M, P(EOS) 0.0002 -> 0.15 on medical text
-    eos: bool = True
-    chat_template: bool = False
     allow_overlap: bool = False
     drop_overlap: bool = False
     check: str = ""
@@ -57,7 +49,7 @@ class FinetuneConfig(MethodConfig):
             raise ValueError("must be a positive integer")
         return v
 
-    @field_validator("max_steps", "limit")
+    @field_validator("max_steps")
     @classmethod
     def _steps(cls, v: int) -> int:
         if v < 0:
@@ -75,7 +67,7 @@ class FinetuneConfig(MethodConfig):
     @classmethod
     def _lr(cls, v: float) -> float:
         if not 0 <= v < 1:
-            raise ValueError("must be in [0, 1) (0: the tuning's default)")
+            raise ValueError("must be in [0, 1) (0: the method's default)")
         return v
 
     @field_validator("warmup", "lora_dropout")
@@ -83,6 +75,29 @@ class FinetuneConfig(MethodConfig):
     def _frac(cls, v: float) -> float:
         if not 0 <= v < 1:
             raise ValueError("must be in [0, 1)")
+        return v
+
+    def learning_rate(self) -> float:
+        return self.lr
+
+
+class FinetuneConfig(TrainingConfig):
+    method: Literal["finetune"] = "finetune"
+    data: str = "pubmedqa:fit@50"
+    limit: int = 0  # > 0: at most this many examples per dataset (a seeded sample)
+    tuning: Literal["full", "lora", "qlora"] = "lora"
+    merge: bool = False
+    explanations: bool = True
+    # close each answer with EOS (the model learns to stop). On short answers (a letter, yes/no)
+    # this teaches EOS everywhere: measured on Gemma 3 270M, P(EOS) 0.0002 -> 0.15 on medical text
+    eos: bool = True
+    chat_template: bool = False
+
+    @field_validator("limit")
+    @classmethod
+    def _limit(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0 (0: every example)")
         return v
 
     @model_validator(mode="after")

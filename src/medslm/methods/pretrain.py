@@ -14,67 +14,26 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from medslm.methods.base import MethodConfig, Transformed
+from medslm.methods.base import Transformed
+from medslm.methods.finetune import TrainingConfig
 
 
-class PretrainConfig(MethodConfig):
+class PretrainConfig(TrainingConfig):
     method: Literal["pretrain"] = "pretrain"
     corpus: str = "medquad:train"
     tuning: Literal["full", "lora"] = "full"
-    epochs: float = 1.0
-    max_steps: int = 0
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 5e-5
-    schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup: float = 0.03
-    seq_len: int = 512
     holdout: float = 0.05
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: str = "all-linear"
-    allow_overlap: bool = False
-    drop_overlap: bool = False
-    check: str = ""
-    seed: int = 1234
     checkpoint_every: int = 100
-    device: str = "auto"
 
-    @field_validator("batch_size", "grad_accum", "seq_len", "checkpoint_every", "lora_r", "lora_alpha")
+    @field_validator("holdout")
     @classmethod
-    def _pos(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be a positive integer")
-        return v
-
-    @field_validator("max_steps")
-    @classmethod
-    def _steps(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be >= 0 (0: train for `epochs`)")
-        return v
-
-    @field_validator("epochs")
-    @classmethod
-    def _epochs(cls, v: float) -> float:
-        if not 0 < v <= 100:
-            raise ValueError("must be in (0, 100]")
-        return v
-
-    @field_validator("lr")
-    @classmethod
-    def _lr(cls, v: float) -> float:
-        if not 0 < v < 1:
-            raise ValueError("must be in (0, 1)")
-        return v
-
-    @field_validator("holdout", "warmup", "lora_dropout")
-    @classmethod
-    def _frac(cls, v: float) -> float:
+    def _holdout(cls, v: float) -> float:
         if not 0 <= v < 1:
             raise ValueError("must be in [0, 1)")
         return v
+
+    def learning_rate(self) -> float:
+        return self.lr or 5e-5
 
 
 def perplexity(model, blocks: list[dict], device: str) -> float:
@@ -126,10 +85,10 @@ def apply(art, cfg: PretrainConfig, *, stop_after: int | None = None) -> Transfo
     stats = [{"dataset": p.dataset, "split": p.resolved, "n": len(p.examples)} for p in parts]
     ckdir = engine.checkpoint_dir("pretrain", art.hash, cfg.to_dict(), stats)
     run = engine.train(model, tok, rows, ckdir=ckdir, epochs=cfg.epochs, max_steps=cfg.max_steps,
-                       batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, lr=cfg.lr,
+                       batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, lr=cfg.learning_rate(),
                        schedule=cfg.schedule, warmup=cfg.warmup, seed=cfg.seed,
                        checkpoint_every=cfg.checkpoint_every, device=device,
-                       desc="pretrain", stop_after=stop_after)
+                       desc="pretrain", stop_after=stop_after, weight_decay=cfg.weight_decay)
     if stop_after is not None and run["steps"] < run["total_steps"]:
         raise KeyboardInterrupt(f"stopped after step {run['steps']} (checkpoint kept in {ckdir})")
     if cfg.tuning == "lora":

@@ -184,6 +184,22 @@ def mask_from_scores(score: torch.Tensor, sparsity: float, pattern: str | None) 
     return keep
 
 
+def hessian_factor(w: torch.Tensor, H: torch.Tensor, damp: float, what: str):
+    """(float copy of ``w``, upper Cholesky factor of the damped inverse Hessian), as SparseGPT and
+    GPTQ both use it. Inputs never seen (zero diagonal) get a unit entry and zero weights."""
+    W = w.detach().float().clone()
+    H = H.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H += torch.eye(H.shape[0]) * damp * torch.diag(H).mean()
+    try:
+        return W, torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    except RuntimeError as e:  # not positive definite even after damping
+        raise MedslmError(f"{what}: the calibration Hessian is singular ({e}); raise `damp` or "
+                          "`samples`") from None
+
+
 def sparsegpt_(w: torch.Tensor, H: torch.Tensor, sparsity: float, pattern: str | None,
                damp: float = 0.01, blocksize: int = 128) -> None:
     """Prune ``w`` (out, in) in place with SparseGPT's mask selection and weight update.
@@ -192,18 +208,8 @@ def sparsegpt_(w: torch.Tensor, H: torch.Tensor, sparsity: float, pattern: str |
     column the error is spread over the row's later columns through the inverse Hessian's Cholesky
     factor, so the layer's output on the calibration inputs changes as little as possible.
     """
-    W = w.detach().float().clone()
+    W, Hinv = hessian_factor(w, H, damp, "sparsegpt")
     rows, cols = W.shape
-    H = H.clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    H += torch.eye(cols) * damp * torch.diag(H).mean()
-    try:
-        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
-    except RuntimeError as e:  # not positive definite even after damping
-        raise MedslmError(f"sparsegpt: the calibration Hessian is singular ({e}); raise `damp` or "
-                          "`samples`") from None
     n_keep_pattern = None
     if pattern:
         pn, pm = (int(x) for x in pattern.split(":"))

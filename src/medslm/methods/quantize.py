@@ -81,19 +81,10 @@ def _pack(q: torch.Tensor, bits: int) -> torch.Tensor:
 def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float = 0.01,
           blocksize: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ integers (out, in) and fp16 group scales for ``w`` given the input Hessian ``H``."""
-    from medslm.errors import MedslmError
+    from medslm.methods.prune import hessian_factor
 
-    W = w.detach().float().clone()
+    W, Hinv = hessian_factor(w, H, damp, "gptq")
     rows, cols = W.shape
-    H = H.clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    H += torch.eye(cols) * damp * torch.diag(H).mean()
-    try:
-        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
-    except RuntimeError as e:
-        raise MedslmError(f"gptq: the calibration Hessian is singular ({e}); raise `damp` or `samples`") from None
     qmax = 2 ** (bits - 1) - 1
     Q = torch.zeros(rows, cols, dtype=torch.int8)
     scales = torch.zeros(rows, cols // group)
