@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from medslm.errors import ConfigError, MedslmError
 from medslm.registry import Registry
@@ -23,6 +23,30 @@ class MethodConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.model_dump(), "config_version": self.version}
+
+
+class CalibratedConfig(MethodConfig):
+    """Configs of methods that read calibration activations (Wanda, SparseGPT, GPTQ, ...)."""
+
+    calibration: str = "pubmedqa,medquad"  # dataset names (comma-separated) or a .txt file
+    samples: int = 64
+    seq_len: int = 256
+    seed: int = 1234
+    damp: float = 0.01  # SparseGPT/GPTQ: dampening of the Hessian's diagonal (fraction of its mean)
+
+    @field_validator("damp")
+    @classmethod
+    def _damp(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"damp={v}: must be between 0 and 1 (exclusive), e.g. 0.01")
+        return v
+
+    @field_validator("samples", "seq_len")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be a positive integer")
+        return v
 
 
 METHODS = Registry("method")

@@ -197,20 +197,17 @@ def apply(art, cfg: FinetuneConfig, *, stop_after: int | None = None) -> Transfo
     if guard["allowed"]:
         extra["contamination_allowed"] = guard["overlap"]
     model = model.to("cpu")
+    engine.finished(ckdir)  # trained and in memory: the checkpoints have served their purpose
     if cfg.tuning == "full":
-        engine.finished(ckdir)
         return Transformed(model, tok, info=info, extra=extra)
     if cfg.merge:
-        model = merged(model, art, cfg)
-        engine.finished(ckdir)
-        return Transformed(model, tok, info=info, extra=extra)
+        return Transformed(merged(model, art, cfg), tok, info=info, extra=extra)
     extra["adapter"] = {"type": cfg.tuning, "base": str(art.path.resolve()), "base_hash": art.hash,
                         "base_chain": art.step_chain(), "trainable_parameters": n_train}
 
     def write(tmp):
         model.save_pretrained(tmp, safe_serialization=True)  # the adapter only
 
-    engine.finished(ckdir)
     return Transformed(model, tok, info=info, extra=extra, write=write)
 
 

@@ -31,20 +31,15 @@ from pydantic import field_validator, model_validator
 from torch import nn
 
 from medslm.errors import MedslmError
-from medslm.methods.base import MethodConfig, Transformed, load_dense
+from medslm.methods.base import CalibratedConfig, Transformed, load_dense
 from medslm.methods.quantize import is_linear, linear_weight
 
 
-class PruneConfig(MethodConfig):
+class PruneConfig(CalibratedConfig):
     method: Literal["prune"] = "prune"
     algorithm: Literal["magnitude", "wanda", "sparsegpt", "depth", "width"] = "wanda"
     sparsity: float = 0.5
     pattern: str | None = None  # "N:M", e.g. "2:4" (then sparsity is N/M's)
-    calibration: str = "pubmedqa,medquad"  # dataset names (comma-separated) or a .txt file
-    samples: int = 64
-    seq_len: int = 256
-    seed: int = 1234
-    damp: float = 0.01  # sparsegpt: dampening of the Hessian's diagonal (fraction of its mean)
 
     @field_validator("sparsity")
     @classmethod
@@ -64,20 +59,6 @@ class PruneConfig(MethodConfig):
             raise ValueError(f"pattern={v!r}: must be 'N:M' with integers, e.g. '2:4'") from None
         if not 0 < n < m:
             raise ValueError(f"pattern={v!r}: need 0 < N < M")
-        return v
-
-    @field_validator("damp")
-    @classmethod
-    def _damp(cls, v: float) -> float:
-        if not 0.0 < v < 1.0:
-            raise ValueError(f"damp={v}: must be between 0 and 1 (exclusive), e.g. 0.01")
-        return v
-
-    @field_validator("samples", "seq_len")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be a positive integer")
         return v
 
     @model_validator(mode="after")

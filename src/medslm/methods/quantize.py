@@ -29,10 +29,10 @@ import torch
 from pydantic import field_validator
 from torch import nn
 
-from medslm.methods.base import MethodConfig, Transformed, load_dense
+from medslm.methods.base import CalibratedConfig, Transformed, load_dense
 
 
-class QuantizeConfig(MethodConfig):
+class QuantizeConfig(CalibratedConfig):  # calibration fields are used by gptq only
     method: Literal["quantize"] = "quantize"
     bits: Literal[4, 8] = 8
     group_size: int = 128
@@ -43,25 +43,6 @@ class QuantizeConfig(MethodConfig):
     # vocabulary chunk by chunk); for Gemma 3 270M the embedding is 63% of the weights
     embeddings: Literal["keep", "int8"] = "keep"
     algorithm: Literal["rtn", "gptq"] = "rtn"
-    calibration: str = "pubmedqa,medquad"  # gptq: datasets (comma-separated) or a .txt file
-    samples: int = 64
-    seq_len: int = 256
-    damp: float = 0.01
-    seed: int = 1234
-
-    @field_validator("damp")
-    @classmethod
-    def _damp(cls, v: float) -> float:
-        if not 0.0 < v < 1.0:
-            raise ValueError(f"damp={v}: must be between 0 and 1 (exclusive), e.g. 0.01")
-        return v
-
-    @field_validator("samples", "seq_len")
-    @classmethod
-    def _pos(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be a positive integer")
-        return v
 
     @field_validator("group_size")
     @classmethod
