@@ -26,6 +26,7 @@ COMMANDS = {
     "merge": "medslm.commands.train",
     "export": "medslm.commands.export",
     "report": "medslm.commands.run",
+    "serve": "medslm.commands.serve",
 }
 
 
