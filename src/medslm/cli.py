@@ -27,6 +27,7 @@ COMMANDS = {
     "export": "medslm.commands.export",
     "report": "medslm.commands.run",
     "serve": "medslm.commands.serve",
+    "rag": "medslm.commands.rag",
 }
 
 

@@ -439,7 +439,8 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
                 raise APIError(400, "rag: this server was started without a retrieval index "
                                "(medslm serve --rag INDEX)", param="rag")
             k = req.rag.k if not isinstance(req.rag, bool) else 4
-            msgs, citations = st.rag.augment(msgs, k=k, tokenizer=rt)
+            msgs, citations = st.rag.augment(msgs, k=k, tokenizer=rt,
+                                             budget_tokens=max(64, min(700, rt.n_ctx // 3)))
         try:
             r = render(rt, msgs)
         except ValueError as e:
@@ -508,8 +509,10 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
             agen = slot = None
             last: Event | None = None
             try:
-                if chat:  # the first delta carries the role, as OpenAI's
-                    yield {"data": chunk({"role": "assistant", "content": ""}, None)}
+                if chat:  # the first delta carries the role, as OpenAI's (and our citations)
+                    first = json.loads(chunk({"role": "assistant", "content": ""}, None))
+                    first.update(extra or {})
+                    yield {"data": json.dumps(first)}
                 # queued inside the stream: a client that leaves while waiting cancels this
                 # generator (sse-starlette watches for the disconnect), which gives up its place
                 try:

@@ -1,0 +1,1 @@
+"""Retrieval with checkable citations: indexes (:mod:`medslm.rag.index`), citation checks (:mod:`medslm.rag.cite`)."""
