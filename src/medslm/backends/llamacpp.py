@@ -57,7 +57,7 @@ class LlamaCppBackend(Backend):
     show_progress = True
 
     def __init__(self, model: Any = "gemma3-270m", *, threads: int | None = None, n_ctx: int = 4096,
-                 add_bos: bool | None = None, **_: Any):
+                 add_bos: bool | None = None, shared_context: bool = True, **_: Any):
         try:
             import llama_cpp
         except ImportError as e:
@@ -80,6 +80,7 @@ class LlamaCppBackend(Backend):
         arch = self.llm.metadata.get("general.architecture", "")
         self.add_bos = ("gemma" in arch) if add_bos is None else add_bos
         self.n_ctx = n_ctx
+        self.shared_context = shared_context
         self.ref = str(model)
         self._hash: str | None = None
 
@@ -131,6 +132,12 @@ class LlamaCppBackend(Backend):
             seq = ctx + cont
             if len(seq) > self.n_ctx:
                 raise MedslmError(f"a request of {len(seq)} tokens exceeds n_ctx {self.n_ctx}")
+            if not self.shared_context:
+                # the whole sequence in one pass, exactly as a server scores an echoed prompt
+                # (llama.cpp's results depend on the batch's length, even by one token)
+                scores = self._eval(seq, 0)
+                out[i] = self._score(scores[len(ctx) - 1: len(seq) - 1], cont)
+                continue
             # always the context in one batch, then the continuation: llama.cpp's numerics depend on
             # how tokens are batched, so a shared context must be computed the same way as a fresh one
             if not (len(prev) >= len(ctx) and prev[:len(ctx)] == ctx):
@@ -175,4 +182,5 @@ class LlamaCppBackend(Backend):
         return {"backend": self.name, "model": self.ref, "path": str(self.path), "hash": self._hash,
                 "bytes": self.path.stat().st_size, "parameters": int(self.llm.metadata.get("general.parameter_count", 0) or 0),
                 "dtype": self.llm.metadata.get("general.file_type", "gguf"), "device": "cpu",
-                "threads": self.threads, "cpu": _cpu_name(), "scoring": "shared-context"}
+                "threads": self.threads, "cpu": _cpu_name(),
+                "scoring": "shared-context" if self.shared_context else "pairwise"}

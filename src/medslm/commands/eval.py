@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default fp32 on CPU, bf16 on CUDA)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--scoring", default="shared-context", help="shared-context (default: a context shared "
+                   "by several continuations is computed once) | pairwise (each context + continuation in "
+                   "one pass, exactly as a server scoring lm-eval's echo requests)")
     p.add_argument("--judge", default="semantic", help="amega judge: 'semantic' or a model reference")
     p.add_argument("--output", default=None, metavar="DIR", help="write one results JSON per task here")
     p.add_argument("--data", default=None, metavar="PATH", help="read the task's dataset from PATH")
@@ -112,8 +115,13 @@ def cmd_eval(args) -> int:
     limit = parse_limit(args.limit, names)
     split = parse_split(args.split, names)
     tasks = [get_task(n, judge=args.judge) if n == "amega" else get_task(n) for n in names]
+    if args.scoring not in ("shared-context", "pairwise"):
+        from medslm.errors import MedslmError
+
+        raise MedslmError(f"--scoring {args.scoring!r}: choose shared-context or pairwise")
     backend = get_backend(args.backend)(args.model, dtype=args.dtype, device=args.device,
-                                        batch_size=args.batch_size, threads=args.threads)
+                                        batch_size=args.batch_size, threads=args.threads,
+                                        shared_context=args.scoring == "shared-context")
     if args.result_file and len(tasks) != 1:
         raise MedslmError("--result-file takes one task; use --output DIR for several")
     results = evaluate(backend, tasks, split=split, limit=limit, seed=args.seed,
