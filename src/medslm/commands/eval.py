@@ -116,8 +116,6 @@ def cmd_eval(args) -> int:
     split = parse_split(args.split, names)
     tasks = [get_task(n, judge=args.judge) if n == "amega" else get_task(n) for n in names]
     if args.scoring not in ("shared-context", "pairwise"):
-        from medslm.errors import MedslmError
-
         raise MedslmError(f"--scoring {args.scoring!r}: choose shared-context or pairwise")
     backend = get_backend(args.backend)(args.model, dtype=args.dtype, device=args.device,
                                         batch_size=args.batch_size, threads=args.threads,
