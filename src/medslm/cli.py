@@ -28,6 +28,7 @@ COMMANDS = {
     "report": "medslm.commands.run",
     "serve": "medslm.commands.serve",
     "rag": "medslm.commands.rag",
+    "bench": "medslm.commands.bench",
 }
 
 
