@@ -101,3 +101,37 @@ def make_app(rt=None, *, slots: int = 1, queue: int = 64, keys=(), max_tokens: i
     eng = Engine(rts, Limits(slots=len(rts), queue=queue, max_tokens_default=max_tokens,
                              request_seconds=request_seconds, max_body_bytes=max_body), Metrics())
     return create_app(eng, ServerConfig(model_name="test-model", api_keys=list(keys)))
+
+
+@contextlib.contextmanager
+def running_process(**make_kw):
+    """Like :func:`running`, but the server runs in its own process (no GIL shared with the client),
+    on a :class:`ScriptedRuntime` built from ``make_kw`` (script, delay, eos_at_end, plus make_app's)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    port = free_port()
+    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); import uvicorn; "
+            "from serving import ScriptedRuntime, make_app; kw = json.loads(sys.argv[1]); "
+            "rt = ScriptedRuntime(**{k: kw.pop(k) for k in ('script', 'delay', 'eos_at_end', 'n_ctx') if k in kw}); "
+            f"uvicorn.run(make_app(rt, **kw), host='127.0.0.1', port={port}, access_log=False, log_level='warning')")
+    p = subprocess.Popen([sys.executable, "-c", code, json.dumps(make_kw)], env=os.environ.copy())
+    base = f"http://127.0.0.1:{port}"
+    t0 = time.time()
+    while True:
+        try:
+            urllib.request.urlopen(base + "/health", timeout=1)
+            break
+        except OSError:
+            if p.poll() is not None or time.time() - t0 > 60:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        p.terminate()
+        p.wait(10)

@@ -86,3 +86,40 @@ def test_medquad_bm25_recall_and_latency(data_dir, tmp_path):
     assert ix.stats()["build_seconds"] <= 60 and ix.stats()["documents"] > 10_000
     res = recall_at_k(str(tmp_path / "mq"), n=200, k=5)
     assert res["bm25"]["recall"] >= 0.7 and res["bm25"]["p95_ms"] <= 50
+
+
+def test_mcnemar_and_paired_ci():
+    from medslm.rag.evaluate import mcnemar_p, paired_ci
+
+    assert mcnemar_p(0, 10) == pytest.approx(2 / 1024)
+    assert mcnemar_p(5, 5) == 1.0 and mcnemar_p(0, 0) == 1.0
+    a, b = [0] * 50 + [1] * 50, [1] * 50 + [1] * 50
+    lo, hi = paired_ci(a, b)
+    assert 0 < lo < 0.5 < hi <= 0.7
+    lo, hi = paired_ci(a, a)
+    assert lo == hi == 0
+
+
+def test_rag_eval_excludes_the_items_own_abstract(data_dir, tmp_path):
+    from medslm.rag.evaluate import rag_accuracy
+    from medslm.rag.index import pubmed_docs
+
+    build(pubmed_docs(), tmp_path / "pm")
+    prompts = []
+
+    class Recorder:
+        def loglikelihood(self, reqs):
+            prompts.extend(r.context for r in reqs)
+            return [(-len(r.continuation), True) for r in reqs]  # always the shortest label ("no")
+
+    from medslm.tasks import get_task
+
+    exs = get_task("pubmedqa").examples(None, 8, 1234)
+    r = rag_accuracy(Recorder(), "pubmedqa", str(tmp_path / "pm"), k=3, limit=8)
+    assert r["n"] == 8 and r["acc_with"] == r["acc_without"] and not r["gain_claimed"]
+    with_prompts = [p for p in prompts if p.startswith("Sources:")]
+    assert len(with_prompts) == 8 * 3 and all("Abstract:" not in p for p in prompts)
+    for e in exs:  # the item's own abstract never comes back as a source
+        own = " ".join(e.context.split())[:200]
+        mine = [p for p in with_prompts if e.question in p]
+        assert mine and not any(own in " ".join(p.split()) for p in mine)

@@ -13,7 +13,7 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from serving import BOS, ScriptedRuntime, make_app, running  # noqa: E402
+from serving import BOS, ScriptedRuntime, make_app, running, running_process  # noqa: E402
 
 CHAT = "/v1/chat/completions"
 CMPL = "/v1/completions"
@@ -323,24 +323,40 @@ def test_no_identifier_reaches_logs_metrics_or_error_bodies(tmp_path, caplog):
 def test_queue_overflow_is_429_fast_and_nothing_is_5xx():
     import httpx
 
-    app = make_app(ScriptedRuntime(delay=0.02, eos_at_end=False), queue=2, max_tokens=10)
-
     async def main(base):
-        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-            async def one():
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=100)) as c:
+            async def one(n=10):
                 t = time.perf_counter()
-                r = await c.post(CMPL, json={"prompt": "Q:", "max_tokens": 10})
+                r = await c.post(CMPL, json={"prompt": "Q:", "max_tokens": n})
                 return r.status_code, time.perf_counter() - t, r.headers.get("retry-after")
-            res = await asyncio.gather(*[one() for _ in range(12)])
-            health = [(await c.get("/health")).status_code for _ in range(3)]
-        return res, health
 
-    with running(app) as base:
-        res, health = asyncio.run(main(base))
-    codes = [r[0] for r in res]
-    assert set(codes) <= {200, 429} and codes.count(200) >= 3 and codes.count(429) >= 1
-    assert all(r[1] < 0.1 and r[2] for r in res if r[0] == 429)
-    assert health == [200, 200, 200]
+            # 1 running + 8 queued long requests fill the server
+            long = [asyncio.ensure_future(one(100)) for _ in range(9)]
+            for _ in range(200):
+                h = (await c.get("/health")).json()
+                if h["running"] == 1 and h["waiting"] == 8:
+                    break
+                await asyncio.sleep(0.02)
+            overflow = [await one() for _ in range(10)]  # one at a time: the server's own reaction time
+
+            async def health():
+                out = []
+                for _ in range(20):
+                    t = time.perf_counter()
+                    out.append(((await c.get("/health")).status_code, time.perf_counter() - t))
+                    await asyncio.sleep(0.01)
+                return out
+            hp = asyncio.ensure_future(health())
+            burst = await asyncio.gather(*[one() for _ in range(30)])
+            return overflow, burst, await hp, await asyncio.gather(*long)
+
+    with running_process(delay=0.01, eos_at_end=False, queue=8, max_tokens=10, n_ctx=1024) as base:
+        overflow, burst, health, long = asyncio.run(main(base))
+    assert all(code == 429 and ra and dt < 0.1 for code, dt, ra in overflow), overflow
+    codes = [r[0] for r in burst + long]
+    assert set(codes) <= {200, 429} and [r[0] for r in long] == [200] * 9
+    lat = sorted(t for _, t in health)
+    assert {c for c, _ in health} == {200} and lat[int(0.99 * (len(lat) - 1))] < 0.5
 
 
 def test_a_disconnected_stream_frees_its_slot_within_two_tokens():
@@ -413,9 +429,17 @@ def test_many_concurrent_clients_all_succeed():
                                         for _ in range(200)])
         return [r.status_code for r in rs]
 
+    def rss_mib():
+        with open("/proc/self/status") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 1024
+
     with running(app) as base:
+        asyncio.run(main(base))  # warm-up: imports, connection pools
+        before = rss_mib()
         codes = asyncio.run(main(base))
+        grew = rss_mib() - before
     assert codes.count(200) == 200
+    assert grew <= 300, grew
 
 
 # ---------------------------------------------------------------------------------------- clients

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default fp32 on CPU, bf16 on CUDA)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--rag", default=None, metavar="INDEX", help="compare accuracy without and with retrieved "
+                   "snippets from INDEX (medslm rag build), paired per item: McNemar test and a CI of the gain")
+    p.add_argument("--rag-k", type=int, default=3, help="snippets per question with --rag (default 3)")
     p.add_argument("--scoring", default="shared-context", help="shared-context (default: a context shared "
                    "by several continuations is computed once) | pairwise (each context + continuation in "
                    "one pass, exactly as a server scoring lm-eval's echo requests)")
@@ -120,6 +123,8 @@ def cmd_eval(args) -> int:
     backend = get_backend(args.backend)(args.model, dtype=args.dtype, device=args.device,
                                         batch_size=args.batch_size, threads=args.threads,
                                         shared_context=args.scoring == "shared-context")
+    if args.rag:
+        return rag_eval(args, backend, names, split, limit)
     if args.result_file and len(tasks) != 1:
         raise MedslmError("--result-file takes one task; use --output DIR for several")
     results = evaluate(backend, tasks, split=split, limit=limit, seed=args.seed,
@@ -143,4 +148,32 @@ def cmd_eval(args) -> int:
         for r in results:
             if r.get("path"):
                 print(f"wrote {r['path']}")
+    return 0
+
+
+def rag_eval(args, backend, names, split, limit) -> int:
+    import json
+    from pathlib import Path
+
+    from medslm.errors import MedslmError
+    from medslm.rag.evaluate import rag_accuracy
+
+    bad = [n for n in names if n not in ("pubmedqa", "medmcqa", "medqa_4options") and not n.startswith("mmlu_")]
+    if bad:
+        raise MedslmError(f"--rag works with multiple-choice tasks (pubmedqa, medmcqa, medqa_4options, mmlu_*); "
+                          f"not {', '.join(bad)}")
+    print(f"{'task':10} {'n':>4} {'without':>8} {'with':>8} {'gain [95% CI]':>24} {'McNemar p':>10}  claim")
+    for n in names:
+        sp = split.get(n) if isinstance(split, dict) else split
+        lim = limit.get(n) if isinstance(limit, dict) else limit
+        r = rag_accuracy(backend, n, args.rag, k=args.rag_k, split=sp, limit=lim, seed=args.seed)
+        lo, hi = r["diff_ci95"]
+        print(f"{n:10} {r['n']:>4} {100 * r['acc_without']:>8.1f} {100 * r['acc_with']:>8.1f} "
+              f"{100 * r['diff']:>+8.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] {r['mcnemar_p']:>10.3g}  "
+              f"{'gain' if r['gain_claimed'] else 'no gain claimed (CI includes 0)' if lo <= 0 <= hi else 'loss'}")
+        if args.output:
+            out = Path(args.output)
+            out.mkdir(parents=True, exist_ok=True)
+            r["backend"] = backend.describe()
+            (out / f"rag__{n}.json").write_text(json.dumps(r, indent=2))
     return 0
