@@ -80,6 +80,8 @@ def _stop_holdback(text: str, stops: tuple[str, ...]) -> int:
 
 
 def top_k(lp: np.ndarray, k: int) -> np.ndarray:
+    if k == 1:  # lm-eval asks for logprobs=1 on every request: one pass instead of a partition
+        return np.array([int(lp.argmax())])
     idx = np.argpartition(-lp, k)[:k] if k < len(lp) else np.arange(len(lp))
     return idx[np.argsort(-lp[idx], kind="stable")]
 
@@ -144,15 +146,16 @@ class Job:
         cut = False  # ended by a stop string (the text after it is dropped)
         if self.prompt_logprobs is not None and not self.cancel.is_set():
             rows = rt.forward(ids, 0, all_logits=True)
-            for j in range(len(ids) - 1):
-                row = log_softmax(rows[j])
-                t = ids[j + 1]
-                self.prompt_lp.append(float(row[t]))
-                if self.prompt_logprobs:
-                    top = {rt.token_text(int(i)): float(row[i]) for i in top_k(row, self.prompt_logprobs)}
-                    top.setdefault(rt.token_text(t), float(row[t]))
-                    self.prompt_top.append(top)
-            last = log_softmax(rows[-1])
+            for s0 in range(0, len(ids) - 1, 32):  # 32 rows at a time: never a [tokens x vocab] copy
+                blk = log_softmax(np.asarray(rows[s0: min(s0 + 32, len(ids) - 1)]))
+                for j, row in enumerate(blk, s0):
+                    t = ids[j + 1]
+                    self.prompt_lp.append(float(row[t]))
+                    if self.prompt_logprobs:
+                        top = {rt.token_text(int(i)): float(row[i]) for i in top_k(row, self.prompt_logprobs)}
+                        top.setdefault(rt.token_text(t), float(row[t]))
+                        self.prompt_top.append(top)
+            last = log_softmax(np.asarray(rows[-1]))
         else:
             last = None
         if s.max_tokens > 0 and not self.cancel.is_set():
