@@ -1,6 +1,7 @@
 """Compression bench on Gemma 3 270M: every built method side by side, one table and its JSON.
 
-Variants: base fp32, int8, int4, Wanda 50% and SparseGPT 50% with medical calibration, Wanda 2:4, depth-pruned 25%,
+Variants: base fp32 and bf16, int8, int4 (round to nearest and GPTQ), Wanda 50% and SparseGPT 50% with medical
+calibration, Wanda 2:4, depth-pruned 25%,
 trimmed vocabulary, trimmed + int4 (+ int8 embeddings). Columns: MiB on disk, parameters, medppl,
 PubMedQA acc, MedMCQA acc, decode tok/s, peak RSS. It is a recipe run (cached and resumable), so a
 rerun only computes what is missing.
@@ -8,8 +9,7 @@ rerun only computes what is missing.
     MEDSLM_DATA_DIR=../shared/data python bench/compression.py [--pubmedqa 500 --medmcqa 500 --medppl 100]
 
 With --gguf, also on llama.cpp: the model's own GGUF, the base exported to f16 and to q4_k_m,
-and the trimmed vocabulary exported to q4_k_m (medslm export). Not in it yet (not built):
-calibrated 4-bit (GPTQ), bf16.
+and the trimmed vocabulary exported to q4_k_m (medslm export).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 
 VARIANTS = {
     "base": [],
+    "base-bf16": [],  # evaluated in bf16 (DTYPES)
+    "int4-gptq": [{"method": "quantize", "bits": 4, "algorithm": "gptq", "calibration": "pubmedqa,medquad"}],
     "int8": [{"method": "quantize", "bits": 8}],
     "int4": [{"method": "quantize", "bits": 4}],
     "wanda50-medical": [{"method": "prune", "algorithm": "wanda", "sparsity": 0.5,
@@ -33,6 +35,7 @@ VARIANTS = {
     "trim": [{"method": "trim"}],
     "trim+int4": [{"method": "trim"}, {"method": "quantize", "bits": 4, "embeddings": "int8"}],
 }
+DTYPES = {"base-bf16": "bf16"}
 
 
 def main() -> None:
@@ -55,7 +58,7 @@ def main() -> None:
     unknown = set(names) - set(VARIANTS)
     if unknown:
         sys.exit(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
-    variants = [{"name": n, "steps": VARIANTS[n]} for n in names]
+    variants = [{"name": n, "steps": VARIANTS[n]} | ({"dtype": DTYPES[n]} if n in DTYPES else {}) for n in names]
     if a.gguf:
         variants += [{"name": "gguf-own", "backend": "llamacpp"},
                      {"name": "gguf-f16", "backend": "llamacpp", "gguf": "f16"},

@@ -104,12 +104,27 @@ def test_kill_during_run_then_resume(setup):
     (lambda s: s.replace("- name: trim+int4", "- name: trim+int4\n    backend: llamacpp"),
      r":9: variants.1: .*drop the quantize step; llama.cpp quantizes"),
     (lambda s: s.replace("- name: base", "- name: base\n    gguf: q4_k_m"), r":8: variants.0: .*only applies with backend: llamacpp"),
+    (lambda s: s.replace("- name: base", "- name: base\n    backend: llamacpp\n    dtype: bf16"),
+     r":8: variants.0: .*dtype: applies to the hf backend"),
+    (lambda s: s.replace("- name: base", "- name: base\n    dtype: int3"), r":9: variants.0.dtype='int3': .*'fp32', 'bf16' or 'fp16'"),
 ])
 def test_recipe_errors_name_line_and_key(setup, edit, msg):
     tmp, recipe = setup
     recipe.write_text(edit(recipe.read_text()))
     with pytest.raises(ConfigError, match=msg):
         load_recipe(recipe)
+
+
+def test_a_variant_can_be_evaluated_in_bf16(setup):
+    tmp, recipe = setup
+    text = recipe.read_text().replace("  - name: trim+int4", "  - name: base-bf16\n    dtype: bf16\n  - name: trim+int4")
+    text = text.replace("tasks: [medmcqa, pubmedqa]", "tasks: [medmcqa]")
+    recipe.write_text(text)
+    p = run(recipe, tmp / "out")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = {f.name: json.loads(f.read_text()) for f in (tmp / "out" / "results").glob("*.json")}
+    dt = {r["model"]["label"] if "label" in r["model"] else n: r["model"]["dtype"] for n, r in res.items()}
+    assert sorted(dt.values()).count("bfloat16") == 1 and "float32" in dt.values(), dt
 
 
 def test_missing_model_fails_before_work(setup):

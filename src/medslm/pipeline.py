@@ -79,6 +79,8 @@ class Variant(BaseModel):
     # artifact exported to GGUF of type `gguf` (default q4_k_m; dense steps only, llama.cpp quantizes)
     backend: Literal["hf", "llamacpp"] = "hf"
     gguf: str | None = None
+    # hf: the dtype the model is evaluated in (default fp32 on CPU); e.g. the base in bf16
+    dtype: Literal["fp32", "bf16", "fp16"] | None = None
 
     @model_validator(mode="after")
     def _gguf(self):
@@ -89,6 +91,8 @@ class Variant(BaseModel):
                 raise ValueError("gguf: a GGUF type only applies with backend: llamacpp")
             if self.gguf not in TYPES:
                 raise ValueError(f"gguf={self.gguf!r}: choose one of {', '.join(TYPES)}")
+        if self.dtype is not None and self.backend != "hf":
+            raise ValueError("dtype: applies to the hf backend; a GGUF's type is `gguf:`")
         if self.backend == "llamacpp" and any(s.get("method") == "quantize" for s in self.steps):
             raise ValueError("backend llamacpp: drop the quantize step; llama.cpp quantizes the exported "
                              "model itself (gguf: q4_k_m)")
@@ -229,7 +233,10 @@ def export_variant(art, qtype: str, name: str, log) -> Path:
     return out
 
 
-def _result_ok(f: Path, art_hash: str, task: str, spec: EvalSpec) -> bool:
+TORCH_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _result_ok(f: Path, art_hash: str, task: str, spec: EvalSpec, dtype: str | None = None) -> bool:
     if not f.is_file():
         return False
     try:
@@ -240,12 +247,15 @@ def _result_ok(f: Path, art_hash: str, task: str, spec: EvalSpec) -> bool:
     want_split = spec.split_for(task)
     if want_split and t.get("requested_split") != want_split:
         return False
+    if dtype and r.get("model", {}).get("dtype") != TORCH_DTYPE[dtype]:
+        return False
     return (r.get("model", {}).get("hash") == art_hash and t.get("limit") == spec.limit_for(task)
             and t.get("seed") == spec.seed and t.get("fewshot") == spec.fewshot)
 
 
 def evaluate_variant(art, label: str, tasks: list[str], spec: EvalSpec, results: Path,
-                     threads: int | None, log, backend: str = "hf", model: str | None = None) -> None:
+                     threads: int | None, log, backend: str = "hf", model: str | None = None,
+                     dtype: str | None = None) -> None:
     """One process per variant: peak memory is this model's own, the model loads once, decode
     speed is measured once."""
     from medslm.evaluate.runner import result_filename
@@ -264,6 +274,8 @@ def evaluate_variant(art, label: str, tasks: list[str], spec: EvalSpec, results:
         cmd.append("--no-decode-bench")
     if threads:
         cmd += ["--threads", str(threads)]
+    if dtype:
+        cmd += ["--dtype", dtype]
     t = time.perf_counter()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
     if p.returncode != 0:
@@ -304,13 +316,13 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
             want_hash = "sha256:" + sha256_file(find_gguf(gguf_model))
         todo = []
         for task in recipe.eval.tasks:
-            if _result_ok(results / result_filename(v.name, task), want_hash, task, recipe.eval):
+            if _result_ok(results / result_filename(v.name, task), want_hash, task, recipe.eval, v.dtype):
                 log(f"  {v.name}: {task} cached")
             else:
                 todo.append(task)
         if todo:
             evaluate_variant(art, v.name, todo, recipe.eval, results, threads, log, backend=v.backend,
-                             model=gguf_model)
+                             model=gguf_model, dtype=v.dtype)
     from medslm.report.build import build_report
 
     rep = build_report(results, out, task_order=recipe.eval.tasks,
