@@ -83,8 +83,10 @@ def rag_accuracy(backend: Any, task_name: str, index_path: str, *, k: int = 3, s
     task = get_task(task_name)
     exs = task.examples(split, limit, seed)
     ix = Index(index_path)
+    from tqdm.auto import tqdm
+
     arms: dict[str, list[int]] = {"without": [], "with": []}
-    for e in exs:
+    for e in tqdm(exs, desc=f"{task_name}: with and without retrieval", unit="item", leave=False):
         base = _question_only(e) if task_name == "pubmedqa" else task.text(e)
         query = e.question if task_name == "pubmedqa" else f"{e.question} {' '.join(e.options)}"
         own = f"pubmed-{str(e.id).split('-')[-1]}" if task_name == "pubmedqa" else None
