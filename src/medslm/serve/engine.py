@@ -286,9 +286,13 @@ class Engine:
         with self._lock:
             while self._waiters:
                 f = self._waiters.popleft()
-                if not f.done():
+                if f.done():
+                    continue
+                try:
                     f.get_loop().call_soon_threadsafe(give, f, rt)
                     return
+                except RuntimeError:  # that waiter's event loop is gone: next one
+                    continue
             self._free.append(rt)
 
     async def stream(self, job: Job, rt: Runtime) -> AsyncIterator[Event]:
@@ -301,18 +305,27 @@ class Engine:
         q: asyncio.Queue[Event] = asyncio.Queue()
 
         def emit(ev: Event) -> None:
-            loop.call_soon_threadsafe(q.put_nowait, ev)
+            try:
+                loop.call_soon_threadsafe(q.put_nowait, ev)
+            except RuntimeError:  # the request's event loop is closed: nobody is listening
+                job.cancel.set()
 
-        def release(_f: Any) -> None:
-            self.running -= 1
-            self._gauges()
-            self.release(rt)
+        def work() -> None:
+            # the slot is released here, in the worker thread, the moment generation stops; not by a
+            # callback on the request's event loop, which may already be gone (a test client's is)
+            try:
+                job.run(rt, emit)
+            finally:
+                with self._lock:
+                    self.running -= 1
+                self._gauges()
+                self.release(rt)
 
         job.on_slot = True
-        self.running += 1
+        with self._lock:
+            self.running += 1
         self._gauges()
-        fut = loop.run_in_executor(self.pool, job.run, rt, emit)
-        fut.add_done_callback(release)
+        fut = loop.run_in_executor(self.pool, work)
         try:
             while True:
                 ev = await q.get()
