@@ -500,3 +500,26 @@ def test_fuzzed_bodies_never_get_a_5xx(client):
     check()
     assert len(seen) >= 500 and any(s == 200 for s in seen) and any(400 <= s < 500 for s in seen)
     assert hyp is not None
+
+
+def test_a_slot_comes_back_even_when_the_requests_event_loop_is_gone():
+    from medslm.serve.engine import Engine, Job, Limits, Sampling
+
+    eng = Engine([ScriptedRuntime(delay=0.02)], Limits())
+
+    class SlowToFinish(Job):  # its thread outlives the request's event loop
+        def run(self, rt, emit):
+            super().run(rt, emit)
+            time.sleep(0.3)
+
+    async def first():
+        slot = await eng.acquire()
+        async for ev in eng.stream(SlowToFinish([BOS, 65], Sampling(max_tokens=3, temperature=0), 60), slot):
+            if ev.kind == "done":
+                return  # the loop closes right away, as a test client's per-request loop does
+
+    async def second():
+        return await asyncio.wait_for(eng.acquire(), 5)
+
+    asyncio.run(first())
+    assert asyncio.run(second()) is eng.runtimes[0]
