@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -65,23 +62,11 @@ def main() -> None:
     write_data("pubmedqa", ex, tmp)
     (tmp / "pubmedqa.yaml").write_text(task_yaml("pubmedqa", tmp / "pubmedqa.jsonl"))
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    srv = subprocess.Popen([sys.executable, "-m", "medslm.cli", "serve", "--model", "gemma3-270m", "--backend",
-                            "llamacpp", "--threads", str(a.threads), "--port", str(port), "--n-ctx", "2048"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    from medslm.serve.server import start_subprocess
+
+    srv, url = start_subprocess(["--model", "gemma3-270m", "--backend", "llamacpp", "--threads", str(a.threads),
+                                 "--n-ctx", "2048"])
     try:
-        t0 = time.time()
-        while True:
-            try:
-                if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-            if srv.poll() is not None or time.time() - t0 > 300:
-                sys.exit("medslm serve did not start")
         p = subprocess.run([a.lm_eval_python, "-c", LM_EVAL_SCRIPT, url, str(tok_dir), str(tmp), "parity_pubmedqa"],
                            capture_output=True, text=True)
         if p.returncode != 0:

@@ -523,3 +523,24 @@ def test_a_slot_comes_back_even_when_the_requests_event_loop_is_gone():
 
     asyncio.run(first())
     assert asyncio.run(second()) is eng.runtimes[0]
+
+
+def test_bench_serve_reports_latency_percentiles_and_capacity(tmp_path):
+    import subprocess
+    import sys
+
+    from serving import running_process
+
+    with running_process(delay=0.005, max_tokens=8) as base:
+        p = subprocess.run([sys.executable, "-m", "medslm", "bench", "serve", "--url", base, "--concurrency", "1,2",
+                            "--requests", "4", "--max-tokens", "8", "--out", str(tmp_path / "b.json")],
+                           capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads((tmp_path / "b.json").read_text())
+    assert [lv["concurrency"] for lv in res["levels"]] == [1, 2]
+    for lv in res["levels"]:
+        assert lv["ok"] == lv["requests"] == 4 and lv["error_rate"] == 0
+        assert 0 < lv["ttft_ms"]["p50"] <= lv["ttft_ms"]["p99"] <= lv["e2e_ms"]["p99"]
+        assert lv["output_tok_per_s"] > 0 and lv["slo_fraction"] == 1.0
+    assert res["capacity"] == 2 and res["single_stream_tok_s"] > 0
+    assert "capacity (>= 90% of requests" in p.stdout

@@ -38,11 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_bench_serve(args) -> int:
     import asyncio
     import json
-    import os
-    import subprocess
     import sys
-    import time
-    import urllib.request
 
     from medslm.errors import MedslmError
     from medslm.serve import loadgen
@@ -60,31 +56,15 @@ def cmd_bench_serve(args) -> int:
         res["in_process_tok_s"] = loadgen.in_process_decode(args.model, args.backend, args.threads, 2048,
                                                             args.max_tokens)
     if not url:
-        import socket
+        from medslm.serve.server import start_subprocess
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "medslm.cli", "serve", "--model", args.model, "--backend", args.backend,
-               "--port", str(port), "--queue", "256", "--max-tokens", str(args.max_tokens)]
+        serve_args = ["--model", args.model, "--backend", args.backend, "--queue", "256",
+                      "--max-tokens", str(args.max_tokens)]
         if args.threads:
-            cmd += ["--threads", str(args.threads)]
+            serve_args += ["--threads", str(args.threads)]
         if args.api_key:
-            cmd += ["--api-key", args.api_key]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
-        t0 = time.time()
-        while True:
-            try:
-                if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None:
-                raise MedslmError("the server exited: " + proc.stderr.read().decode()[-500:])
-            if time.time() - t0 > 300:
-                raise MedslmError("the server did not become ready in 300 s")
-            time.sleep(0.5)
+            serve_args += ["--api-key", args.api_key]
+        proc, url = start_subprocess(serve_args)
     try:
         out = []
         if args.mode == "poisson":

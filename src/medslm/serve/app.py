@@ -213,10 +213,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
         return _err(500, f"internal server error (request id {rid})", "server_error")
 
     async def body_of(request: Request, model: type) -> Any:
-        try:
-            raw = await request.body()
-        except APIError:
-            raise
+        raw = await request.body()  # over the body limit: APIError(413) from the middleware's receive
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):

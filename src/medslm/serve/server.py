@@ -129,3 +129,37 @@ def serve(o: ServeOptions) -> None:
     # uvicorn's access log prints paths and client addresses; ours prints metadata only
     uvicorn.run(app, host=o.host, port=o.port, access_log=False, log_level="warning",
                 limit_concurrency=None, timeout_keep_alive=5)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_subprocess(args: list[str], timeout: float = 300.0) -> tuple[Any, str]:
+    """Start ``medslm serve ARGS --port P`` in a child process; return it and its URL once /health is 200."""
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "medslm.cli", "serve", *args, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    t0 = time.time()
+    while True:
+        try:
+            if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
+                return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise MedslmError("medslm serve exited: " + proc.stderr.read().decode(errors="replace")[-500:])
+        if time.time() - t0 > timeout:
+            proc.terminate()
+            raise MedslmError(f"medslm serve did not become ready in {timeout:.0f} s")
+        time.sleep(0.5)
