@@ -61,10 +61,14 @@ def _err(status: int, message: str, type_: str, param: str | None = None, code: 
     return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=headers)
 
 
+_BRANCH = __import__("re").compile(r"^(str|int|bool|float|none|(list|dict|tuple)\[.*\]|function-.*|[A-Z]\w*)$")
+
+
 def _loc(loc: tuple) -> str:
     parts = [str(x) for x in loc if x not in ("body",)]
-    # drop pydantic's union-branch labels (e.g. "str", "list[int]") from the path
-    parts = [p for p in parts if not (p.startswith(("list[", "str", "int", "function-", "TextPart", "RagOptions", "bool")) or p == "function-after")]
+    # drop pydantic's union-branch labels ("str", "list[int]", "function-after[...]", "TextPart"); our
+    # field names are lower-case words, so they never match
+    parts = [p for p in parts if not _BRANCH.match(p)]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
