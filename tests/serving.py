@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 
 import numpy as np
 
 from medslm.serve.runtime import Runtime
+from medslm.serve.server import free_port  # noqa: F401 (re-exported for the tests)
 
 EOS, BOS = 256, 257
 
@@ -63,10 +63,6 @@ class ScriptedRuntime(Runtime):
         return np.stack(rows)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

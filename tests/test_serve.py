@@ -469,7 +469,7 @@ def test_the_openai_client_works_streamed_and_not():
 
 
 def test_fuzzed_bodies_never_get_a_5xx(client):
-    hyp = pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis")
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
@@ -502,7 +502,6 @@ def test_fuzzed_bodies_never_get_a_5xx(client):
 
     check()
     assert len(seen) >= 500 and any(s == 200 for s in seen) and any(400 <= s < 500 for s in seen)
-    assert hyp is not None
 
 
 def test_a_slot_comes_back_even_when_the_requests_event_loop_is_gone():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -274,11 +274,3 @@ class Index:
 
     def stats(self) -> dict[str, Any]:
         return dict(self.meta)
-
-
-def load_index(path: str | Path) -> Index:
-    return Index(path)
-
-
-def hit_dict(h: Hit) -> dict:
-    return asdict(h)

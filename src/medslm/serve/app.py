@@ -15,6 +15,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ def _err(status: int, message: str, type_: str, param: str | None = None, code: 
     return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=headers)
 
 
-_BRANCH = __import__("re").compile(r"^(str|int|bool|float|none|(list|dict|tuple)\[.*\]|function-.*|[A-Z]\w*)$")
+_BRANCH = re.compile(r"^(str|int|bool|float|none|(list|dict|tuple)\[.*\]|function-.*|[A-Z]\w*)$")
 
 
 def _loc(loc: tuple) -> str:

@@ -83,9 +83,9 @@ def build(o: ServeOptions, load_async: bool = True) -> Any:
         rts = [load_runtime(o.model, o.backend, threads=o.threads, n_ctx=o.n_ctx, device=o.device)
                for _ in range(o.limits.slots)]
         if o.rag:
-            from medslm.rag.index import load_index
+            from medslm.rag.index import Index
 
-            app.state.medslm.rag = load_index(o.rag)
+            app.state.medslm.rag = Index(o.rag)
         engine.load(rts)
         log.info("model loaded: %s (%s), %d slot(s)", name, type(rts[0]).__name__, len(rts))
 
