@@ -30,7 +30,7 @@ VARIANTS = {
                          "calibration": "pubmedqa,medquad"}],
     "sparsegpt50-medical": [{"method": "prune", "algorithm": "sparsegpt", "sparsity": 0.5,
                             "calibration": "pubmedqa,medquad"}],
-    "wanda-2:4": [{"method": "prune", "algorithm": "wanda", "pattern": "2:4", "calibration": "pubmedqa,medquad"}],
+    "wanda-2of4": [{"method": "prune", "algorithm": "wanda", "pattern": "2:4", "calibration": "pubmedqa,medquad"}],
     "depth25": [{"method": "prune", "algorithm": "depth", "sparsity": 0.25, "calibration": "pubmedqa,medquad"}],
     "trim": [{"method": "trim"}],
     "trim+int4": [{"method": "trim"}, {"method": "quantize", "bits": 4, "embeddings": "int8"}],
@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--medppl", type=int, default=100)
     ap.add_argument("--output", default="runs/bench-compression")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads per evaluation (default: all cores)")
     ap.add_argument("--gguf", action="store_true",
                     help="also the model's own GGUF (Q4_K_M for gemma3-270m) on llama.cpp (needs medslm[llamacpp])")
     a = ap.parse_args()
@@ -71,7 +72,7 @@ def main() -> None:
               "variants": variants}
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(recipe, f)
-    out = run_recipe(load_recipe(f.name), a.output)
+    out = run_recipe(load_recipe(f.name), a.output, threads=a.threads)
     print((Path(out) / "report.md").read_text())
     lb = json.loads((Path(out) / "leaderboard.json").read_text())
     base = next(m for m in lb["models"] if m["label"] == "base")

@@ -117,6 +117,40 @@ def test_width_pruning_shrinks_mlp(tmp_path, arch, corpus):
     assert torch.isfinite(logits(m, tok)).all()
 
 
+@pytest.mark.parametrize("arch", ["gemma3", "llama", "mistral"])
+def test_head_pruning_removes_the_weakest_head_and_equals_zeroing_it(tmp_path, arch, corpus):
+    """Removing a head (its q rows and o_proj columns) must give exactly the original model with that
+    head's o_proj columns zeroed; the head whose output is scaled down is the one removed."""
+    m0 = tiny.model(arch)
+    d = m0.config.head_dim
+    weak = 0 if arch == "gemma3" else 1
+    for layer in m0.model.layers:
+        layer.self_attn.o_proj.weight.data[:, weak * d:(weak + 1) * d] *= 0.01
+    base = ModelArtifact.save(m0, tiny.tokenizer(), tmp_path / "base", source=f"tiny-random:{arch}")
+    p = compress(base, {"method": "prune", "algorithm": "heads", "sparsity": 0.5, "calibration": corpus,
+                        "samples": 4, "seq_len": 32}, tmp_path / "p")
+    assert p.meta.steps[-1]["removed_heads"] == [[weak]] * 2
+    assert p.meta.steps[-1]["num_attention_heads"] == [2, 1]
+    m, tok = ModelArtifact.open(p.path).load()
+    assert m.config.num_attention_heads == 1 and m.config.head_dim == d
+    attn = m.model.layers[0].self_attn
+    assert attn.q_proj.weight.shape == (d, 32) and attn.o_proj.weight.shape == (32, d)
+    assert p.meta.parameters < base.meta.parameters
+    for layer in m0.model.layers:
+        layer.self_attn.o_proj.weight.data[:, weak * d:(weak + 1) * d] = 0
+    assert torch.allclose(logits(m, tok), logits(m0, tok), atol=1e-4)
+
+
+def test_head_pruning_refuses_fused_attention_and_too_small_sparsity(tmp_path, corpus):
+    base = tiny.save_artifact("gpt2", tmp_path / "base")
+    with pytest.raises(MedslmError, match="q/k/v/o"):
+        compress(base, {"method": "prune", "algorithm": "heads", "calibration": corpus}, tmp_path / "p")
+    base = tiny.save_artifact("llama", tmp_path / "b2")
+    with pytest.raises(MedslmError, match="removes 0 of the 2 query heads"):
+        compress(base, {"method": "prune", "algorithm": "heads", "sparsity": 0.25, "calibration": corpus,
+                        "samples": 2, "seq_len": 16}, tmp_path / "p2")
+
+
 def test_width_pruning_refuses_other_mlps(tmp_path, corpus):
     base = tiny.save_artifact("gpt2", tmp_path / "base")
     with pytest.raises(MedslmError, match="gate/up/down"):
@@ -158,6 +192,9 @@ def test_trim_then_quantize_chain(tmp_path, corpus):
     ({"method": "prune", "algorithm": "depth", "pattern": "2:4"}, "applies to magnitude/wanda"),
     ({"method": "prune", "sparsityy": 0.5}, "sparsityy: unknown key"),
     ({"method": "trim", "min_count": 0}, "min_count=0"),
+    ({"method": "quantize", "act_order": True}, "act_order=True applies to algorithm='gptq', not 'rtn'"),
+    ({"method": "quantize", "sequential": True}, "sequential=True applies to algorithm='gptq'"),
+    ({"method": "prune", "algorithm": "heads", "pattern": "2:4"}, "not heads"),
 ])
 def test_configs_reject_bad_values(cfg, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -324,24 +361,72 @@ def test_sparsegpt_update_compensates_the_pruned_weights():
     assert ((sg24.reshape(32, -1, 4) != 0).sum(-1) == 2).all()
 
 
-def test_gptq_beats_rtn_on_calibration_inputs():
-    """GPTQ's integers (same format as RTN: int4 + fp16 group scales) reproduce the layer's output
-    on the calibration inputs more closely than round-to-nearest."""
+@pytest.mark.parametrize("symmetric,act_order", [(True, False), (False, False), (True, True), (False, True)])
+def test_gptq_beats_rtn_on_calibration_inputs(symmetric, act_order):
+    """GPTQ's integers (same format as RTN: int4 + fp16 group scales, + zero points when asymmetric)
+    reproduce the layer's output on the calibration inputs more closely than round-to-nearest."""
     from medslm.methods.quantize import QuantLinear
 
     for seed in range(3):
         torch.manual_seed(seed)
         z = torch.randn(512, 64)
         x = z @ torch.randn(64, 64) / 8 + 0.3 * z  # correlated features, as activations are
+        x[:, :8] *= 4  # a few strong inputs, which act-order visits first
         lin = torch.nn.Linear(64, 32, bias=False)
         dense = lin(x)
-        rtn = QuantLinear.from_linear(lin, 4, 16)
-        gq = QuantLinear.from_linear(lin, 4, 16, hessian=x.t() @ x)
+        rtn = QuantLinear.from_linear(lin, 4, 16, symmetric=symmetric)
+        gq = QuantLinear.from_linear(lin, 4, 16, hessian=x.t() @ x, symmetric=symmetric, act_order=act_order)
         assert gq.qweight.dtype == torch.uint8 and gq.scales.dtype == torch.float16
+        assert hasattr(gq, "zeros") != symmetric
         with torch.no_grad():
             e_rtn = ((rtn(x) - dense) ** 2).mean().item()
             e_gq = ((gq(x) - dense) ** 2).mean().item()
         assert e_gq < 0.7 * e_rtn, (e_gq, e_rtn)
+
+
+def test_asymmetric_int4_uses_the_whole_range():
+    """Zero points: codes 0..15, w = (q - zero) * scale within a step, and a lopsided weight
+    distribution is represented more finely than with a symmetric grid."""
+    from medslm.methods.quantize import QuantLinear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 8)
+    lin.weight.data = torch.rand(8, 64) * 0.5 - 0.05  # mostly positive
+    a = QuantLinear.from_linear(lin, 4, 32, symmetric=False)
+    s = QuantLinear.from_linear(lin, 4, 32)
+    codes = torch.stack([a.qweight & 0x0F, a.qweight >> 4], -1)
+    assert codes.max() == 15 and codes.min() == 0 and a.zeros.max() <= 15
+    step = a.scales.float().repeat_interleave(32, 1)
+    assert (a.dequantize() - lin.weight).abs().max() < step.max()  # half a step, + the zero point's rounding
+    assert (a.dequantize() - lin.weight).abs().mean() < 0.6 * (s.dequantize() - lin.weight).abs().mean()
+
+
+def test_sequential_gptq_sees_the_quantized_blocks(tmp_path, corpus):
+    """Block 0 gets the same inputs either way (identical integers); later blocks are calibrated on
+    the quantized blocks' outputs, so their integers differ from the one-pass ones."""
+    base = tiny.save_artifact("llama", tmp_path / "base")
+    cfg = {"method": "quantize", "bits": 4, "group_size": 16, "algorithm": "gptq", "calibration": corpus,
+           "samples": 4, "seq_len": 32, "symmetric": False, "act_order": True}
+    one = compress(base, cfg, tmp_path / "one")
+    seq = compress(base, cfg | {"sequential": True}, tmp_path / "seq")
+    assert seq.meta.extra["quantization"]["scheme"] == "int4-gptq-g16-asym"
+    m1, tok = ModelArtifact.open(one.path).load()
+    m2, _ = ModelArtifact.open(seq.path).load()
+    l1, l2 = m1.model.layers, m2.model.layers
+    assert torch.equal(l1[0].mlp.down_proj.qweight, l2[0].mlp.down_proj.qweight)
+    assert not torch.equal(l1[1].mlp.down_proj.qweight, l2[1].mlp.down_proj.qweight)
+    m0, _ = base.load()
+    err = (logits(m0, tok) - logits(m2, tok)).abs().max().item()
+    assert 0 < err < 0.5
+
+
+def test_generic_calibration_corpus_is_offline_prose():
+    from medslm.methods.prune import calibration_texts
+
+    a = calibration_texts("generic", 16, 1)
+    assert len(set(a)) == 16 and all(len(t) >= 1000 for t in a)
+    assert a == calibration_texts("generic", 16, 1) and a != calibration_texts("generic", 16, 2)
+    assert not any("patient" in t.lower() for t in a)
 
 
 def test_gptq_artifact_round_trip(tmp_path, corpus):

@@ -11,12 +11,15 @@ FLAGS = {
                  ("--algorithm", str, "rtn (default) or gptq (calibrated; --calibration, --samples)"),
                  ("--calibration", str, "gptq: datasets (comma-separated) or a .txt file (default pubmedqa,medquad)"),
                  ("--samples", int, "gptq: calibration texts (default 64)"),
+                 ("--asymmetric", bool, "unsigned integers with a zero point per group (default: symmetric)"),
+                 ("--act-order", bool, "gptq: columns in order of decreasing Hessian diagonal"),
+                 ("--sequential", bool, "gptq: block by block, on the outputs of the quantized blocks"),
                  ("--skip", str, "comma-separated module patterns kept in full precision (default lm_head)"),
                  ("--embeddings", str, "keep (default) or int8 (input embedding and tied head as int8)")],
-    "prune": [("--algorithm", str, "magnitude | wanda | sparsegpt | depth | width (default wanda)"),
+    "prune": [("--algorithm", str, "magnitude | wanda | sparsegpt | depth | width | heads (default wanda)"),
               ("--sparsity", float, "fraction removed (default 0.5)"),
               ("--pattern", str, "N:M semi-structured, e.g. 2:4"),
-              ("--calibration", str, "datasets (comma-separated) or a .txt file (default pubmedqa,medquad)"),
+              ("--calibration", str, "datasets (comma-separated), generic (non-medical English) or a .txt file (default pubmedqa,medquad)"),
               ("--samples", int, "calibration texts (default 64)"), ("--seq-len", int, "default 256")],
     "distill": [("--teacher", str, "teacher model reference"),
                 ("--mode", str, "logit (default) or sequence"),
@@ -27,7 +30,7 @@ FLAGS = {
     "trim": [("--corpus", str, "datasets (comma-separated) or a .txt file (default pubmedqa,medquad,medmcqa)"),
              ("--min-count", int, "keep tokens used at least this often (default 1)")],
 }
-HELP = {"quantize": "weight-only int8/int4 quantization", "prune": "unstructured, N:M, depth or width pruning",
+HELP = {"quantize": "weight-only int8/int4 quantization", "prune": "unstructured, N:M, depth, width (MLP) or attention-head pruning",
         "distill": "knowledge distillation from a teacher (logit or sequence-level)",
         "trim": "trim the vocabulary to a domain corpus"}
 EXAMPLES = {"quantize": ["medslm quantize --model gemma3-270m --bits 4 --out runs/q4"],
@@ -47,7 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--config", metavar="FILE", help="a YAML file with the method's config")
         p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
         for flag, typ, h in flags:
-            p.add_argument(flag, type=typ, default=None, help=h)
+            if typ is bool:
+                p.add_argument(flag, action="store_true", default=None, help=h)
+            else:
+                p.add_argument(flag, type=typ, default=None, help=h)
         p.set_defaults(handler=cmd_compress, method=name)
 
 
@@ -76,7 +82,11 @@ def cmd_compress(args) -> int:
     for flag, _, _ in FLAGS[args.method]:
         key = flag[2:].replace("-", "_")
         v = getattr(args, key)
-        if v is not None:
+        if v is None:
+            continue
+        if key == "asymmetric":
+            cfg["symmetric"] = False
+        else:
             cfg[key] = tuple(s.strip() for s in v.split(",")) if key == "skip" else v
     art = compress(args.model, cfg, args.out, overwrite=args.overwrite)
     st = art.meta.steps[-1]

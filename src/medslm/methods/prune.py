@@ -16,9 +16,16 @@
   really gets smaller (fewer layers in its config).
 - ``width``: remove the MLP channels with the smallest mean activation magnitude, the same number in
   every block, shrinking ``intermediate_size`` (gate/up/down MLPs: Gemma, Llama, Mistral).
+- ``heads``: remove whole attention (query) heads, the same number in every block and in every
+  key/value group (so grouped-query attention stays uniform), shrinking ``num_attention_heads``;
+  a head's importance is its contribution to the output projection on the calibration corpus,
+  sum over its dimensions j of ||X_j||^2 ||W_o[:, j]||^2 (the structured analogue of Wanda's score;
+  cf. Michel et al. 2019, https://arxiv.org/abs/1905.10650, and Minitron's activation-based head
+  importance, https://arxiv.org/abs/2407.14679). Separate q/k/v/o projections: Gemma, Llama, Mistral.
 
 Calibration is a parameter (``calibration: pubmedqa,medquad`` by default: medical text, the point of
-domain pruning, D-Pruner https://arxiv.org/abs/2405.06275); any dataset name or a text file works.
+domain pruning, D-Pruner https://arxiv.org/abs/2405.06275); any dataset name, ``generic`` (non-medical
+English, see :func:`generic_texts`) or a text file works.
 Unstructured results are stored dense with zeros; the achieved sparsity is measured and recorded.
 """
 
@@ -37,7 +44,7 @@ from medslm.methods.quantize import is_linear, linear_weight
 
 class PruneConfig(CalibratedConfig):
     method: Literal["prune"] = "prune"
-    algorithm: Literal["magnitude", "wanda", "sparsegpt", "depth", "width"] = "wanda"
+    algorithm: Literal["magnitude", "wanda", "sparsegpt", "depth", "width", "heads"] = "wanda"
     sparsity: float = 0.5
     pattern: str | None = None  # "N:M", e.g. "2:4" (then sparsity is N/M's)
 
@@ -63,7 +70,7 @@ class PruneConfig(CalibratedConfig):
 
     @model_validator(mode="after")
     def _combo(self):
-        if self.pattern and self.algorithm in ("depth", "width"):
+        if self.pattern and self.algorithm in ("depth", "width", "heads"):
             raise ValueError(f"pattern={self.pattern!r} applies to magnitude/wanda/sparsegpt, not {self.algorithm}")
         return self
 
@@ -84,6 +91,9 @@ def calibration_texts(spec: str, n: int, seed: int) -> list[str]:
     else:
         texts = []
         for name in [s.strip() for s in spec.split(",") if s.strip()]:
+            if name == "generic":
+                texts += generic_texts()
+                continue
             for e in load_dataset(name):
                 if e.split == "test":
                     continue  # never calibrate on evaluation data
@@ -95,6 +105,31 @@ def calibration_texts(spec: str, n: int, seed: int) -> list[str]:
         raise MedslmError(f"calibration={spec!r} gave no text")
     rng = random.Random(seed)
     return rng.sample(texts, min(n, len(texts)))
+
+
+def generic_texts(min_chars: int = 1000) -> list[str]:
+    """A generic (non-medical) English calibration corpus that exists offline on every machine: the
+    prose paragraphs of the Python documentation shipped with CPython (``pydoc_data.topics``; code
+    blocks and short lines left out), joined into texts of at least ``min_chars`` characters (as long
+    as a PubMedQA abstract). A stand-in for C4/WikiText, which cannot be downloaded here; any .txt
+    file (e.g. a C4 sample) can be given instead."""
+    import re
+
+    from pydoc_data.topics import topics
+
+    texts, cur = [], ""
+    for key in sorted(topics):
+        for p in re.split(r"\n\s*\n", topics[key]):
+            if p.startswith((" ", "\t")) or len(p) < 200:
+                continue
+            p = " ".join(p.split())
+            if sum(c.isalpha() or c == " " for c in p) < 0.9 * len(p):
+                continue
+            cur = f"{cur} {p}".strip()
+            if len(cur) >= min_chars:
+                texts.append(cur)
+                cur = ""
+    return texts
 
 
 def calibration_batches(tok, texts: list[str], seq_len: int) -> list[torch.Tensor]:
@@ -121,12 +156,22 @@ def input_norms(model, batches, modules: dict[str, nn.Module]) -> dict[str, torc
     return _collect(model, batches, modules, lambda x: (x * x).sum(0))
 
 
-def input_hessians(model, batches, modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
-    """X^T X of each linear module's inputs over all calibration tokens (SparseGPT's Hessian / 2)."""
-    return _collect(model, batches, modules, lambda x: x.t() @ x)
+def input_hessians(model, batches, modules: dict[str, nn.Module],
+                   stop: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """X^T X of each linear module's inputs over all calibration tokens (SparseGPT's Hessian / 2).
+    ``stop``: a module after which the forward pass ends (the rest of the model is not needed)."""
+    return _collect(model, batches, modules, lambda x: x.t() @ x, stop)
 
 
-def _collect(model, batches, modules, stat) -> dict[str, torch.Tensor]:
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(mod, args, out):
+    raise _Stop
+
+
+def _collect(model, batches, modules, stat, stop: nn.Module | None = None) -> dict[str, torch.Tensor]:
     sq = {n: None for n in modules}
 
     def hook(name):
@@ -137,10 +182,15 @@ def _collect(model, batches, modules, stat) -> dict[str, torch.Tensor]:
         return f
 
     hs = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
+    if stop is not None:
+        hs.append(stop.register_forward_hook(_raise_stop))
     try:
         with torch.no_grad():
             for b in batches:
-                model(b)
+                try:
+                    model(b)
+                except _Stop:
+                    pass
     finally:
         for h in hs:
             h.remove()
@@ -337,6 +387,52 @@ def prune_width_(model, cfg: PruneConfig, batches) -> dict:
     return {"intermediate_size": [inter, keep_n]}
 
 
+def prune_heads_(model, cfg: PruneConfig, batches) -> dict:
+    layers = decoder_layers(model)
+    attns = [getattr(layer, "self_attn", None) for layer in layers]
+    if not all(a is not None and all(hasattr(a, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+               for a in attns):
+        raise MedslmError(f"head pruning supports separate q/k/v/o projections (Gemma, Llama, Mistral), "
+                          f"not {type(model).__name__}; use algorithm=depth, width or wanda")
+    c = model.config
+    n_heads, n_kv = c.num_attention_heads, c.num_key_value_heads
+    head_dim = attns[0].head_dim
+    group = n_heads // n_kv
+    drop_per_group = int(group * cfg.sparsity)
+    if not 0 < drop_per_group < group:
+        raise MedslmError(f"head pruning at sparsity {cfg.sparsity} removes {drop_per_group} of the {group} "
+                          f"query heads per key/value head ({n_heads} heads, {n_kv} key/value heads); choose "
+                          f"a sparsity between {1 / group:g} and {(group - 1) / group:g}")
+    keep_g = group - drop_per_group
+    norms = input_norms(model, batches, {str(i): a.o_proj for i, a in enumerate(attns)})
+    removed = []
+    for i, a in enumerate(attns):
+        wo = a.o_proj.weight.data.float()  # (hidden, heads * head_dim)
+        score = (norms[str(i)] * (wo ** 2).sum(0)).reshape(n_kv, group, head_dim).sum(-1)  # (kv, group)
+        keep = score.topk(keep_g, dim=1).indices.sort(dim=1).values + torch.arange(n_kv)[:, None] * group
+        keep = keep.flatten()
+        removed.append(sorted(set(range(n_heads)) - set(keep.tolist())))
+        rows = (keep[:, None] * head_dim + torch.arange(head_dim)[None, :]).flatten()
+        old = a.q_proj
+        new = nn.Linear(old.in_features, len(rows), bias=old.bias is not None, dtype=old.weight.dtype)
+        new.weight.data = old.weight.data[rows].clone()
+        if old.bias is not None:
+            new.bias.data = old.bias.data[rows].clone()
+        a.q_proj = new
+        old = a.o_proj
+        new = nn.Linear(len(rows), old.out_features, bias=old.bias is not None, dtype=old.weight.dtype)
+        new.weight.data = old.weight.data[:, rows].clone()
+        if old.bias is not None:
+            new.bias.data = old.bias.data.clone()
+        a.o_proj = new
+        a.num_key_value_groups = keep_g
+        if hasattr(a, "num_heads"):
+            a.num_heads = n_kv * keep_g
+    c.num_attention_heads = n_kv * keep_g
+    c.head_dim = head_dim  # explicit: it no longer equals hidden_size // num_attention_heads
+    return {"num_attention_heads": [n_heads, n_kv * keep_g], "removed_heads": removed}
+
+
 def apply(art, cfg: PruneConfig) -> Transformed:
     model, tok = load_dense(art, "prune")
     batches = []
@@ -348,6 +444,8 @@ def apply(art, cfg: PruneConfig) -> Transformed:
         info = prune_unstructured_(model, cfg, batches)
     elif cfg.algorithm == "depth":
         info = prune_depth_(model, cfg, batches)
+    elif cfg.algorithm == "heads":
+        info = prune_heads_(model, cfg, batches)
     else:
         info = prune_width_(model, cfg, batches)
     info["parameters_before"] = before

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from torch import nn
 
 from medslm.methods.base import CalibratedConfig, Transformed, load_dense
@@ -43,6 +43,16 @@ class QuantizeConfig(CalibratedConfig):  # calibration fields are used by gptq o
     # vocabulary chunk by chunk); for Gemma 3 270M the embedding is 63% of the weights
     embeddings: Literal["keep", "int8"] = "keep"
     algorithm: Literal["rtn", "gptq"] = "rtn"
+    # false: unsigned integers with a zero point per group (min-max range, as GPTQ's and llama.cpp's
+    # Q4_K "min" formats); better for 4-bit at the cost of one byte per group
+    symmetric: bool = True
+    # gptq only: quantize columns in order of decreasing Hessian diagonal (the "act-order" /
+    # desc_act heuristic), with group scales fixed from the original weights ("static groups"),
+    # so the stored format is unchanged
+    act_order: bool = False
+    # gptq only: quantize block by block, each block's Hessians measured on the outputs of the
+    # blocks already quantized (the paper's sequential scheme); false: one pass on the dense model
+    sequential: bool = False
 
     @field_validator("group_size")
     @classmethod
@@ -51,78 +61,140 @@ class QuantizeConfig(CalibratedConfig):  # calibration fields are used by gptq o
             raise ValueError(f"group_size={v}: must be a power of two >= 8 (e.g. 32, 64, 128)")
         return v
 
+    @model_validator(mode="after")
+    def _gptq_only(self):
+        for f in ("act_order", "sequential"):
+            if getattr(self, f) and self.algorithm != "gptq":
+                raise ValueError(f"{f}=True applies to algorithm='gptq', not {self.algorithm!r}")
+        return self
 
-def _pack(q: torch.Tensor, bits: int) -> torch.Tensor:
-    if bits == 4:  # two signed nibbles per byte
-        u = (q + 8).to(torch.uint8)
+
+def _pack(q: torch.Tensor, bits: int, symmetric: bool = True) -> torch.Tensor:
+    """int4: two nibbles per byte (signed ones offset by 8); int8: int8 (signed) or uint8 codes."""
+    if bits == 4:
+        u = (q + 8 if symmetric else q).to(torch.uint8)
         return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
-    return q.to(torch.int8)
+    return q.to(torch.int8 if symmetric else torch.uint8)
+
+
+def _qparams(g: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scale (fp16-representable) and zero point (integer, asymmetric only) of the rows of ``g``
+    over its last dimension."""
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1  # 127 or 7
+        return (g.abs().amax(-1) / qmax).clamp(min=1e-8).half().float(), None
+    levels = 2 ** bits - 1  # 255 or 15
+    lo, hi = g.amin(-1).clamp(max=0), g.amax(-1).clamp(min=0)  # the range always holds 0 exactly
+    s = ((hi - lo) / levels).clamp(min=1e-8).half().float()
+    return s, torch.round(-lo / s).clamp(0, levels)
+
+
+def _round(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, bits: int) -> torch.Tensor:
+    """Integer codes of ``w`` for scale ``s`` (and zero point ``z``), broadcast over rows."""
+    if z is None:
+        qmax = 2 ** (bits - 1) - 1
+        return torch.clamp(torch.round(w / s), -qmax - 1, qmax)
+    return torch.clamp(torch.round(w / s) + z, 0, 2 ** bits - 1)
 
 
 def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float = 0.01,
-          blocksize: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPTQ integers (out, in) and fp16 group scales for ``w`` given the input Hessian ``H``."""
+          blocksize: int = 128, symmetric: bool = True, act_order: bool = False):
+    """GPTQ integers (out, in), fp16 group scales and (asymmetric) uint8 zero points for ``w``
+    given the input Hessian ``H``.
+
+    With ``act_order`` the columns are visited by decreasing Hessian diagonal; a group's scale is then
+    fixed beforehand from the original weights (static groups) so that groups stay contiguous in
+    the original column order and the storage is the same as without it.
+    """
     from medslm.methods.prune import hessian_factor
 
-    W, Hinv = hessian_factor(w, H, damp, "gptq")
-    rows, cols = W.shape
-    qmax = 2 ** (bits - 1) - 1
-    Q = torch.zeros(rows, cols, dtype=torch.int8)
+    W0 = w.detach().float()
+    rows, cols = W0.shape
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(cols)
+    if act_order:
+        H = H[perm][:, perm]
+    W, Hinv = hessian_factor(W0[:, perm], H, damp, "gptq")
+    Q = torch.zeros(rows, cols)
     scales = torch.zeros(rows, cols // group)
+    zeros = None if symmetric else torch.zeros(rows, cols // group)
+    if act_order:  # static groups, from the original (dead inputs zeroed) weights
+        Wg = torch.empty_like(W)
+        Wg[:, perm] = W
+        s_all, z_all = _qparams(Wg.reshape(rows, cols // group, group), bits, symmetric)
+        scales[:] = s_all
+        if zeros is not None:
+            zeros[:] = z_all
     blocksize = max(group, blocksize - blocksize % group)
+    s = z = None
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1 = W[:, i1:i2].clone()
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
-        s = None
         for i in range(i2 - i1):
             c = i1 + i
-            if c % group == 0:  # the group's scale from its (error-updated) weights
-                s = (W1[:, i:i + group].abs().amax(-1) / qmax).clamp(min=1e-8).half().float()
+            if act_order:
+                g = int(perm[c]) // group
+                s, z = scales[:, g], None if zeros is None else zeros[:, g]
+            elif c % group == 0:  # the group's scale from its (error-updated) weights
+                s, z = _qparams(W1[:, i:i + group], bits, symmetric)
                 scales[:, c // group] = s
+                if zeros is not None:
+                    zeros[:, c // group] = z
             col = W1[:, i]
-            q = torch.clamp(torch.round(col / s), -qmax - 1, qmax)
-            Q[:, c] = q.to(torch.int8)
-            err = (col - q * s) / Hinv1[i, i]
+            q = _round(col, s, z, bits)
+            Q[:, c] = q
+            deq = q * s if z is None else (q - z) * s
+            err = (col - deq) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-    return _pack(Q, bits), scales.to(torch.float16)
+    Qo = torch.empty_like(Q)
+    Qo[:, perm] = Q
+    return (_pack(Qo, bits, symmetric), scales.to(torch.float16),
+            None if zeros is None else zeros.to(torch.uint8))
 
 
-def _quantize(w: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _quantize(w: torch.Tensor, bits: int, group: int, symmetric: bool = True):
     out_f, in_f = w.shape
     g = w.float().reshape(out_f, in_f // group, group)
-    qmax = 2 ** (bits - 1) - 1  # 127 or 7
-    scale = (g.abs().amax(-1, keepdim=True) / qmax).clamp(min=1e-8)
-    q = torch.clamp(torch.round(g / scale), -qmax - 1, qmax).to(torch.int8).reshape(out_f, in_f)
-    return _pack(q, bits), scale.squeeze(-1).to(torch.float16)
+    s, z = _qparams(g, bits, symmetric)
+    q = _round(g, s[..., None], None if z is None else z[..., None], bits).reshape(out_f, in_f)
+    return (_pack(q, bits, symmetric), s.to(torch.float16),
+            None if z is None else z.to(torch.uint8))
 
 
 class QuantLinear(nn.Module):
     """A Linear with integer weights and per-group fp16 scales; dequantized per forward call."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, bits: int, group_size: int):
+    def __init__(self, in_features: int, out_features: int, bias: bool, bits: int, group_size: int,
+                 symmetric: bool = True):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.bits, self.group_size = bits, group_size
+        self.bits, self.group_size, self.symmetric = bits, group_size, symmetric
         cols = in_features // 2 if bits == 4 else in_features
-        dtype = torch.uint8 if bits == 4 else torch.int8
+        dtype = torch.int8 if bits == 8 and symmetric else torch.uint8
         self.register_buffer("qweight", torch.zeros(out_features, cols, dtype=dtype))
         self.register_buffer("scales", torch.zeros(out_features, in_features // group_size,
                                                    dtype=torch.float16))
+        if not symmetric:  # integer zero point per group: w = (q - zero) * scale
+            self.register_buffer("zeros", torch.zeros(out_features, in_features // group_size,
+                                                      dtype=torch.uint8))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.n_quantized = in_features * out_features
 
     @classmethod
     def from_linear(cls, lin: nn.Module, bits: int, group_size: int,
-                    hessian: torch.Tensor | None = None, damp: float = 0.01) -> "QuantLinear":
+                    hessian: torch.Tensor | None = None, damp: float = 0.01, symmetric: bool = True,
+                    act_order: bool = False) -> "QuantLinear":
         """RTN, or GPTQ when the input ``hessian`` is given."""
         w = linear_weight(lin)
-        m = cls(w.shape[1], w.shape[0], lin.bias is not None, bits, group_size)
-        m.qweight, m.scales = (_quantize(w, bits, group_size) if hessian is None
-                               else gptq_(w, hessian, bits, group_size, damp))
+        m = cls(w.shape[1], w.shape[0], lin.bias is not None, bits, group_size, symmetric)
+        q, sc, z = (_quantize(w, bits, group_size, symmetric) if hessian is None
+                    else gptq_(w, hessian, bits, group_size, damp, symmetric=symmetric, act_order=act_order))
+        m.qweight, m.scales = q, sc
+        if z is not None:
+            m.zeros = z
         if lin.bias is not None:
             m.bias = nn.Parameter(lin.bias.data.float().clone())
         return m
@@ -130,10 +202,13 @@ class QuantLinear(nn.Module):
     def dequantize(self) -> torch.Tensor:
         q = self.qweight
         if self.bits == 4:
-            lo = (q & 0x0F).to(torch.int8) - 8
-            hi = (q >> 4).to(torch.int8) - 8
+            off = 8 if self.symmetric else 0
+            lo = (q & 0x0F).to(torch.int16) - off
+            hi = (q >> 4).to(torch.int16) - off
             q = torch.stack([lo, hi], -1).reshape(self.out_features, self.in_features)
         g = q.float().reshape(self.out_features, -1, self.group_size)
+        if not self.symmetric:
+            g = g - self.zeros.float()[..., None]
         return (g * self.scales.float()[..., None]).reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +216,8 @@ class QuantLinear(nn.Module):
         return nn.functional.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group={self.group_size}"
+        return (f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group={self.group_size}"
+                + ("" if self.symmetric else ", asymmetric"))
 
 
 class QuantEmbedding(nn.Module):
@@ -246,7 +322,8 @@ def quantize_(model: nn.Module, cfg: QuantizeConfig, names: list[str] | None = N
         h = hessians.pop(n, None) if hessians is not None else None
         with torch.no_grad():
             _set(model, n, QuantLinear.from_linear(model.get_submodule(n), cfg.bits, cfg.group_size,
-                                                   hessian=h, damp=cfg.damp))
+                                                   hessian=h, damp=cfg.damp, symmetric=cfg.symmetric,
+                                                   act_order=cfg.act_order))
     return names
 
 
@@ -261,7 +338,8 @@ def empty_quantized_(model: nn.Module, q: dict) -> None:
     for n in q["modules"]:
         lin = model.get_submodule(n)
         out_f, in_f = linear_weight(lin).shape
-        _set(model, n, QuantLinear(in_f, out_f, lin.bias is not None, q["bits"], q["group_size"]))
+        _set(model, n, QuantLinear(in_f, out_f, lin.bias is not None, q["bits"], q["group_size"],
+                                   q.get("symmetric", True)))
 
 
 def apply(art, cfg: QuantizeConfig) -> Transformed:
@@ -275,9 +353,19 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
         batches = calibration_batches(tok, calibration_texts(cfg.calibration, cfg.samples, cfg.seed),
                                       cfg.seq_len)
         calib_tokens = sum(b.numel() for b in batches)
-        sel = selected(model, cfg)
-        hessians = input_hessians(model, batches, {n: model.get_submodule(n) for n in sel})
-    names = quantize_(model, cfg, hessians=hessians)
+        if cfg.sequential:
+            names = gptq_sequential_(model, cfg, batches)
+        else:
+            from medslm.methods.prune import decoder_layers
+
+            sel = selected(model, cfg)
+            mods = {n: model.get_submodule(n) for n in sel}
+            # when every module lies in the blocks, the LM head's big matmul is not needed
+            stop = decoder_layers(model)[-1] if all(_inside(model, n) for n in mods) else None
+            hessians = input_hessians(model, batches, mods, stop=stop)
+            names = quantize_(model, cfg, hessians=hessians)
+    else:
+        names = quantize_(model, cfg)
     if cfg.embeddings == "int8":
         quantize_embeddings_(model)
     if not names:
@@ -285,12 +373,49 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
                           f"{cfg.group_size} must divide the input features)")
     qn = sum(getattr(m, "n_quantized", 0) for m in model.modules())
     total = sum(p.numel() for p in model.parameters()) + qn
-    q = {"scheme": f"int{cfg.bits}-{cfg.algorithm}-g{cfg.group_size}" + ("+emb-int8" if cfg.embeddings == "int8" else ""),
-         "bits": cfg.bits, "group_size": cfg.group_size, "modules": names, "embeddings": cfg.embeddings}
+    q = {"scheme": f"int{cfg.bits}-{cfg.algorithm}-g{cfg.group_size}" + ("" if cfg.symmetric else "-asym")
+         + ("+emb-int8" if cfg.embeddings == "int8" else ""),
+         "bits": cfg.bits, "group_size": cfg.group_size, "symmetric": cfg.symmetric, "modules": names,
+         "embeddings": cfg.embeddings}
     return Transformed(model, tok, info={"quantized_layers": len(names),
                                          "quantized_fraction": round(qn / total, 4),
                                          "calibration_tokens": calib_tokens},
                        extra={"quantization": q}, write=lambda tmp: save_state(model, tmp))
+
+
+def _inside(model: nn.Module, name: str) -> bool:
+    """Whether module ``name`` lies in the decoder blocks."""
+    from medslm.methods.prune import decoder_layers
+
+    layers = decoder_layers(model)
+    prefix = next(n for n, m in model.named_modules() if m is layers)
+    return name.startswith(prefix + ".")
+
+
+def gptq_sequential_(model: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor]) -> list[str]:
+    """GPTQ block by block: block i's Hessians come from inputs that have passed through the already
+    quantized blocks 0..i-1, so each block also corrects the error of the earlier ones. Each pass
+    stops after block i. Modules outside the blocks (rare: the LM head is skipped by default) are
+    quantized last, from one pass over the whole quantized model."""
+    from tqdm import tqdm
+
+    from medslm.methods.prune import decoder_layers, input_hessians
+
+    sel = selected(model, cfg)
+    layers = decoder_layers(model)
+    prefix = next(n for n, m in model.named_modules() if m is layers)
+    done: list[str] = []
+    for i in tqdm(range(len(layers)), desc="gptq: blocks", unit="block"):
+        names = [n for n in sel if n.startswith(f"{prefix}.{i}.")]
+        if not names:
+            continue
+        h = input_hessians(model, batches, {n: model.get_submodule(n) for n in names}, stop=layers[i])
+        done += quantize_(model, cfg, names=names, hessians=h)
+    rest = [n for n in sel if n not in done]
+    if rest:
+        h = input_hessians(model, batches, {n: model.get_submodule(n) for n in rest})
+        done += quantize_(model, cfg, names=rest, hessians=h)
+    return done
 
 
 def save_state(model: nn.Module, out: Path) -> None:
