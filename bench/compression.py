@@ -1,8 +1,8 @@
 """Compression bench on Gemma 3 270M: every built method side by side, one table and its JSON.
 
-Variants: base fp32 and bf16, int8, int4 (round to nearest and GPTQ), Wanda 50% and SparseGPT 50% with medical
-calibration, Wanda 2:4, depth-pruned 25%,
-trimmed vocabulary, trimmed + int4 (+ int8 embeddings). Columns: MiB on disk, parameters, medppl,
+Variants: base fp32 and bf16, int8, int4 (round to nearest and GPTQ), Wanda 50% with medical and with
+generic calibration, SparseGPT 50% (medical), Wanda 2:4, depth-pruned 25%, a quarter of the attention
+heads or MLP channels removed, trimmed vocabulary, trimmed + int4 (+ int8 embeddings). Columns: MiB on disk, parameters, medppl,
 PubMedQA acc, MedMCQA acc, decode tok/s, peak RSS. It is a recipe run (cached and resumable), so a
 rerun only computes what is missing.
 
@@ -28,10 +28,13 @@ VARIANTS = {
     "int4": [{"method": "quantize", "bits": 4}],
     "wanda50-medical": [{"method": "prune", "algorithm": "wanda", "sparsity": 0.5,
                          "calibration": "pubmedqa,medquad"}],
+    "wanda50-generic": [{"method": "prune", "algorithm": "wanda", "sparsity": 0.5, "calibration": "generic"}],
     "sparsegpt50-medical": [{"method": "prune", "algorithm": "sparsegpt", "sparsity": 0.5,
                             "calibration": "pubmedqa,medquad"}],
     "wanda-2of4": [{"method": "prune", "algorithm": "wanda", "pattern": "2:4", "calibration": "pubmedqa,medquad"}],
     "depth25": [{"method": "prune", "algorithm": "depth", "sparsity": 0.25, "calibration": "pubmedqa,medquad"}],
+    "heads25": [{"method": "prune", "algorithm": "heads", "sparsity": 0.25, "calibration": "pubmedqa,medquad"}],
+    "width25": [{"method": "prune", "algorithm": "width", "sparsity": 0.25, "calibration": "pubmedqa,medquad"}],
     "trim": [{"method": "trim"}],
     "trim+int4": [{"method": "trim"}, {"method": "quantize", "bits": 4, "embeddings": "int8"}],
 }

@@ -401,6 +401,20 @@ def test_asymmetric_int4_uses_the_whole_range():
     assert (a.dequantize() - lin.weight).abs().mean() < 0.6 * (s.dequantize() - lin.weight).abs().mean()
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_clip_search_lowers_rounding_error_on_heavy_tails(symmetric):
+    from medslm.methods.quantize import QuantLinear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 64)
+    lin.weight.data = torch.randn(64, 256) ** 3 * 0.02  # outliers stretch the absmax/min-max grid
+    plain = QuantLinear.from_linear(lin, 4, 32, symmetric=symmetric)
+    clip = QuantLinear.from_linear(lin, 4, 32, symmetric=symmetric, clip=True)
+    e_plain = ((plain.dequantize() - lin.weight) ** 2).sum(-1)
+    e_clip = ((clip.dequantize() - lin.weight) ** 2).sum(-1)
+    assert (e_clip <= e_plain + 1e-9).all() and e_clip.sum() < 0.98 * e_plain.sum()
+
+
 def test_sequential_gptq_sees_the_quantized_blocks(tmp_path, corpus):
     """Block 0 gets the same inputs either way (identical integers); later blocks are calibrated on
     the quantized blocks' outputs, so their integers differ from the one-pass ones."""
@@ -418,6 +432,27 @@ def test_sequential_gptq_sees_the_quantized_blocks(tmp_path, corpus):
     m0, _ = base.load()
     err = (logits(m0, tok) - logits(m2, tok)).abs().max().item()
     assert 0 < err < 0.5
+
+
+def test_mixed_precision_keeps_chosen_modules_at_8_bits(tmp_path):
+    base = tiny.save_artifact("llama", tmp_path / "base")
+    cfg = {"method": "quantize", "bits": 4, "group_size": 16}
+    q4 = compress(base, cfg, tmp_path / "q4")
+    mix = compress(base, cfg | {"bits8": ["*.down_proj"]}, tmp_path / "mix")
+    q8 = compress(base, cfg | {"bits": 8}, tmp_path / "q8")
+    meta = mix.meta.extra["quantization"]
+    assert meta["modules_8bit"] == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
+    assert meta["scheme"] == "int4-rtn-g16+2x8bit"
+    m, tok = ModelArtifact.open(mix.path).load()
+    layer = m.model.layers[0]
+    assert layer.mlp.down_proj.bits == 8 and layer.mlp.down_proj.qweight.shape == (32, 64)
+    assert layer.mlp.up_proj.bits == 4 and layer.mlp.up_proj.qweight.shape == (64, 16)
+    assert q4.meta.bytes < mix.meta.bytes < q8.meta.bytes
+    m0, _ = base.load()
+    m4, _ = ModelArtifact.open(q4.path).load()
+    assert (logits(m, tok) - logits(m0, tok)).abs().mean() < (logits(m4, tok) - logits(m0, tok)).abs().mean()
+    with pytest.raises(MedslmError, match=r"bits8=\['\*.nothing'\] matched no quantized module"):
+        compress(base, cfg | {"bits8": ["*.nothing"]}, tmp_path / "bad")
 
 
 def test_generic_calibration_corpus_is_offline_prose():

@@ -12,8 +12,10 @@ FLAGS = {
                  ("--calibration", str, "gptq: datasets (comma-separated) or a .txt file (default pubmedqa,medquad)"),
                  ("--samples", int, "gptq: calibration texts (default 64)"),
                  ("--asymmetric", bool, "unsigned integers with a zero point per group (default: symmetric)"),
+                 ("--clip-search", bool, "search each group's range for the least rounding error"),
                  ("--act-order", bool, "gptq: columns in order of decreasing Hessian diagonal"),
                  ("--sequential", bool, "gptq: block by block, on the outputs of the quantized blocks"),
+                 ("--bits8", str, "with --bits 4: comma-separated module patterns kept at 8 bits, e.g. '*.v_proj,*.down_proj'"),
                  ("--skip", str, "comma-separated module patterns kept in full precision (default lm_head)"),
                  ("--embeddings", str, "keep (default) or int8 (input embedding and tied head as int8)")],
     "prune": [("--algorithm", str, "magnitude | wanda | sparsegpt | depth | width | heads (default wanda)"),
@@ -87,7 +89,7 @@ def cmd_compress(args) -> int:
         if key == "asymmetric":
             cfg["symmetric"] = False
         else:
-            cfg[key] = tuple(s.strip() for s in v.split(",")) if key == "skip" else v
+            cfg[key] = tuple(s.strip() for s in v.split(",")) if key in ("skip", "bits8") else v
     art = compress(args.model, cfg, args.out, overwrite=args.overwrite)
     st = art.meta.steps[-1]
     facts = {k: v for k, v in st.items() if k not in ("name", "config", "medslm_version", "time",

@@ -46,6 +46,12 @@ class QuantizeConfig(CalibratedConfig):  # calibration fields are used by gptq o
     # false: unsigned integers with a zero point per group (min-max range, as GPTQ's and llama.cpp's
     # Q4_K "min" formats); better for 4-bit at the cost of one byte per group
     symmetric: bool = True
+    # search each group's range for the least squared rounding error (clipping outliers)
+    clip_search: bool = False
+    # fnmatch patterns of modules quantized to 8 bits when bits=4: mixed precision for the layers
+    # most sensitive to rounding, as llama.cpp's Q4_K_M keeps attn_v and ffn_down at 6 bits
+    # (e.g. ("*.v_proj", "*.down_proj"))
+    bits8: tuple[str, ...] = ()
     # gptq only: quantize columns in order of decreasing Hessian diagonal (the "act-order" /
     # desc_act heuristic), with group scales fixed from the original weights ("static groups"),
     # so the stored format is unchanged
@@ -77,16 +83,37 @@ def _pack(q: torch.Tensor, bits: int, symmetric: bool = True) -> torch.Tensor:
     return q.to(torch.int8 if symmetric else torch.uint8)
 
 
-def _qparams(g: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _qparams(g: torch.Tensor, bits: int, symmetric: bool,
+             clip: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scale (fp16-representable) and zero point (integer, asymmetric only) of the rows of ``g``
-    over its last dimension."""
-    if symmetric:
-        qmax = 2 ** (bits - 1) - 1  # 127 or 7
-        return (g.abs().amax(-1) / qmax).clamp(min=1e-8).half().float(), None
-    levels = 2 ** bits - 1  # 255 or 15
-    lo, hi = g.amin(-1).clamp(max=0), g.amax(-1).clamp(min=0)  # the range always holds 0 exactly
-    s = ((hi - lo) / levels).clamp(min=1e-8).half().float()
-    return s, torch.round(-lo / s).clamp(0, levels)
+    over its last dimension. ``clip``: shrink each range by the factor in 1.0 .. 0.75 that gives the
+    least squared rounding error (outliers clipped when that helps the rest; the grid search of
+    llama.cpp's k-quants and AWQ's clipping)."""
+    best = None
+    for shrink in (_SHRINKS if clip else (1.0,)):
+        if symmetric:
+            qmax = 2 ** (bits - 1) - 1  # 127 or 7
+            s, z = (g.abs().amax(-1) * shrink / qmax).clamp(min=1e-8).half().float(), None
+        else:
+            levels = 2 ** bits - 1  # 255 or 15
+            lo, hi = g.amin(-1).clamp(max=0) * shrink, g.amax(-1).clamp(min=0) * shrink  # 0 exact
+            s = ((hi - lo) / levels).clamp(min=1e-8).half().float()
+            z = torch.round(-lo / s).clamp(0, levels)
+        if not clip:
+            return s, z
+        q = _round(g, s[..., None], None if z is None else z[..., None], bits)
+        deq = q * s[..., None] if z is None else (q - z[..., None]) * s[..., None]
+        err = ((deq - g) ** 2).sum(-1)
+        if best is None:
+            best = (err, s, z)
+        else:
+            better = err < best[0]
+            best = (torch.where(better, err, best[0]), torch.where(better, s, best[1]),
+                    None if z is None else torch.where(better, z, best[2]))
+    return best[1], best[2]
+
+
+_SHRINKS = tuple(1.0 - 0.0125 * i for i in range(21))  # 1.0 down to 0.75
 
 
 def _round(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, bits: int) -> torch.Tensor:
@@ -98,7 +125,7 @@ def _round(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, bits: int) 
 
 
 def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float = 0.01,
-          blocksize: int = 128, symmetric: bool = True, act_order: bool = False):
+          blocksize: int = 128, symmetric: bool = True, act_order: bool = False, clip: bool = False):
     """GPTQ integers (out, in), fp16 group scales and (asymmetric) uint8 zero points for ``w``
     given the input Hessian ``H``.
 
@@ -120,7 +147,7 @@ def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float =
     if act_order:  # static groups, from the original (dead inputs zeroed) weights
         Wg = torch.empty_like(W)
         Wg[:, perm] = W
-        s_all, z_all = _qparams(Wg.reshape(rows, cols // group, group), bits, symmetric)
+        s_all, z_all = _qparams(Wg.reshape(rows, cols // group, group), bits, symmetric, clip)
         scales[:] = s_all
         if zeros is not None:
             zeros[:] = z_all
@@ -137,7 +164,7 @@ def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float =
                 g = int(perm[c]) // group
                 s, z = scales[:, g], None if zeros is None else zeros[:, g]
             elif c % group == 0:  # the group's scale from its (error-updated) weights
-                s, z = _qparams(W1[:, i:i + group], bits, symmetric)
+                s, z = _qparams(W1[:, i:i + group], bits, symmetric, clip)
                 scales[:, c // group] = s
                 if zeros is not None:
                     zeros[:, c // group] = z
@@ -155,10 +182,10 @@ def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float =
             None if zeros is None else zeros.to(torch.uint8))
 
 
-def _quantize(w: torch.Tensor, bits: int, group: int, symmetric: bool = True):
+def _quantize(w: torch.Tensor, bits: int, group: int, symmetric: bool = True, clip: bool = False):
     out_f, in_f = w.shape
     g = w.float().reshape(out_f, in_f // group, group)
-    s, z = _qparams(g, bits, symmetric)
+    s, z = _qparams(g, bits, symmetric, clip)
     q = _round(g, s[..., None], None if z is None else z[..., None], bits).reshape(out_f, in_f)
     return (_pack(q, bits, symmetric), s.to(torch.float16),
             None if z is None else z.to(torch.uint8))
@@ -186,12 +213,13 @@ class QuantLinear(nn.Module):
     @classmethod
     def from_linear(cls, lin: nn.Module, bits: int, group_size: int,
                     hessian: torch.Tensor | None = None, damp: float = 0.01, symmetric: bool = True,
-                    act_order: bool = False) -> "QuantLinear":
+                    act_order: bool = False, clip: bool = False) -> "QuantLinear":
         """RTN, or GPTQ when the input ``hessian`` is given."""
         w = linear_weight(lin)
         m = cls(w.shape[1], w.shape[0], lin.bias is not None, bits, group_size, symmetric)
-        q, sc, z = (_quantize(w, bits, group_size, symmetric) if hessian is None
-                    else gptq_(w, hessian, bits, group_size, damp, symmetric=symmetric, act_order=act_order))
+        q, sc, z = (_quantize(w, bits, group_size, symmetric, clip) if hessian is None
+                    else gptq_(w, hessian, bits, group_size, damp, symmetric=symmetric, act_order=act_order,
+                               clip=clip))
         m.qweight, m.scales = q, sc
         if z is not None:
             m.zeros = z
@@ -321,10 +349,14 @@ def quantize_(model: nn.Module, cfg: QuantizeConfig, names: list[str] | None = N
     for n in names:
         h = hessians.pop(n, None) if hessians is not None else None
         with torch.no_grad():
-            _set(model, n, QuantLinear.from_linear(model.get_submodule(n), cfg.bits, cfg.group_size,
+            _set(model, n, QuantLinear.from_linear(model.get_submodule(n), bits_of(n, cfg), cfg.group_size,
                                                    hessian=h, damp=cfg.damp, symmetric=cfg.symmetric,
-                                                   act_order=cfg.act_order))
+                                                   act_order=cfg.act_order, clip=cfg.clip_search))
     return names
+
+
+def bits_of(name: str, cfg: QuantizeConfig) -> int:
+    return 8 if cfg.bits == 4 and any(fnmatch.fnmatch(name, p) for p in cfg.bits8) else cfg.bits
 
 
 def empty_quantized_(model: nn.Module, q: dict) -> None:
@@ -338,7 +370,8 @@ def empty_quantized_(model: nn.Module, q: dict) -> None:
     for n in q["modules"]:
         lin = model.get_submodule(n)
         out_f, in_f = linear_weight(lin).shape
-        _set(model, n, QuantLinear(in_f, out_f, lin.bias is not None, q["bits"], q["group_size"],
+        bits = 8 if n in q.get("modules_8bit", ()) else q["bits"]
+        _set(model, n, QuantLinear(in_f, out_f, lin.bias is not None, bits, q["group_size"],
                                    q.get("symmetric", True)))
 
 
@@ -377,6 +410,13 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
          + ("+emb-int8" if cfg.embeddings == "int8" else ""),
          "bits": cfg.bits, "group_size": cfg.group_size, "symmetric": cfg.symmetric, "modules": names,
          "embeddings": cfg.embeddings}
+    eight = [n for n in names if bits_of(n, cfg) != cfg.bits]
+    if eight:
+        q["modules_8bit"] = eight
+        q["scheme"] += f"+{len(eight)}x8bit"
+    if cfg.bits8 and not eight:
+        raise MedslmError(f"quantize: bits8={list(cfg.bits8)} matched no quantized module (bits={cfg.bits}; "
+                          "patterns match module names such as model.layers.0.mlp.down_proj)")
     return Transformed(model, tok, info={"quantized_layers": len(names),
                                          "quantized_fraction": round(qn / total, 4),
                                          "calibration_tokens": calib_tokens},
