@@ -434,6 +434,31 @@ def test_sequential_gptq_sees_the_quantized_blocks(tmp_path, corpus):
     assert 0 < err < 0.5
 
 
+@pytest.mark.parametrize("arch", tiny.ARCHS)
+def test_sequential_gptq_replays_blocks_as_the_model_runs_them(arch, corpus):
+    """Running each block alone on recorded inputs (the fast path) gives the same integers as
+    calibrating every block inside a full forward pass of the partly quantized model."""
+    from medslm.methods.prune import calibration_batches, calibration_texts, decoder_layers, input_hessians
+    from medslm.methods.quantize import QuantizeConfig, gptq_sequential_, quantize_, selected
+
+    cfg = QuantizeConfig(bits=4, group_size=16, algorithm="gptq", symmetric=False, act_order=True,
+                         sequential=True)
+    tok = tiny.tokenizer()
+    batches = calibration_batches(tok, calibration_texts(corpus, 4, 0), 32)
+    fast, slow = tiny.model(arch), tiny.model(arch)
+    gptq_sequential_(fast, cfg, batches)
+    layers = decoder_layers(slow)
+    sel = selected(slow, cfg)
+    prefix = next(n for n, m in slow.named_modules() if m is layers)
+    for i in range(len(layers)):
+        names = [n for n in sel if n.startswith(f"{prefix}.{i}.")]
+        h = input_hessians(slow, batches, {n: slow.get_submodule(n) for n in names}, stop=layers[i])
+        quantize_(slow, cfg, names=names, hessians=h)
+    for n in sel:
+        a, b = fast.get_submodule(n), slow.get_submodule(n)
+        assert torch.allclose(a.dequantize(), b.dequantize(), atol=1e-6), n
+
+
 def test_mixed_precision_keeps_chosen_modules_at_8_bits(tmp_path):
     base = tiny.save_artifact("llama", tmp_path / "base")
     cfg = {"method": "quantize", "bits": 4, "group_size": 16}

@@ -172,6 +172,24 @@ def _raise_stop(mod, args, out):
 
 
 def _collect(model, batches, modules, stat, stop: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    def run():
+        hs = [] if stop is None else [stop.register_forward_hook(_raise_stop)]
+        try:
+            with torch.no_grad():
+                for b in batches:
+                    try:
+                        model(b)
+                    except _Stop:
+                        pass
+        finally:
+            for h in hs:
+                h.remove()
+
+    return _collect_stat(modules, stat, run)
+
+
+def _collect_stat(modules, stat, run) -> dict[str, torch.Tensor]:
+    """``stat`` of each module's inputs, summed over every call made while ``run()`` runs."""
     sq = {n: None for n in modules}
 
     def hook(name):
@@ -182,15 +200,8 @@ def _collect(model, batches, modules, stat, stop: nn.Module | None = None) -> di
         return f
 
     hs = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
-    if stop is not None:
-        hs.append(stop.register_forward_hook(_raise_stop))
     try:
-        with torch.no_grad():
-            for b in batches:
-                try:
-                    model(b)
-                except _Stop:
-                    pass
+        run()
     finally:
         for h in hs:
             h.remove()

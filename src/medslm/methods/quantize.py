@@ -434,28 +434,76 @@ def _inside(model: nn.Module, name: str) -> bool:
 
 def gptq_sequential_(model: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor]) -> list[str]:
     """GPTQ block by block: block i's Hessians come from inputs that have passed through the already
-    quantized blocks 0..i-1, so each block also corrects the error of the earlier ones. Each pass
-    stops after block i. Modules outside the blocks (rare: the LM head is skipped by default) are
-    quantized last, from one pass over the whole quantized model."""
+    quantized blocks 0..i-1, so each block also corrects the error of the earlier ones.
+
+    One pass over the dense model records what each block is called with (its keyword arguments:
+    masks, rotary embeddings, which differ between Gemma's sliding and global layers) and the hidden
+    states entering block 0; then each block runs alone on the hidden states the quantized blocks
+    before it produced, twice (Hessians, then its quantized output), as GPTQ's reference code and
+    llm-compressor's sequential pipeline do. Modules outside the blocks (rare: the LM head is skipped
+    by default) are quantized last, from one pass over the whole quantized model."""
     from tqdm import tqdm
 
-    from medslm.methods.prune import decoder_layers, input_hessians
+    from medslm.methods.prune import _collect_stat, decoder_layers, input_hessians
 
     sel = selected(model, cfg)
     layers = decoder_layers(model)
     prefix = next(n for n, m in model.named_modules() if m is layers)
+    calls = _block_calls(model, layers, batches)
+    hidden = [c[0][0] for c in calls[0]]
     done: list[str] = []
     for i in tqdm(range(len(layers)), desc="gptq: blocks", unit="block"):
+        layer = layers[i]
         names = [n for n in sel if n.startswith(f"{prefix}.{i}.")]
-        if not names:
-            continue
-        h = input_hessians(model, batches, {n: model.get_submodule(n) for n in names}, stop=layers[i])
-        done += quantize_(model, cfg, names=names, hessians=h)
+
+        def run():
+            outs = []
+            with torch.no_grad():
+                for h, (args, kwargs) in zip(hidden, calls[i]):
+                    o = layer(h, *args[1:], **kwargs)
+                    outs.append(o[0] if isinstance(o, tuple) else o)
+            return outs
+
+        if names:
+            mods = {n: model.get_submodule(n) for n in names}
+            h = _collect_stat(mods, lambda x: x.t() @ x, run)
+            done += quantize_(model, cfg, names=names, hessians=h)
+        hidden = run()
     rest = [n for n in sel if n not in done]
     if rest:
         h = input_hessians(model, batches, {n: model.get_submodule(n) for n in rest})
         done += quantize_(model, cfg, names=rest, hessians=h)
     return done
+
+
+def _block_calls(model: nn.Module, layers: nn.ModuleList, batches: list[torch.Tensor]):
+    """For each block, per calibration batch: (positional args, keyword args) it was called with in
+    a forward pass of the dense model (no KV cache), hidden states first."""
+    calls: list[list] = [[] for _ in layers]
+
+    def pre(i):
+        def f(mod, args, kwargs):
+            kwargs = dict(kwargs)
+            if not args:  # hidden states passed by keyword
+                args = (kwargs.pop("hidden_states"),)
+            calls[i].append((args, kwargs))
+        return f
+
+    hs = [layer.register_forward_pre_hook(pre(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    from medslm.methods.prune import _raise_stop, _Stop
+
+    hs.append(layers[-1].register_forward_hook(_raise_stop))
+    try:
+        with torch.no_grad():
+            for b in batches:
+                try:
+                    model(b, use_cache=False)
+                except _Stop:
+                    pass
+    finally:
+        for h in hs:
+            h.remove()
+    return calls
 
 
 def save_state(model: nn.Module, out: Path) -> None:
