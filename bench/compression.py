@@ -9,7 +9,7 @@ rerun only computes what is missing.
     MEDSLM_DATA_DIR=../shared/data python bench/compression.py [--pubmedqa 500 --medmcqa 500 --medppl 100]
 
 With --gguf, also on llama.cpp: the model's own GGUF, the base exported to f16 and to q4_k_m,
-and the trimmed vocabulary exported to q4_k_m (medslm export).
+and the trimmed vocabulary exported to q4_k_m (medslm export); --variants can name them too.
 """
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ VARIANTS = {
     "trim+int4": [{"method": "trim"}, {"method": "quantize", "bits": 4, "embeddings": "int8"}],
 }
 DTYPES = {"base-bf16": "bf16"}
+GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
+    "gguf-own": {"backend": "llamacpp"},  # the model's own GGUF (Q4_K_M for gemma3-270m)
+    "gguf-f16": {"backend": "llamacpp", "gguf": "f16"},
+    "gguf-q4_k_m": {"backend": "llamacpp", "gguf": "q4_k_m"},
+    "trim+gguf-q4_k_m": {"backend": "llamacpp", "gguf": "q4_k_m", "steps": [{"method": "trim"}]},
+}
 
 
 def main() -> None:
@@ -63,16 +69,13 @@ def main() -> None:
     from medslm.pipeline import load_recipe, run_recipe
 
     names = a.variants.split(",")
-    unknown = set(names) - set(VARIANTS)
-    if unknown:
-        sys.exit(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
-    variants = [{"name": n, "steps": VARIANTS[n]} | ({"dtype": DTYPES[n]} if n in DTYPES else {}) for n in names]
     if a.gguf:
-        variants += [{"name": "gguf-own", "backend": "llamacpp"},
-                     {"name": "gguf-f16", "backend": "llamacpp", "gguf": "f16"},
-                     {"name": "gguf-q4_k_m", "backend": "llamacpp", "gguf": "q4_k_m"},
-                     {"name": "trim+gguf-q4_k_m", "backend": "llamacpp", "gguf": "q4_k_m",
-                      "steps": [{"method": "trim"}]}]
+        names += [n for n in GGUF if n not in names]
+    unknown = set(names) - set(VARIANTS) - set(GGUF)
+    if unknown:
+        sys.exit(f"unknown variants {sorted(unknown)}; choose from {', '.join([*VARIANTS, *GGUF])}")
+    variants = [{"name": n} | (GGUF[n] if n in GGUF else {"steps": VARIANTS[n]})
+                | ({"dtype": DTYPES[n]} if n in DTYPES else {}) for n in names]
     recipe = {"version": 1, "name": "bench-compression", "model": a.model,
               "eval": {"tasks": ["pubmedqa", "medmcqa", "medppl"],
                        "limit": {"pubmedqa": a.pubmedqa, "medmcqa": a.medmcqa, "medppl": a.medppl}},

@@ -231,8 +231,8 @@ class QuantLinear(nn.Module):
         q = self.qweight
         if self.bits == 4:
             off = 8 if self.symmetric else 0
-            lo = (q & 0x0F).to(torch.int16) - off
-            hi = (q >> 4).to(torch.int16) - off
+            lo = (q & 0x0F).to(torch.int8) - off
+            hi = (q >> 4).to(torch.int8) - off
             q = torch.stack([lo, hi], -1).reshape(self.out_features, self.in_features)
         g = q.float().reshape(self.out_features, -1, self.group_size)
         if not self.symmetric:
