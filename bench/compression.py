@@ -1,9 +1,9 @@
 """Compression bench on Gemma 3 270M: every built method side by side, one table and its JSON.
 
 Variants: base fp32 and bf16, int8, int4 (round to nearest and GPTQ), Wanda 50% with medical and with
-generic calibration, SparseGPT 50% (medical), Wanda 2:4, depth-pruned 25%, a quarter of the attention
-heads or MLP channels removed, trimmed vocabulary, trimmed + int4 (+ int8 embeddings). Columns: MiB on disk, parameters, medppl,
-PubMedQA acc, MedMCQA acc, decode tok/s, peak RSS. It is a recipe run (cached and resumable), so a
+generic calibration, SparseGPT 50% (medical), Wanda 2:4, depth-pruned 25%, half the attention heads
+(Gemma 3 270M: 4 -> 2) or a quarter of the MLP channels removed, trimmed vocabulary, trimmed + int4
+(+ int8 embeddings). Columns: MiB on disk, parameters, medppl, PubMedQA acc, MedMCQA acc, decode tok/s, peak RSS. It is a recipe run (cached and resumable), so a
 rerun only computes what is missing.
 
     MEDSLM_DATA_DIR=../shared/data python bench/compression.py [--pubmedqa 500 --medmcqa 500 --medppl 100]
@@ -37,7 +37,7 @@ VARIANTS = {
                             "calibration": "pubmedqa,medquad"}],
     "wanda-2of4": [{"method": "prune", "algorithm": "wanda", "pattern": "2:4", "calibration": "pubmedqa,medquad"}],
     "depth25": [{"method": "prune", "algorithm": "depth", "sparsity": 0.25, "calibration": "pubmedqa,medquad"}],
-    "heads25": [{"method": "prune", "algorithm": "heads", "sparsity": 0.25, "calibration": "pubmedqa,medquad"}],
+    "heads50": [{"method": "prune", "algorithm": "heads", "sparsity": 0.5, "calibration": "pubmedqa,medquad"}],
     "width25": [{"method": "prune", "algorithm": "width", "sparsity": 0.25, "calibration": "pubmedqa,medquad"}],
     "trim": [{"method": "trim"}],
     "trim+int4": [{"method": "trim"}, {"method": "quantize", "bits": 4, "embeddings": "int8"}],

@@ -149,6 +149,20 @@ def test_head_pruning_refuses_fused_attention_and_too_small_sparsity(tmp_path, c
     with pytest.raises(MedslmError, match="removes 0 of the 2 query heads"):
         compress(base, {"method": "prune", "algorithm": "heads", "sparsity": 0.25, "calibration": corpus,
                         "samples": 2, "seq_len": 16}, tmp_path / "p2")
+    # 4 heads of 8 dims in a hidden size of 32: 3 heads would not divide it (as for Gemma 3 270M)
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny.config("llama")
+    cfg.num_attention_heads, cfg.head_dim = 4, 8
+    m = AutoModelForCausalLM.from_config(cfg)
+    base = ModelArtifact.save(m, tiny.tokenizer(), tmp_path / "b4", source="tiny-random:llama4")
+    with pytest.raises(MedslmError, match=r"leaves 3 attention heads, which does not divide hidden_size 32.*"
+                                          r"choose sparsity 0.5 \(2 heads\) or 0.75 \(1 head\)"):
+        compress(base, {"method": "prune", "algorithm": "heads", "sparsity": 0.25, "calibration": corpus,
+                        "samples": 2, "seq_len": 16}, tmp_path / "p4")
+    ok = compress(base, {"method": "prune", "algorithm": "heads", "sparsity": 0.5, "calibration": corpus,
+                         "samples": 2, "seq_len": 16}, tmp_path / "p5")
+    assert ok.meta.steps[-1]["num_attention_heads"] == [4, 2]
 
 
 def test_width_pruning_refuses_other_mlps(tmp_path, corpus):

@@ -415,6 +415,13 @@ def prune_heads_(model, cfg: PruneConfig, batches) -> dict:
                           f"query heads per key/value head ({n_heads} heads, {n_kv} key/value heads); choose "
                           f"a sparsity between {1 / group:g} and {(group - 1) / group:g}")
     keep_g = group - drop_per_group
+    hidden = c.hidden_size
+    if hidden % (n_kv * keep_g):  # transformers' config validation insists, even with head_dim set
+        ok = [f"{(group - k) / group:g} ({n_kv * k} head{'s' if n_kv * k > 1 else ''})"
+              for k in range(group - 1, 0, -1) if hidden % (n_kv * k) == 0]
+        raise MedslmError(f"head pruning at sparsity {cfg.sparsity} leaves {n_kv * keep_g} attention heads, "
+                          f"which does not divide hidden_size {hidden} (transformers refuses such a config); "
+                          f"choose sparsity {' or '.join(ok) if ok else 'another method: no head count fits'}")
     norms = input_norms(model, batches, {str(i): a.o_proj for i, a in enumerate(attns)})
     removed = []
     for i, a in enumerate(attns):
