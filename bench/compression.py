@@ -23,11 +23,12 @@ from pathlib import Path
 VARIANTS = {
     "base": [],
     "base-bf16": [],  # evaluated in bf16 (DTYPES)
-    # GPTQ with zero points, act-order and block-sequential calibration, groups of 32; the value and
-    # down projections at 8 bits (mixed precision, as llama.cpp's Q4_K_M keeps them at 6)
+    # GPTQ with zero points, clip search, act-order and block-sequential calibration on 128 medical
+    # texts, groups of 32; the value and down projections at 8 bits (mixed precision, as llama.cpp's
+    # Q4_K_M keeps them at 6)
     "int4-gptq": [{"method": "quantize", "bits": 4, "algorithm": "gptq", "calibration": "pubmedqa,medquad",
-                   "group_size": 32, "symmetric": False, "act_order": True, "sequential": True,
-                   "bits8": ["*.v_proj", "*.down_proj"]}],
+                   "samples": 128, "group_size": 32, "symmetric": False, "clip_search": True,
+                   "act_order": True, "sequential": True, "bits8": ["*.v_proj", "*.down_proj"]}],
     "int8": [{"method": "quantize", "bits": 8}],
     "int4": [{"method": "quantize", "bits": 4}],
     "wanda50-medical": [{"method": "prune", "algorithm": "wanda", "sparsity": 0.5,
