@@ -68,3 +68,23 @@ def test_refuses_more_threads_than_cores():
 
     with pytest.raises(MedslmError, match="cores this process may use"):
         LlamaCppBackend("gemma3-270m", threads=(os.cpu_count() or 1) + 4)
+
+
+def test_scoring_in_row_chunks_equals_scoring_at_once():
+    """_score bounds its float64 temporaries to a few rows; the sums and the greedy flag do not
+    depend on the chunk size."""
+    import numpy as np
+
+    from medslm.backends.llamacpp import LlamaCppBackend
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(37, 500)).astype(np.float32)
+    targets = rng.integers(0, 500, size=37).tolist()
+    whole = LlamaCppBackend._score(logits, targets, rows=10_000)
+    for rows in (1, 5, 64):
+        part = LlamaCppBackend._score(logits, targets, rows=rows)
+        assert part[0] == pytest.approx(whole[0], abs=1e-9) and part[1] == whole[1] is False
+    greedy = logits.argmax(-1).tolist()
+    assert LlamaCppBackend._score(logits, greedy, rows=4)[1] is True
+    lp = logits.astype(np.float64) - np.log(np.exp(logits.astype(np.float64)).sum(-1, keepdims=True))
+    assert whole[0] == pytest.approx(lp[np.arange(37), targets].sum(), abs=1e-9)
