@@ -379,9 +379,17 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
     from medslm.errors import MedslmError
 
     model, tok = load_dense(art, "quantize")
-    hessians, calib_tokens = None, 0
+    sel = selected(model, cfg)
+    if not sel:  # checked before any calibration work
+        raise MedslmError(f"quantize: no Linear layer matched (skip={list(cfg.skip)}, group_size="
+                          f"{cfg.group_size} must divide the input features)")
+    eight = [n for n in sel if bits_of(n, cfg) != cfg.bits]
+    if cfg.bits8 and not eight:
+        raise MedslmError(f"quantize: bits8={list(cfg.bits8)} matched no quantized module (bits={cfg.bits}; "
+                          "patterns match module names such as model.layers.0.mlp.down_proj)")
+    calib_tokens = 0
     if cfg.algorithm == "gptq":
-        from medslm.methods.prune import calibration_batches, calibration_texts, input_hessians
+        from medslm.methods.prune import calibration_batches, calibration_texts, decoder_layers, input_hessians
 
         batches = calibration_batches(tok, calibration_texts(cfg.calibration, cfg.samples, cfg.seed),
                                       cfg.seq_len)
@@ -389,47 +397,29 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
         if cfg.sequential:
             names = gptq_sequential_(model, cfg, batches)
         else:
-            from medslm.methods.prune import decoder_layers
-
-            sel = selected(model, cfg)
-            mods = {n: model.get_submodule(n) for n in sel}
+            layers = decoder_layers(model)
+            prefix = next(n for n, m in model.named_modules() if m is layers) + "."
             # when every module lies in the blocks, the LM head's big matmul is not needed
-            stop = decoder_layers(model)[-1] if all(_inside(model, n) for n in mods) else None
-            hessians = input_hessians(model, batches, mods, stop=stop)
-            names = quantize_(model, cfg, hessians=hessians)
+            stop = layers[-1] if all(n.startswith(prefix) for n in sel) else None
+            hessians = input_hessians(model, batches, {n: model.get_submodule(n) for n in sel}, stop=stop)
+            names = quantize_(model, cfg, names=sel, hessians=hessians)
     else:
-        names = quantize_(model, cfg)
+        names = quantize_(model, cfg, names=sel)
     if cfg.embeddings == "int8":
         quantize_embeddings_(model)
-    if not names:
-        raise MedslmError(f"quantize: no Linear layer matched (skip={list(cfg.skip)}, group_size="
-                          f"{cfg.group_size} must divide the input features)")
     qn = sum(getattr(m, "n_quantized", 0) for m in model.modules())
     total = sum(p.numel() for p in model.parameters()) + qn
     q = {"scheme": f"int{cfg.bits}-{cfg.algorithm}-g{cfg.group_size}" + ("" if cfg.symmetric else "-asym")
          + ("+emb-int8" if cfg.embeddings == "int8" else ""),
          "bits": cfg.bits, "group_size": cfg.group_size, "symmetric": cfg.symmetric, "modules": names,
          "embeddings": cfg.embeddings}
-    eight = [n for n in names if bits_of(n, cfg) != cfg.bits]
     if eight:
         q["modules_8bit"] = eight
         q["scheme"] += f"+{len(eight)}x8bit"
-    if cfg.bits8 and not eight:
-        raise MedslmError(f"quantize: bits8={list(cfg.bits8)} matched no quantized module (bits={cfg.bits}; "
-                          "patterns match module names such as model.layers.0.mlp.down_proj)")
     return Transformed(model, tok, info={"quantized_layers": len(names),
                                          "quantized_fraction": round(qn / total, 4),
                                          "calibration_tokens": calib_tokens},
                        extra={"quantization": q}, write=lambda tmp: save_state(model, tmp))
-
-
-def _inside(model: nn.Module, name: str) -> bool:
-    """Whether module ``name`` lies in the decoder blocks."""
-    from medslm.methods.prune import decoder_layers
-
-    layers = decoder_layers(model)
-    prefix = next(n for n, m in model.named_modules() if m is layers)
-    return name.startswith(prefix + ".")
 
 
 def gptq_sequential_(model: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor]) -> list[str]:
@@ -489,9 +479,9 @@ def _block_calls(model: nn.Module, layers: nn.ModuleList, batches: list[torch.Te
             calls[i].append((args, kwargs))
         return f
 
-    hs = [layer.register_forward_pre_hook(pre(i), with_kwargs=True) for i, layer in enumerate(layers)]
     from medslm.methods.prune import _raise_stop, _Stop
 
+    hs = [layer.register_forward_pre_hook(pre(i), with_kwargs=True) for i, layer in enumerate(layers)]
     hs.append(layers[-1].register_forward_hook(_raise_stop))
     try:
         with torch.no_grad():
