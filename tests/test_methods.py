@@ -452,7 +452,8 @@ def test_sequential_gptq_sees_the_quantized_blocks(tmp_path, corpus):
 def test_sequential_gptq_replays_blocks_as_the_model_runs_them(arch, corpus):
     """Running each block alone on recorded inputs (the fast path) gives the same integers as
     calibrating every block inside a full forward pass of the partly quantized model."""
-    from medslm.methods.prune import calibration_batches, calibration_texts, decoder_layers, input_hessians
+    from medslm.methods.prune import (blocks_prefix, calibration_batches, calibration_texts, decoder_layers,
+                                      input_hessians)
     from medslm.methods.quantize import QuantizeConfig, gptq_sequential_, quantize_, selected
 
     cfg = QuantizeConfig(bits=4, group_size=16, algorithm="gptq", symmetric=False, act_order=True,
@@ -463,7 +464,7 @@ def test_sequential_gptq_replays_blocks_as_the_model_runs_them(arch, corpus):
     gptq_sequential_(fast, cfg, batches)
     layers = decoder_layers(slow)
     sel = selected(slow, cfg)
-    prefix = next(n for n, m in slow.named_modules() if m is layers)
+    prefix = blocks_prefix(slow)
     for i in range(len(layers)):
         names = [n for n in sel if n.startswith(f"{prefix}.{i}.")]
         h = input_hessians(slow, batches, {n: slow.get_submodule(n) for n in names}, stop=layers[i])

@@ -145,6 +145,12 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise MedslmError(f"cannot find the {n} decoder blocks of {type(model).__name__}")
 
 
+def blocks_prefix(model: nn.Module) -> str:
+    """The module name of the decoder blocks' ModuleList, e.g. ``model.layers``."""
+    layers = decoder_layers(model)
+    return next(n for n, m in model.named_modules() if m is layers)
+
+
 def _prunable(model: nn.Module) -> dict[str, nn.Module]:
     layers = decoder_layers(model)
     return {n: m for n, m in layers.named_modules() if is_linear(m)}
@@ -171,21 +177,23 @@ def _raise_stop(mod, args, out):
     raise _Stop
 
 
-def _collect(model, batches, modules, stat, stop: nn.Module | None = None) -> dict[str, torch.Tensor]:
-    def run():
-        hs = [] if stop is None else [stop.register_forward_hook(_raise_stop)]
-        try:
-            with torch.no_grad():
-                for b in batches:
-                    try:
-                        model(b)
-                    except _Stop:
-                        pass
-        finally:
-            for h in hs:
-                h.remove()
+def forward_until(model, batches, stop: nn.Module | None = None, **kwargs) -> None:
+    """Run ``model`` on each batch without gradients, ending each pass after module ``stop``."""
+    hs = [] if stop is None else [stop.register_forward_hook(_raise_stop)]
+    try:
+        with torch.no_grad():
+            for b in batches:
+                try:
+                    model(b, **kwargs)
+                except _Stop:
+                    pass
+    finally:
+        for h in hs:
+            h.remove()
 
-    return _collect_stat(modules, stat, run)
+
+def _collect(model, batches, modules, stat, stop: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    return _collect_stat(modules, stat, lambda: forward_until(model, batches, stop))
 
 
 def _collect_stat(modules, stat, run) -> dict[str, torch.Tensor]:
@@ -366,6 +374,24 @@ def prune_depth_(model, cfg: PruneConfig, batches) -> dict:
     return {"removed_blocks": drop, "block_influence": [round(x, 5) for x in bi]}
 
 
+def _keep_outputs(old: nn.Linear, idx: torch.Tensor) -> nn.Linear:
+    """A smaller Linear with only the output features ``idx`` of ``old``."""
+    new = nn.Linear(old.in_features, len(idx), bias=old.bias is not None, dtype=old.weight.dtype)
+    new.weight.data = old.weight.data[idx].clone()
+    if old.bias is not None:
+        new.bias.data = old.bias.data[idx].clone()
+    return new
+
+
+def _keep_inputs(old: nn.Linear, idx: torch.Tensor) -> nn.Linear:
+    """A smaller Linear reading only the input features ``idx`` of ``old``."""
+    new = nn.Linear(len(idx), old.out_features, bias=old.bias is not None, dtype=old.weight.dtype)
+    new.weight.data = old.weight.data[:, idx].clone()
+    if old.bias is not None:
+        new.bias.data = old.bias.data.clone()
+    return new
+
+
 def prune_width_(model, cfg: PruneConfig, batches) -> dict:
     layers = decoder_layers(model)
     mlps = [getattr(layer, "mlp", None) for layer in layers]
@@ -379,19 +405,8 @@ def prune_width_(model, cfg: PruneConfig, batches) -> dict:
     keep_n = inter - int(inter * cfg.sparsity)
     for i, m in enumerate(mlps):
         idx = norms[str(i)].topk(keep_n).indices.sort().values
-        for proj in ("gate_proj", "up_proj"):
-            old = getattr(m, proj)
-            new = nn.Linear(old.in_features, keep_n, bias=old.bias is not None, dtype=old.weight.dtype)
-            new.weight.data = old.weight.data[idx].clone()
-            if old.bias is not None:
-                new.bias.data = old.bias.data[idx].clone()
-            setattr(m, proj, new)
-        old = m.down_proj
-        new = nn.Linear(keep_n, old.out_features, bias=old.bias is not None, dtype=old.weight.dtype)
-        new.weight.data = old.weight.data[:, idx].clone()
-        if old.bias is not None:
-            new.bias.data = old.bias.data.clone()
-        m.down_proj = new
+        m.gate_proj, m.up_proj = _keep_outputs(m.gate_proj, idx), _keep_outputs(m.up_proj, idx)
+        m.down_proj = _keep_inputs(m.down_proj, idx)
         if hasattr(m, "intermediate_size"):
             m.intermediate_size = keep_n
     model.config.intermediate_size = keep_n
@@ -431,18 +446,7 @@ def prune_heads_(model, cfg: PruneConfig, batches) -> dict:
         keep = keep.flatten()
         removed.append(sorted(set(range(n_heads)) - set(keep.tolist())))
         rows = (keep[:, None] * head_dim + torch.arange(head_dim)[None, :]).flatten()
-        old = a.q_proj
-        new = nn.Linear(old.in_features, len(rows), bias=old.bias is not None, dtype=old.weight.dtype)
-        new.weight.data = old.weight.data[rows].clone()
-        if old.bias is not None:
-            new.bias.data = old.bias.data[rows].clone()
-        a.q_proj = new
-        old = a.o_proj
-        new = nn.Linear(len(rows), old.out_features, bias=old.bias is not None, dtype=old.weight.dtype)
-        new.weight.data = old.weight.data[:, rows].clone()
-        if old.bias is not None:
-            new.bias.data = old.bias.data.clone()
-        a.o_proj = new
+        a.q_proj, a.o_proj = _keep_outputs(a.q_proj, rows), _keep_inputs(a.o_proj, rows)
         a.num_key_value_groups = keep_g
         if hasattr(a, "num_heads"):
             a.num_heads = n_kv * keep_g

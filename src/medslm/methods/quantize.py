@@ -101,9 +101,8 @@ def _qparams(g: torch.Tensor, bits: int, symmetric: bool,
             z = torch.round(-lo / s).clamp(0, levels)
         if not clip:
             return s, z
-        q = _round(g, s[..., None], None if z is None else z[..., None], bits)
-        deq = q * s[..., None] if z is None else (q - z[..., None]) * s[..., None]
-        err = ((deq - g) ** 2).sum(-1)
+        s1, z1 = s[..., None], None if z is None else z[..., None]
+        err = ((_dequant(_round(g, s1, z1, bits), s1, z1) - g) ** 2).sum(-1)
         if best is None:
             best = (err, s, z)
         else:
@@ -114,6 +113,10 @@ def _qparams(g: torch.Tensor, bits: int, symmetric: bool,
 
 
 _SHRINKS = tuple(1.0 - 0.0125 * i for i in range(21))  # 1.0 down to 0.75
+
+
+def _dequant(q: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+    return q * s if z is None else (q - z) * s
 
 
 def _round(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, bits: int) -> torch.Tensor:
@@ -171,8 +174,7 @@ def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float =
             col = W1[:, i]
             q = _round(col, s, z, bits)
             Q[:, c] = q
-            deq = q * s if z is None else (q - z) * s
-            err = (col - deq) / Hinv1[i, i]
+            err = (col - _dequant(q, s, z)) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
@@ -389,7 +391,8 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
                           "patterns match module names such as model.layers.0.mlp.down_proj)")
     calib_tokens = 0
     if cfg.algorithm == "gptq":
-        from medslm.methods.prune import calibration_batches, calibration_texts, decoder_layers, input_hessians
+        from medslm.methods.prune import (blocks_prefix, calibration_batches, calibration_texts, decoder_layers,
+                                          input_hessians)
 
         batches = calibration_batches(tok, calibration_texts(cfg.calibration, cfg.samples, cfg.seed),
                                       cfg.seq_len)
@@ -397,10 +400,9 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
         if cfg.sequential:
             names = gptq_sequential_(model, cfg, batches)
         else:
-            layers = decoder_layers(model)
-            prefix = next(n for n, m in model.named_modules() if m is layers) + "."
+            prefix = blocks_prefix(model) + "."
             # when every module lies in the blocks, the LM head's big matmul is not needed
-            stop = layers[-1] if all(n.startswith(prefix) for n in sel) else None
+            stop = decoder_layers(model)[-1] if all(n.startswith(prefix) for n in sel) else None
             hessians = input_hessians(model, batches, {n: model.get_submodule(n) for n in sel}, stop=stop)
             names = quantize_(model, cfg, names=sel, hessians=hessians)
     else:
@@ -434,11 +436,11 @@ def gptq_sequential_(model: nn.Module, cfg: QuantizeConfig, batches: list[torch.
     by default) are quantized last, from one pass over the whole quantized model."""
     from tqdm import tqdm
 
-    from medslm.methods.prune import _collect_stat, decoder_layers, input_hessians
+    from medslm.methods.prune import _collect_stat, blocks_prefix, decoder_layers, input_hessians
 
     sel = selected(model, cfg)
     layers = decoder_layers(model)
-    prefix = next(n for n, m in model.named_modules() if m is layers)
+    prefix = blocks_prefix(model)
     calls = _block_calls(model, layers, batches)
     hidden = [c[0][0] for c in calls[0]]
     done: list[str] = []
@@ -458,7 +460,8 @@ def gptq_sequential_(model: nn.Module, cfg: QuantizeConfig, batches: list[torch.
             mods = {n: model.get_submodule(n) for n in names}
             h = _collect_stat(mods, lambda x: x.t() @ x, run)
             done += quantize_(model, cfg, names=names, hessians=h)
-        hidden = run()
+        if i + 1 < len(layers):  # the next block's inputs (the last block's outputs are not needed)
+            hidden = run()
     rest = [n for n in sel if n not in done]
     if rest:
         h = input_hessians(model, batches, {n: model.get_submodule(n) for n in rest})
@@ -479,17 +482,11 @@ def _block_calls(model: nn.Module, layers: nn.ModuleList, batches: list[torch.Te
             calls[i].append((args, kwargs))
         return f
 
-    from medslm.methods.prune import _raise_stop, _Stop
+    from medslm.methods.prune import forward_until
 
     hs = [layer.register_forward_pre_hook(pre(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    hs.append(layers[-1].register_forward_hook(_raise_stop))
     try:
-        with torch.no_grad():
-            for b in batches:
-                try:
-                    model(b, use_cache=False)
-                except _Stop:
-                    pass
+        forward_until(model, batches, layers[-1], use_cache=False)
     finally:
         for h in hs:
             h.remove()
