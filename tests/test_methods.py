@@ -45,10 +45,10 @@ def test_quantize_round_trip(tmp_path, arch, bits):
 
 
 def test_quantize_packs_int4_exactly():
-    from medslm.methods.quantize import QuantLinear
+    from medslm.methods.quantize import quantize_linear
 
     lin = torch.nn.Linear(32, 4)
-    q = QuantLinear.from_linear(lin, 4, 16)
+    q = quantize_linear(lin, 4, 16)
     assert q.qweight.dtype == torch.uint8 and q.qweight.shape == (4, 16)
     w = q.dequantize()
     scale = q.scales.float().repeat_interleave(16, 1)
@@ -62,8 +62,8 @@ def test_quantize_packs_int4_exactly():
 @pytest.mark.parametrize("algo,pattern", [("magnitude", None), ("wanda", None), ("wanda", "2:4"),
                                           ("sparsegpt", None), ("sparsegpt", "2:4")])
 def test_unstructured_sparsity_reached(tmp_path, arch, algo, pattern, corpus):
-    from medslm.methods.prune import decoder_layers
-    from medslm.methods.quantize import is_linear, linear_weight
+    from medslm.models.anatomy import decoder_layers
+    from medslm.models.anatomy import is_linear, linear_weight
 
     base = tiny.save_artifact(arch, tmp_path / "base")
     cfg = {"method": "prune", "algorithm": algo, "sparsity": 0.5, "calibration": corpus, "samples": 4,
@@ -229,7 +229,7 @@ def test_medical_calibration_from_datasets(tmp_path, monkeypatch):
     root = tmp_path / "mirror"
     fixtures.pubmedqa(root / "pubmedqa")
     monkeypatch.setenv("MEDSLM_DATA_DIR", str(root))
-    from medslm.methods.prune import calibration_texts
+    from medslm.methods.calibration import calibration_texts
 
     texts = calibration_texts("pubmedqa", 10, 1)
     assert len(texts) == 4 and all(t.startswith("Background") for t in texts)  # train split only
@@ -316,7 +316,7 @@ def test_int8_embeddings_with_tied_head(tmp_path, arch):
     m0, tok = base.load()
     m1, _ = ModelArtifact.open(q.path).load()
     m2, _ = ModelArtifact.open(plain.path).load()
-    from medslm.methods.quantize import QuantEmbedding, QuantTiedHead
+    from medslm.models.quantized import QuantEmbedding, QuantTiedHead
 
     assert isinstance(m1.get_input_embeddings(), QuantEmbedding)
     assert isinstance(m1.get_output_embeddings(), QuantTiedHead)
@@ -379,7 +379,7 @@ def test_sparsegpt_update_compensates_the_pruned_weights():
 def test_gptq_beats_rtn_on_calibration_inputs(symmetric, act_order):
     """GPTQ's integers (same format as RTN: int4 + fp16 group scales, + zero points when asymmetric)
     reproduce the layer's output on the calibration inputs more closely than round-to-nearest."""
-    from medslm.methods.quantize import QuantLinear
+    from medslm.methods.quantize import quantize_linear
 
     for seed in range(3):
         torch.manual_seed(seed)
@@ -388,8 +388,8 @@ def test_gptq_beats_rtn_on_calibration_inputs(symmetric, act_order):
         x[:, :8] *= 4  # a few strong inputs, which act-order visits first
         lin = torch.nn.Linear(64, 32, bias=False)
         dense = lin(x)
-        rtn = QuantLinear.from_linear(lin, 4, 16, symmetric=symmetric)
-        gq = QuantLinear.from_linear(lin, 4, 16, hessian=x.t() @ x, symmetric=symmetric, act_order=act_order)
+        rtn = quantize_linear(lin, 4, 16, symmetric=symmetric)
+        gq = quantize_linear(lin, 4, 16, hessian=x.t() @ x, symmetric=symmetric, act_order=act_order)
         assert gq.qweight.dtype == torch.uint8 and gq.scales.dtype == torch.float16
         assert hasattr(gq, "zeros") != symmetric
         with torch.no_grad():
@@ -401,13 +401,13 @@ def test_gptq_beats_rtn_on_calibration_inputs(symmetric, act_order):
 def test_asymmetric_int4_uses_the_whole_range():
     """Zero points: codes 0..15, w = (q - zero) * scale within a step, and a lopsided weight
     distribution is represented more finely than with a symmetric grid."""
-    from medslm.methods.quantize import QuantLinear
+    from medslm.methods.quantize import quantize_linear
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(64, 8)
     lin.weight.data = torch.rand(8, 64) * 0.5 - 0.05  # mostly positive
-    a = QuantLinear.from_linear(lin, 4, 32, symmetric=False)
-    s = QuantLinear.from_linear(lin, 4, 32)
+    a = quantize_linear(lin, 4, 32, symmetric=False)
+    s = quantize_linear(lin, 4, 32)
     codes = torch.stack([a.qweight & 0x0F, a.qweight >> 4], -1)
     assert codes.max() == 15 and codes.min() == 0 and a.zeros.max() <= 15
     step = a.scales.float().repeat_interleave(32, 1)
@@ -417,13 +417,13 @@ def test_asymmetric_int4_uses_the_whole_range():
 
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_clip_search_lowers_rounding_error_on_heavy_tails(symmetric):
-    from medslm.methods.quantize import QuantLinear
+    from medslm.methods.quantize import quantize_linear
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(256, 64)
     lin.weight.data = torch.randn(64, 256) ** 3 * 0.02  # outliers stretch the absmax/min-max grid
-    plain = QuantLinear.from_linear(lin, 4, 32, symmetric=symmetric)
-    clip = QuantLinear.from_linear(lin, 4, 32, symmetric=symmetric, clip=True)
+    plain = quantize_linear(lin, 4, 32, symmetric=symmetric)
+    clip = quantize_linear(lin, 4, 32, symmetric=symmetric, clip=True)
     e_plain = ((plain.dequantize() - lin.weight) ** 2).sum(-1)
     e_clip = ((clip.dequantize() - lin.weight) ** 2).sum(-1)
     assert (e_clip <= e_plain + 1e-9).all() and e_clip.sum() < 0.98 * e_plain.sum()
@@ -452,8 +452,8 @@ def test_sequential_gptq_sees_the_quantized_blocks(tmp_path, corpus):
 def test_sequential_gptq_replays_blocks_as_the_model_runs_them(arch, corpus):
     """Running each block alone on recorded inputs (the fast path) gives the same integers as
     calibrating every block inside a full forward pass of the partly quantized model."""
-    from medslm.methods.prune import (blocks_prefix, calibration_batches, calibration_texts, decoder_layers,
-                                      input_hessians)
+    from medslm.methods.calibration import calibration_batches, calibration_texts, input_hessians
+    from medslm.models.anatomy import blocks_prefix, decoder_layers
     from medslm.methods.quantize import QuantizeConfig, gptq_sequential_, quantize_, selected
 
     cfg = QuantizeConfig(bits=4, group_size=16, algorithm="gptq", symmetric=False, act_order=True,
@@ -496,7 +496,7 @@ def test_mixed_precision_keeps_chosen_modules_at_8_bits(tmp_path):
 
 
 def test_generic_calibration_corpus_is_offline_prose():
-    from medslm.methods.prune import calibration_texts
+    from medslm.methods.calibration import calibration_texts
 
     a = calibration_texts("generic", 16, 1)
     assert len(set(a)) == 16 and all(len(t) >= 1000 for t in a)

@@ -307,7 +307,7 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
         gguf_model = None
         if v.backend == "llamacpp":
             from medslm.backends.llamacpp import find_gguf
-            from medslm.data.sources import sha256_file
+            from medslm.system import sha256_file
 
             if v.steps or v.gguf:
                 gguf_model = str(export_variant(art, v.gguf or "q4_k_m", v.name, log))

@@ -21,28 +21,12 @@ Example::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any
 
 from medslm.registry import Registry
+from medslm.requests import GenerateRequest, LoglikelihoodRequest, RollingRequest
 
-
-@dataclass(frozen=True)
-class LoglikelihoodRequest:
-    context: str
-    continuation: str
-
-
-@dataclass(frozen=True)
-class RollingRequest:
-    text: str
-
-
-@dataclass(frozen=True)
-class GenerateRequest:
-    context: str
-    until: tuple[str, ...] = ()
-    max_tokens: int = 256
+__all__ = ["BACKENDS", "Backend", "GenerateRequest", "LoglikelihoodRequest", "RollingRequest", "get_backend"]
 
 
 class Backend(ABC):

@@ -17,11 +17,11 @@ Both are checked against direct computation from the full logits in the tests.
 from __future__ import annotations
 
 import copy
-import os
 from collections import defaultdict
 from typing import Any, Iterable
 
 from medslm.backends.base import Backend, GenerateRequest, LoglikelihoodRequest, RollingRequest
+from medslm.system import cpu_name
 from medslm.errors import MedslmError
 
 
@@ -350,7 +350,7 @@ class HFBackend(Backend):
         if str(self.device).startswith("cuda"):
             d["gpu"] = torch.cuda.get_device_name(self.device)
         else:
-            d["cpu"] = _cpu_name()
+            d["cpu"] = cpu_name()
         return d
 
 
@@ -381,16 +381,3 @@ def _weights_hash(model) -> str:
         h.update(k.encode() + str(v.dtype).encode())
         h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return "weights:" + h.hexdigest()[:16]
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine() or os.uname().machine

@@ -180,13 +180,13 @@ class LlamaCppBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         if self._hash is None:
-            from medslm.data.sources import sha256_file
+            from medslm.system import sha256_file
 
             self._hash = "sha256:" + sha256_file(self.path)
-        from medslm.backends.hf import _cpu_name
+        from medslm.system import cpu_name
 
         return {"backend": self.name, "model": self.ref, "path": str(self.path), "hash": self._hash,
                 "bytes": self.path.stat().st_size, "parameters": int(self.llm.metadata.get("general.parameter_count", 0) or 0),
                 "dtype": self.llm.metadata.get("general.file_type", "gguf"), "device": "cpu",
-                "threads": self.threads, "cpu": _cpu_name(),
+                "threads": self.threads, "cpu": cpu_name(),
                 "scoring": "shared-context" if self.shared_context else "pairwise"}

@@ -22,6 +22,7 @@ from typing import Callable
 
 from medslm import settings
 from medslm.errors import DataError
+from medslm.system import sha256_file
 
 
 @dataclass
@@ -87,14 +88,6 @@ def missing_message(spec: DatasetSpec) -> str:
 
 def cache_root(spec: DatasetSpec) -> Path:
     return settings.cache_dir() / "data" / spec.name
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_cache(spec: DatasetSpec, root: Path) -> None:
@@ -177,7 +170,7 @@ def download(spec: DatasetSpec) -> Path:
 
 
 def _hf_download(spec: DatasetSpec, dest: Path) -> None:
-    from medslm.models.loading import hub_reachable
+    from medslm.hub import hub_reachable
 
     if settings.hub_offline() or not hub_reachable():
         raise DataError(missing_message(spec) + "; the Hugging Face Hub cannot be reached")

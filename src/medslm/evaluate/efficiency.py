@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import time
 from typing import Any
 
-from medslm.backends.base import GenerateRequest
+from medslm.requests import GenerateRequest
+from medslm.system import peak_rss_bytes
+
+__all__ = ["decode_speed", "hardware", "peak_rss_bytes"]
 
 DECODE_PROMPT = "Question: What are the first-line treatments for type 2 diabetes mellitus?\nAnswer:"
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process image. On Linux VmHWM, not ru_maxrss: the latter
-    carries over the parent's peak through fork + exec, so a child evaluating a small model
-    started by a parent holding a big one would report the parent's memory."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(r) * (1 if platform.system() == "Darwin" else 1024)
 
 
 def decode_speed(backend, tokens: int = 32) -> dict[str, float]:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medslm.backends.base import GenerateRequest, LoglikelihoodRequest, RollingRequest
+from medslm.requests import GenerateRequest, LoglikelihoodRequest, RollingRequest
 from medslm.evaluate.cache import RequestCache, request_key
 from medslm.evaluate.efficiency import decode_speed, hardware, peak_rss_bytes
 from medslm.evaluate.metrics import bootstrap_ci

@@ -139,7 +139,7 @@ def apply(art, cfg: DistillConfig) -> Transformed:
     from tqdm.auto import tqdm
 
     from medslm import settings
-    from medslm.methods.prune import calibration_texts
+    from medslm.methods.calibration import calibration_texts
     from medslm.models.loading import resolve
 
     if cfg.teacher == "base":

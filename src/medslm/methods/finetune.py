@@ -168,7 +168,7 @@ def trainable(model) -> int:
 
 
 def apply(art, cfg: FinetuneConfig, *, stop_after: int | None = None) -> Transformed:
-    from medslm.evaluate.efficiency import peak_rss_bytes
+    from medslm.system import peak_rss_bytes
     from medslm.train import engine
     from medslm.train.data import build_sft, load_parts
     from medslm.train.guard import check_contamination

@@ -52,7 +52,7 @@ def perplexity(model, blocks: list[dict], device: str) -> float:
 
 
 def apply(art, cfg: PretrainConfig, *, stop_after: int | None = None) -> Transformed:
-    from medslm.evaluate.efficiency import peak_rss_bytes
+    from medslm.system import peak_rss_bytes
     from medslm.methods.base import load_dense
     from medslm.train import engine
     from medslm.train.data import DOC_FIELDS, documents, load_parts, pack, wants_bos

@@ -39,7 +39,9 @@ from torch import nn
 
 from medslm.errors import MedslmError
 from medslm.methods.base import CalibratedConfig, Transformed, load_dense
-from medslm.methods.quantize import is_linear, linear_weight
+from medslm.methods.calibration import (calibration_batches, calibration_texts, hessian_factor,
+                                        input_hessians, input_norms)
+from medslm.models.anatomy import decoder_layers, is_linear, linear_weight
 
 
 class PruneConfig(CalibratedConfig):
@@ -75,147 +77,12 @@ class PruneConfig(CalibratedConfig):
         return self
 
 
-# ------------------------------------------------------------------------------ calibration
-def calibration_texts(spec: str, n: int, seed: int) -> list[str]:
-    """``n`` texts from the named datasets (train splits where they exist) or a text file."""
-    import random
-    from pathlib import Path
-
-    from medslm.data import load_dataset
-
-    if spec.endswith(".txt"):
-        p = Path(spec)
-        if not p.is_file():
-            raise MedslmError(f"calibration={spec!r}: no such file")
-        texts = [t for t in p.read_text().split("\n\n") if t.strip()]
-    else:
-        texts = []
-        for name in [s.strip() for s in spec.split(",") if s.strip()]:
-            if name == "generic":
-                texts += generic_texts()
-                continue
-            for e in load_dataset(name):
-                if e.split == "test":
-                    continue  # never calibrate on evaluation data
-                t = next((getattr(e, a) for a in ("context", "answer", "text", "question")
-                          if isinstance(getattr(e, a, None), str) and getattr(e, a).strip()), "")
-                if t:
-                    texts.append(t)
-    if not texts:
-        raise MedslmError(f"calibration={spec!r} gave no text")
-    rng = random.Random(seed)
-    return rng.sample(texts, min(n, len(texts)))
-
-
-def generic_texts(min_chars: int = 1000) -> list[str]:
-    """A generic (non-medical) English calibration corpus that exists offline on every machine: the
-    prose paragraphs of the Python documentation shipped with CPython (``pydoc_data.topics``; code
-    blocks and short lines left out), joined into texts of at least ``min_chars`` characters (as long
-    as a PubMedQA abstract). A stand-in for C4/WikiText, which cannot be downloaded here; any .txt
-    file (e.g. a C4 sample) can be given instead."""
-    import re
-
-    from pydoc_data.topics import topics
-
-    texts, cur = [], ""
-    for key in sorted(topics):
-        for p in re.split(r"\n\s*\n", topics[key]):
-            if p.startswith((" ", "\t")) or len(p) < 200:
-                continue
-            p = " ".join(p.split())
-            if sum(c.isalpha() or c == " " for c in p) < 0.9 * len(p):
-                continue
-            cur = f"{cur} {p}".strip()
-            if len(cur) >= min_chars:
-                texts.append(cur)
-                cur = ""
-    return texts
-
-
-def calibration_batches(tok, texts: list[str], seq_len: int) -> list[torch.Tensor]:
-    return [torch.tensor([tok(t, truncation=True, max_length=seq_len).input_ids]) for t in texts]
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The ModuleList of decoder blocks, found by length, for any architecture."""
-    n = model.config.num_hidden_layers
-    for _, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) == n:
-            return mod
-    raise MedslmError(f"cannot find the {n} decoder blocks of {type(model).__name__}")
-
-
-def blocks_prefix(model: nn.Module) -> str:
-    """The module name of the decoder blocks' ModuleList, e.g. ``model.layers``."""
-    layers = decoder_layers(model)
-    return next(n for n, m in model.named_modules() if m is layers)
-
-
 def _prunable(model: nn.Module) -> dict[str, nn.Module]:
     layers = decoder_layers(model)
     return {n: m for n, m in layers.named_modules() if is_linear(m)}
 
 
 # ------------------------------------------------------------------------------ unstructured
-def input_norms(model, batches, modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
-    """Squared L2 norm of each input feature of each linear module, over all calibration tokens."""
-    return _collect(model, batches, modules, lambda x: (x * x).sum(0))
-
-
-def input_hessians(model, batches, modules: dict[str, nn.Module],
-                   stop: nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """X^T X of each linear module's inputs over all calibration tokens (SparseGPT's Hessian / 2).
-    ``stop``: a module after which the forward pass ends (the rest of the model is not needed)."""
-    return _collect(model, batches, modules, lambda x: x.t() @ x, stop)
-
-
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(mod, args, out):
-    raise _Stop
-
-
-def forward_until(model, batches, stop: nn.Module | None = None, **kwargs) -> None:
-    """Run ``model`` on each batch without gradients, ending each pass after module ``stop``."""
-    hs = [] if stop is None else [stop.register_forward_hook(_raise_stop)]
-    try:
-        with torch.no_grad():
-            for b in batches:
-                try:
-                    model(b, **kwargs)
-                except _Stop:
-                    pass
-    finally:
-        for h in hs:
-            h.remove()
-
-
-def _collect(model, batches, modules, stat, stop: nn.Module | None = None) -> dict[str, torch.Tensor]:
-    return _collect_stat(modules, stat, lambda: forward_until(model, batches, stop))
-
-
-def _collect_stat(modules, stat, run) -> dict[str, torch.Tensor]:
-    """``stat`` of each module's inputs, summed over every call made while ``run()`` runs."""
-    sq = {n: None for n in modules}
-
-    def hook(name):
-        def f(mod, args):
-            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
-            s = stat(x)
-            sq[name] = s if sq[name] is None else sq[name] + s
-        return f
-
-    hs = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
-    try:
-        run()
-    finally:
-        for h in hs:
-            h.remove()
-    return sq
-
-
 def mask_from_scores(score: torch.Tensor, sparsity: float, pattern: str | None) -> torch.Tensor:
     """True = keep. Per output row: the lowest-scoring fraction, or N of every M."""
     if pattern:
@@ -232,22 +99,6 @@ def mask_from_scores(score: torch.Tensor, sparsity: float, pattern: str | None) 
     if k:
         keep.scatter_(1, score.topk(k, dim=1, largest=False).indices, False)
     return keep
-
-
-def hessian_factor(w: torch.Tensor, H: torch.Tensor, damp: float, what: str):
-    """(float copy of ``w``, upper Cholesky factor of the damped inverse Hessian), as SparseGPT and
-    GPTQ both use it. Inputs never seen (zero diagonal) get a unit entry and zero weights."""
-    W = w.detach().float().clone()
-    H = H.clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    H += torch.eye(H.shape[0]) * damp * torch.diag(H).mean()
-    try:
-        return W, torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
-    except RuntimeError as e:  # not positive definite even after damping
-        raise MedslmError(f"{what}: the calibration Hessian is singular ({e}); raise `damp` or "
-                          "`samples`") from None
 
 
 def sparsegpt_(w: torch.Tensor, H: torch.Tensor, sparsity: float, pattern: str | None,

@@ -15,14 +15,13 @@ RTN: Dettmers et al. 2022 (https://arxiv.org/abs/2208.07339) give the per-group 
 (integers + per-group fp16 scales, so GPTQ artifacts load and run like RTN ones) but chooses the
 integers column by column, spreading each column's rounding error over the columns not yet
 quantized through the inverse Hessian X^T X of a calibration corpus (medical text by default). One
-calibration pass over the dense model; written here (on prune.py's Hessian hooks) because
+calibration pass over the dense model; written here (on calibration.py's Hessian hooks) because
 llm-compressor pins another transformers and its output needs compressed-tensors to load.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -30,6 +29,10 @@ from pydantic import field_validator, model_validator
 from torch import nn
 
 from medslm.methods.base import CalibratedConfig, Transformed, load_dense
+from medslm.methods.calibration import (block_calls, calibration_batches, calibration_texts, collect_stat,
+                                        hessian_factor, input_hessians)
+from medslm.models.anatomy import blocks_prefix, decoder_layers, is_linear, linear_weight, set_submodule
+from medslm.models.quantized import QuantEmbedding, QuantLinear, QuantTiedHead, pack_codes, save_state
 
 
 class QuantizeConfig(CalibratedConfig):  # calibration fields are used by gptq only
@@ -73,14 +76,6 @@ class QuantizeConfig(CalibratedConfig):  # calibration fields are used by gptq o
             if getattr(self, f) and self.algorithm != "gptq":
                 raise ValueError(f"{f}=True applies to algorithm='gptq', not {self.algorithm!r}")
         return self
-
-
-def _pack(q: torch.Tensor, bits: int, symmetric: bool = True) -> torch.Tensor:
-    """int4: two nibbles per byte (signed ones offset by 8); int8: int8 (signed) or uint8 codes."""
-    if bits == 4:
-        u = (q + 8 if symmetric else q).to(torch.uint8)
-        return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
-    return q.to(torch.int8 if symmetric else torch.uint8)
 
 
 def _qparams(g: torch.Tensor, bits: int, symmetric: bool,
@@ -136,8 +131,6 @@ def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float =
     fixed beforehand from the original weights (static groups) so that groups stay contiguous in
     the original column order and the storage is the same as without it.
     """
-    from medslm.methods.prune import hessian_factor
-
     W0 = w.detach().float()
     rows, cols = W0.shape
     perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(cols)
@@ -180,7 +173,7 @@ def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float =
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
     Qo = torch.empty_like(Q)
     Qo[:, perm] = Q
-    return (_pack(Qo, bits, symmetric), scales.to(torch.float16),
+    return (pack_codes(Qo, bits, symmetric), scales.to(torch.float16),
             None if zeros is None else zeros.to(torch.uint8))
 
 
@@ -189,112 +182,19 @@ def _quantize(w: torch.Tensor, bits: int, group: int, symmetric: bool = True, cl
     g = w.float().reshape(out_f, in_f // group, group)
     s, z = _qparams(g, bits, symmetric, clip)
     q = _round(g, s[..., None], None if z is None else z[..., None], bits).reshape(out_f, in_f)
-    return (_pack(q, bits, symmetric), s.to(torch.float16),
+    return (pack_codes(q, bits, symmetric), s.to(torch.float16),
             None if z is None else z.to(torch.uint8))
 
 
-class QuantLinear(nn.Module):
-    """A Linear with integer weights and per-group fp16 scales; dequantized per forward call."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool, bits: int, group_size: int,
-                 symmetric: bool = True):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.bits, self.group_size, self.symmetric = bits, group_size, symmetric
-        cols = in_features // 2 if bits == 4 else in_features
-        dtype = torch.int8 if bits == 8 and symmetric else torch.uint8
-        self.register_buffer("qweight", torch.zeros(out_features, cols, dtype=dtype))
-        self.register_buffer("scales", torch.zeros(out_features, in_features // group_size,
-                                                   dtype=torch.float16))
-        if not symmetric:  # integer zero point per group: w = (q - zero) * scale
-            self.register_buffer("zeros", torch.zeros(out_features, in_features // group_size,
-                                                      dtype=torch.uint8))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self.n_quantized = in_features * out_features
-
-    @classmethod
-    def from_linear(cls, lin: nn.Module, bits: int, group_size: int,
-                    hessian: torch.Tensor | None = None, damp: float = 0.01, symmetric: bool = True,
-                    act_order: bool = False, clip: bool = False) -> "QuantLinear":
-        """RTN, or GPTQ when the input ``hessian`` is given."""
-        w = linear_weight(lin)
-        m = cls(w.shape[1], w.shape[0], lin.bias is not None, bits, group_size, symmetric)
-        q, sc, z = (_quantize(w, bits, group_size, symmetric, clip) if hessian is None
-                    else gptq_(w, hessian, bits, group_size, damp, symmetric=symmetric, act_order=act_order,
-                               clip=clip))
-        m.qweight, m.scales = q, sc
-        if z is not None:
-            m.zeros = z
-        if lin.bias is not None:
-            m.bias = nn.Parameter(lin.bias.data.float().clone())
-        return m
-
-    def dequantize(self) -> torch.Tensor:
-        q = self.qweight
-        if self.bits == 4:
-            off = 8 if self.symmetric else 0
-            lo = (q & 0x0F).to(torch.int8) - off
-            hi = (q >> 4).to(torch.int8) - off
-            q = torch.stack([lo, hi], -1).reshape(self.out_features, self.in_features)
-        g = q.float().reshape(self.out_features, -1, self.group_size)
-        if not self.symmetric:
-            g = g - self.zeros.float()[..., None]
-        return (g * self.scales.float()[..., None]).reshape(self.out_features, self.in_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.dequantize().to(x.dtype)
-        return nn.functional.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
-
-    def extra_repr(self) -> str:
-        return (f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group={self.group_size}"
-                + ("" if self.symmetric else ", asymmetric"))
-
-
-class QuantEmbedding(nn.Module):
-    """An embedding table stored as int8 rows with one fp16 scale per row."""
-
-    def __init__(self, num: int, dim: int, embed_scale: float | None = None):
-        super().__init__()
-        self.num_embeddings, self.embedding_dim = num, dim
-        self.register_buffer("qweight", torch.zeros(num, dim, dtype=torch.int8))
-        self.register_buffer("scales", torch.zeros(num, dtype=torch.float16))
-        self.embed_scale = embed_scale  # Gemma multiplies embeddings by sqrt(hidden)
-        self.n_quantized = num * dim
-
-    @classmethod
-    def from_embedding(cls, emb: nn.Embedding) -> "QuantEmbedding":
-        scale = getattr(emb, "embed_scale", None)
-        m = cls(emb.num_embeddings, emb.embedding_dim, None if scale is None else float(scale))
-        w = emb.weight.data.float()
-        s = (w.abs().amax(-1) / 127).clamp(min=1e-8)
-        m.qweight = torch.round(w / s[:, None]).clamp(-127, 127).to(torch.int8)
-        m.scales = s.to(torch.float16)
-        return m
-
-    def rows(self, idx: slice | torch.Tensor) -> torch.Tensor:
-        return self.qweight[idx].float() * self.scales[idx].float()[..., None]
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.rows(ids)
-        return x * self.embed_scale if self.embed_scale is not None else x
-
-
-class QuantTiedHead(nn.Module):
-    """The LM head tied to a QuantEmbedding: logits computed in vocabulary chunks, so the full
-    fp32 matrix never exists. Holds no state of its own (the embedding's is saved once)."""
-
-    chunk = 16384
-
-    def __init__(self, emb: QuantEmbedding):
-        super().__init__()
-        object.__setattr__(self, "_emb", emb)  # a reference, not a submodule: no duplicate state
-        self.out_features, self.in_features = emb.num_embeddings, emb.embedding_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        emb = self._emb
-        parts = [x.float() @ emb.rows(slice(i, i + self.chunk)).T
-                 for i in range(0, emb.num_embeddings, self.chunk)]
-        return torch.cat(parts, -1).to(x.dtype)
+def quantize_linear(lin: nn.Module, bits: int, group_size: int, hessian: torch.Tensor | None = None,
+                    damp: float = 0.01, symmetric: bool = True, act_order: bool = False,
+                    clip: bool = False) -> QuantLinear:
+    """A QuantLinear of ``lin``: RTN, or GPTQ when the input ``hessian`` is given."""
+    w = linear_weight(lin)
+    q, sc, z = (_quantize(w, bits, group_size, symmetric, clip) if hessian is None
+                else gptq_(w, hessian, bits, group_size, damp, symmetric=symmetric, act_order=act_order,
+                           clip=clip))
+    return QuantLinear.from_codes(q, sc, z, bits, group_size, w.shape[1], lin.bias)
 
 
 def quantize_embeddings_(model: nn.Module) -> int:
@@ -314,18 +214,6 @@ def quantize_embeddings_(model: nn.Module) -> int:
     return q.n_quantized
 
 
-def is_linear(mod: nn.Module) -> bool:
-    """nn.Linear, or transformers' Conv1D (GPT-2's linear layers, weight stored transposed)."""
-    from transformers.pytorch_utils import Conv1D
-
-    return isinstance(mod, (nn.Linear, Conv1D))
-
-
-def linear_weight(mod: nn.Module) -> torch.Tensor:
-    """The weight as (out_features, in_features), whatever the layer type."""
-    return mod.weight.data if isinstance(mod, nn.Linear) else mod.weight.data.t()
-
-
 def selected(model: nn.Module, cfg: QuantizeConfig) -> list[str]:
     names = []
     head = model.get_output_embeddings()
@@ -339,11 +227,6 @@ def selected(model: nn.Module, cfg: QuantizeConfig) -> list[str]:
     return names
 
 
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
 def quantize_(model: nn.Module, cfg: QuantizeConfig, names: list[str] | None = None,
               hessians: dict[str, torch.Tensor] | None = None) -> list[str]:
     """In place (hence the ``_``): replace the selected Linear layers with QuantLinear."""
@@ -351,30 +234,14 @@ def quantize_(model: nn.Module, cfg: QuantizeConfig, names: list[str] | None = N
     for n in names:
         h = hessians.pop(n, None) if hessians is not None else None
         with torch.no_grad():
-            _set(model, n, QuantLinear.from_linear(model.get_submodule(n), bits_of(n, cfg), cfg.group_size,
-                                                   hessian=h, damp=cfg.damp, symmetric=cfg.symmetric,
-                                                   act_order=cfg.act_order, clip=cfg.clip_search))
+            set_submodule(model, n, quantize_linear(model.get_submodule(n), bits_of(n, cfg), cfg.group_size,
+                                                      hessian=h, damp=cfg.damp, symmetric=cfg.symmetric,
+                                                      act_order=cfg.act_order, clip=cfg.clip_search))
     return names
 
 
 def bits_of(name: str, cfg: QuantizeConfig) -> int:
     return 8 if cfg.bits == 4 and any(fnmatch.fnmatch(name, p) for p in cfg.bits8) else cfg.bits
-
-
-def empty_quantized_(model: nn.Module, q: dict) -> None:
-    """In place: give ``model`` empty QuantLinear layers where an artifact recorded them (loading)."""
-    if q.get("embeddings") == "int8":
-        emb = model.get_input_embeddings()
-        scale = getattr(emb, "embed_scale", None)
-        qe = QuantEmbedding(emb.num_embeddings, emb.embedding_dim, None if scale is None else float(scale))
-        model.set_input_embeddings(qe)
-        model.set_output_embeddings(QuantTiedHead(qe))
-    for n in q["modules"]:
-        lin = model.get_submodule(n)
-        out_f, in_f = linear_weight(lin).shape
-        bits = 8 if n in q.get("modules_8bit", ()) else q["bits"]
-        _set(model, n, QuantLinear(in_f, out_f, lin.bias is not None, bits, q["group_size"],
-                                   q.get("symmetric", True)))
 
 
 def apply(art, cfg: QuantizeConfig) -> Transformed:
@@ -391,9 +258,6 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
                           "patterns match module names such as model.layers.0.mlp.down_proj)")
     calib_tokens = 0
     if cfg.algorithm == "gptq":
-        from medslm.methods.prune import (blocks_prefix, calibration_batches, calibration_texts, decoder_layers,
-                                          input_hessians)
-
         batches = calibration_batches(tok, calibration_texts(cfg.calibration, cfg.samples, cfg.seed),
                                       cfg.seq_len)
         calib_tokens = sum(b.numel() for b in batches)
@@ -436,12 +300,10 @@ def gptq_sequential_(model: nn.Module, cfg: QuantizeConfig, batches: list[torch.
     by default) are quantized last, from one pass over the whole quantized model."""
     from tqdm import tqdm
 
-    from medslm.methods.prune import _collect_stat, blocks_prefix, decoder_layers, input_hessians
-
     sel = selected(model, cfg)
     layers = decoder_layers(model)
     prefix = blocks_prefix(model)
-    calls = _block_calls(model, layers, batches)
+    calls = block_calls(model, layers, batches)
     hidden = [c[0][0] for c in calls[0]]
     done: list[str] = []
     for i in tqdm(range(len(layers)), desc="gptq: blocks", unit="block"):
@@ -458,7 +320,7 @@ def gptq_sequential_(model: nn.Module, cfg: QuantizeConfig, batches: list[torch.
 
         if names:
             mods = {n: model.get_submodule(n) for n in names}
-            h = _collect_stat(mods, lambda x: x.t() @ x, run)
+            h = collect_stat(mods, lambda x: x.t() @ x, run)
             done += quantize_(model, cfg, names=names, hessians=h)
         if i + 1 < len(layers):  # the next block's inputs (the last block's outputs are not needed)
             hidden = run()
@@ -469,43 +331,3 @@ def gptq_sequential_(model: nn.Module, cfg: QuantizeConfig, batches: list[torch.
     return done
 
 
-def _block_calls(model: nn.Module, layers: nn.ModuleList, batches: list[torch.Tensor]):
-    """For each block, per calibration batch: (positional args, keyword args) it was called with in
-    a forward pass of the dense model (no KV cache), hidden states first."""
-    calls: list[list] = [[] for _ in layers]
-
-    def pre(i):
-        def f(mod, args, kwargs):
-            kwargs = dict(kwargs)
-            if not args:  # hidden states passed by keyword
-                args = (kwargs.pop("hidden_states"),)
-            calls[i].append((args, kwargs))
-        return f
-
-    from medslm.methods.prune import forward_until
-
-    hs = [layer.register_forward_pre_hook(pre(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    try:
-        forward_until(model, batches, layers[-1], use_cache=False)
-    finally:
-        for h in hs:
-            h.remove()
-    return calls
-
-
-def save_state(model: nn.Module, out: Path) -> None:
-    """save_pretrained for models with integer buffers: config + one safetensors, tied weights once."""
-    from safetensors.torch import save_file
-
-    model.config.save_pretrained(out)
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.save_pretrained(out)
-    seen: dict[int, str] = {}
-    state = {}
-    for k, v in model.state_dict().items():
-        ptr = v.untyped_storage().data_ptr()
-        if ptr in seen and v.numel() > 0:  # tied (lm_head = embeddings): stored once, re-tied on load
-            continue
-        seen[ptr] = k
-        state[k] = v.contiguous()
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})

@@ -49,7 +49,7 @@ class TrimConfig(MethodConfig):
 def task_texts(dataset: str, examples: list) -> list[str]:
     """What the evaluation tasks built on ``dataset`` send to a model: their prompts (templates
     such as "Choices:" or "Abstract:" included) and prompt + answer, exactly as scored."""
-    from medslm.backends.base import GenerateRequest, LoglikelihoodRequest, RollingRequest
+    from medslm.requests import GenerateRequest, LoglikelihoodRequest, RollingRequest
     from medslm.tasks import TASKS, get_task
 
     out = []

@@ -160,12 +160,34 @@ class ModelArtifact:
 
     def load(self, dtype: str | None = None, device: str = "cpu"):
         """Load (model, tokenizer). Strict: missing or unexpected weights are an error listing them."""
-        from medslm.models.loading import load_adapter, load_hf_dir
+        from medslm.models.weights import load_hf_dir
 
         if self.meta.extra.get("adapter"):
-            return load_adapter(self, dtype=dtype, device=device)
+            return self._load_adapter(dtype=dtype, device=device)
         return load_hf_dir(self.path, dtype=dtype, device=device,
                            quantization=self.meta.extra.get("quantization"))
+
+    def _load_adapter(self, dtype: str | None = None, device: str = "cpu"):
+        """(model, tokenizer) of an adapter artifact: its base model with the adapter merged in memory."""
+        from transformers import AutoTokenizer
+
+        from medslm.models.weights import merge_adapter
+
+        ad = self.meta.extra["adapter"]
+        base_path = Path(ad["base"])
+        if not base_path.is_dir():
+            raise ArtifactError(f"{self.path}: the adapter's base model {base_path} is missing (hash "
+                                f"{ad.get('base_hash')}); restore it, or fine-tune with merge: true so the "
+                                "result does not depend on another directory")
+        base = ModelArtifact.open(base_path)
+        if ad.get("base_hash") and base.hash != ad["base_hash"]:
+            raise ArtifactError(f"{self.path}: the adapter was trained on {base_path} with hash "
+                                f"{ad['base_hash']}, which now has {base.hash}; the base changed")
+        model, _ = base.load(dtype=dtype or "float32", device="cpu")
+        model = merge_adapter(model, self.path)
+        if device != "cpu":
+            model.to(device)
+        return model, AutoTokenizer.from_pretrained(self.path)
 
     def describe(self) -> dict[str, Any]:
         d = asdict(self.meta)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from medslm import settings
 from medslm.errors import ArtifactError, ModelNotFound
+from medslm.hub import hub_reachable
 from medslm.models.artifact import ModelArtifact, new_step, write_artifact
 from medslm.models.presets import PRESETS, Preset
 
@@ -160,21 +160,6 @@ def _resolve_hub(hub_id: str, pull: bool) -> Resolved:
     return Resolved(hub_id, "hub", path=Path(path))
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Can the hub's host be reached? huggingface_hub retries for ~20 s before giving up offline;
-    a quick connect lets an offline run fail at once."""
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def hub_config(hub_id: str) -> dict:
     """Fetch only a hub model's config.json (for `models info` without a download)."""
     import json
@@ -192,109 +177,6 @@ def hub_config(hub_id: str) -> dict:
     except Exception as e:
         raise ModelNotFound(f"{hub_id}: cannot fetch config.json from the hub ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:200]})") from e
-
-
-# ------------------------------------------------------------------------------------------ loading
-def default_dtype(device: str) -> str:
-    """fp32 on CPU (bf16 runs 2-5x slower on CPUs without native bf16), bf16 on CUDA."""
-    return "bfloat16" if str(device).startswith("cuda") else "float32"
-
-
-def torch_dtype(name: str):
-    import torch
-
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise ArtifactError(f"dtype {name!r} not supported; choose one of fp32, bf16, fp16")
-    return table[name]
-
-
-def _load_quantized(path: Path, q: dict, dtype: str):
-    """Build the architecture without touching memory, swap in QuantLinear layers, load the state."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.initialization import no_init_weights
-
-    from medslm.methods.quantize import empty_quantized_
-
-    cfg = AutoConfig.from_pretrained(path)
-    with no_init_weights():  # weights stay unallocated pages until the state fills them
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype(dtype))
-    empty_quantized_(model, q)
-    # assign: the loaded tensors become the weights (no second copy; peak memory = the model's)
-    res = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False, assign=True)
-    tied: set[str] = set()
-    if q.get("embeddings") != "int8":  # an int8 embedding and its head share one state
-        model.tie_weights()
-        head = next(n for n, m in model.named_modules() if m is model.get_output_embeddings())
-        tied = {f"{head}.weight"} if getattr(cfg, "tie_word_embeddings", False) else set()
-    info = {"missing_keys": set(res.missing_keys) - tied, "unexpected_keys": set(res.unexpected_keys),
-            "error_msgs": []}
-    return model, info
-
-
-def load_hf_dir(path: str | os.PathLike, dtype: str | None = None, device: str = "cpu",
-                quantization: dict | None = None):
-    """Load (model, tokenizer) from a model directory. Missing or unexpected weights are an error."""
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(path)
-    dtype = dtype or default_dtype(device)
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        if quantization:
-            model, info = _load_quantized(path, quantization, dtype)
-        else:
-            model, info = AutoModelForCausalLM.from_pretrained(
-                path, dtype=torch_dtype(dtype), output_loading_info=True
-            )
-    except (OSError, ValueError, KeyError) as e:
-        raise ArtifactError(f"{path}: cannot load the model: {e}") from e
-    problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys",
-                                                               "mismatched_keys") and v}
-    if problems or info.get("error_msgs"):
-        detail = "; ".join(f"{k}: {', '.join(map(str, v[:20]))}" + (" ..." if len(v) > 20 else "")
-                           for k, v in problems.items())
-        raise ArtifactError(f"{path}: weights do not match the model config ({detail}). "
-                            "The directory is incomplete or from another architecture")
-    model.eval()
-    if device != "cpu":
-        model.to(device)
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise ArtifactError(f"{path}: cannot load the tokenizer: {e}") from e
-    return model, tok
-
-
-def load_adapter(art: ModelArtifact, dtype: str | None = None, device: str = "cpu"):
-    """(model, tokenizer) of an adapter artifact: its base model with the adapter merged in memory
-    (merged LoRA weights give the same logits as the unmerged adapter and run at the base's speed)."""
-    ad = art.meta.extra["adapter"]
-    base_path = Path(ad["base"])
-    if not base_path.is_dir():
-        raise ArtifactError(f"{art.path}: the adapter's base model {base_path} is missing (hash "
-                            f"{ad.get('base_hash')}); restore it, or fine-tune with merge: true so the "
-                            "result does not depend on another directory")
-    base = ModelArtifact.open(base_path)
-    if ad.get("base_hash") and base.hash != ad["base_hash"]:
-        raise ArtifactError(f"{art.path}: the adapter was trained on {base_path} with hash "
-                            f"{ad['base_hash']}, which now has {base.hash}; the base changed")
-    try:
-        from peft import PeftModel
-    except ImportError as e:
-        raise ArtifactError(f"{art.path} is a LoRA adapter; loading it needs peft: "
-                            "pip install 'medslm[train]'") from e
-    model, _ = base.load(dtype=dtype or "float32", device="cpu")
-    model = PeftModel.from_pretrained(model, str(art.path)).merge_and_unload()
-    model.eval()
-    if device != "cpu":
-        model.to(device)
-    from transformers import AutoTokenizer
-
-    return model, AutoTokenizer.from_pretrained(art.path)
 
 
 def convert_gguf(gguf: Path, out: Path, *, source: str) -> ModelArtifact:

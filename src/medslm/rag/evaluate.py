@@ -76,7 +76,7 @@ def rag_accuracy(backend: Any, task_name: str, index_path: str, *, k: int = 3, s
     PubMedQA is asked from the question alone (no abstract) in both arms, and the item's own
     abstract is excluded from retrieval. Other tasks keep their prompt and get snippets prepended.
     """
-    from medslm.backends.base import LoglikelihoodRequest
+    from medslm.requests import LoglikelihoodRequest
     from medslm.rag.index import Index
     from medslm.tasks import get_task
 

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from medslm.backends.base import GenerateRequest, LoglikelihoodRequest, RollingRequest
+from medslm.requests import GenerateRequest, LoglikelihoodRequest, RollingRequest
 from medslm.registry import Registry
 
 Request = LoglikelihoodRequest | RollingRequest | GenerateRequest

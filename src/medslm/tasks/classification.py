@@ -16,7 +16,7 @@ import math
 import random
 from typing import Any
 
-from medslm.backends.base import LoglikelihoodRequest
+from medslm.requests import LoglikelihoodRequest
 from medslm.tasks.base import Task
 
 THRESHOLD = 0.5

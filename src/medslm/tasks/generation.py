@@ -23,7 +23,7 @@ import functools
 import re
 from typing import Any
 
-from medslm.backends.base import GenerateRequest, LoglikelihoodRequest
+from medslm.requests import GenerateRequest, LoglikelihoodRequest
 from medslm.tasks.base import Task
 
 

@@ -22,7 +22,7 @@ import random
 import re
 from typing import Any
 
-from medslm.backends.base import GenerateRequest, LoglikelihoodRequest
+from medslm.requests import GenerateRequest, LoglikelihoodRequest
 from medslm.tasks.base import Task
 
 LETTERS = "ABCD"

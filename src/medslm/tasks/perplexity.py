@@ -14,7 +14,7 @@ import random
 import re
 from typing import Any
 
-from medslm.backends.base import RollingRequest
+from medslm.requests import RollingRequest
 from medslm.data.examples import Document
 from medslm.tasks.base import Task
 

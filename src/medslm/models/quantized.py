@@ -1,0 +1,166 @@
+"""medslm's quantized storage format: integer weights with per-group fp16 scales (and uint8 zero
+points when asymmetric) as ``nn.Module`` layers, how an artifact records them, and how they are
+saved and rebuilt for loading.
+
+The format sits in ``models/`` because ``models`` loads it, ``methods`` (quantize) writes it and
+``export`` reads it; the algorithms that choose the integers (RTN, GPTQ, clip search) are methods.
+
+- ``QuantLinear``: ``qweight`` (int4 packed two per byte, low nibble first; or int8/uint8),
+  ``scales`` (out, in/group) fp16, ``zeros`` (out, in/group) uint8 when asymmetric:
+  ``w = (q - zero) * scale`` (symmetric: ``w = q * scale``, int4 codes stored offset by 8).
+- ``QuantEmbedding``: int8 rows with one fp16 scale per row; ``QuantTiedHead`` computes a tied LM
+  head from it in vocabulary chunks.
+- An artifact's ``medslm.json`` ``extra.quantization`` lists the modules (``modules``,
+  ``modules_8bit``), ``bits``, ``group_size``, ``symmetric`` and ``embeddings``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medslm.models.anatomy import linear_weight, set_submodule
+
+
+def pack_codes(q: torch.Tensor, bits: int, symmetric: bool = True) -> torch.Tensor:
+    """int4: two nibbles per byte (signed ones offset by 8); int8: int8 (signed) or uint8 codes."""
+    if bits == 4:
+        u = (q + 8 if symmetric else q).to(torch.uint8)
+        return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
+    return q.to(torch.int8 if symmetric else torch.uint8)
+
+
+class QuantLinear(nn.Module):
+    """A Linear with integer weights and per-group fp16 scales; dequantized per forward call."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, bits: int, group_size: int,
+                 symmetric: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.bits, self.group_size, self.symmetric = bits, group_size, symmetric
+        cols = in_features // 2 if bits == 4 else in_features
+        dtype = torch.int8 if bits == 8 and symmetric else torch.uint8
+        self.register_buffer("qweight", torch.zeros(out_features, cols, dtype=dtype))
+        self.register_buffer("scales", torch.zeros(out_features, in_features // group_size,
+                                                   dtype=torch.float16))
+        if not symmetric:  # integer zero point per group: w = (q - zero) * scale
+            self.register_buffer("zeros", torch.zeros(out_features, in_features // group_size,
+                                                      dtype=torch.uint8))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.n_quantized = in_features * out_features
+
+    @classmethod
+    def from_codes(cls, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+                   bits: int, group_size: int, in_features: int, bias: torch.Tensor | None = None
+                   ) -> "QuantLinear":
+        """A layer holding packed codes ``qweight``, fp16 ``scales`` and (asymmetric) ``zeros``."""
+        m = cls(in_features, qweight.shape[0], bias is not None, bits, group_size, zeros is None)
+        m.qweight, m.scales = qweight, scales
+        if zeros is not None:
+            m.zeros = zeros
+        if bias is not None:
+            m.bias = nn.Parameter(bias.detach().float().clone())
+        return m
+
+    def dequantize(self) -> torch.Tensor:
+        q = self.qweight
+        if self.bits == 4:
+            off = 8 if self.symmetric else 0
+            lo = (q & 0x0F).to(torch.int8) - off
+            hi = (q >> 4).to(torch.int8) - off
+            q = torch.stack([lo, hi], -1).reshape(self.out_features, self.in_features)
+        g = q.float().reshape(self.out_features, -1, self.group_size)
+        if not self.symmetric:
+            g = g - self.zeros.float()[..., None]
+        return (g * self.scales.float()[..., None]).reshape(self.out_features, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.dequantize().to(x.dtype)
+        return nn.functional.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group={self.group_size}"
+                + ("" if self.symmetric else ", asymmetric"))
+
+
+class QuantEmbedding(nn.Module):
+    """An embedding table stored as int8 rows with one fp16 scale per row."""
+
+    def __init__(self, num: int, dim: int, embed_scale: float | None = None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num, dim
+        self.register_buffer("qweight", torch.zeros(num, dim, dtype=torch.int8))
+        self.register_buffer("scales", torch.zeros(num, dtype=torch.float16))
+        self.embed_scale = embed_scale  # Gemma multiplies embeddings by sqrt(hidden)
+        self.n_quantized = num * dim
+
+    @classmethod
+    def from_embedding(cls, emb: nn.Embedding) -> "QuantEmbedding":
+        scale = getattr(emb, "embed_scale", None)
+        m = cls(emb.num_embeddings, emb.embedding_dim, None if scale is None else float(scale))
+        w = emb.weight.data.float()
+        s = (w.abs().amax(-1) / 127).clamp(min=1e-8)
+        m.qweight = torch.round(w / s[:, None]).clamp(-127, 127).to(torch.int8)
+        m.scales = s.to(torch.float16)
+        return m
+
+    def rows(self, idx: slice | torch.Tensor) -> torch.Tensor:
+        return self.qweight[idx].float() * self.scales[idx].float()[..., None]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.rows(ids)
+        return x * self.embed_scale if self.embed_scale is not None else x
+
+
+class QuantTiedHead(nn.Module):
+    """The LM head tied to a QuantEmbedding: logits computed in vocabulary chunks, so the full
+    fp32 matrix never exists. Holds no state of its own (the embedding's is saved once)."""
+
+    chunk = 16384
+
+    def __init__(self, emb: QuantEmbedding):
+        super().__init__()
+        object.__setattr__(self, "_emb", emb)  # a reference, not a submodule: no duplicate state
+        self.out_features, self.in_features = emb.num_embeddings, emb.embedding_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        emb = self._emb
+        parts = [x.float() @ emb.rows(slice(i, i + self.chunk)).T
+                 for i in range(0, emb.num_embeddings, self.chunk)]
+        return torch.cat(parts, -1).to(x.dtype)
+
+
+def empty_quantized_(model: nn.Module, q: dict) -> None:
+    """In place: give ``model`` empty QuantLinear layers where an artifact recorded them (loading)."""
+    if q.get("embeddings") == "int8":
+        emb = model.get_input_embeddings()
+        scale = getattr(emb, "embed_scale", None)
+        qe = QuantEmbedding(emb.num_embeddings, emb.embedding_dim, None if scale is None else float(scale))
+        model.set_input_embeddings(qe)
+        model.set_output_embeddings(QuantTiedHead(qe))
+    for n in q["modules"]:
+        lin = model.get_submodule(n)
+        out_f, in_f = linear_weight(lin).shape
+        bits = 8 if n in q.get("modules_8bit", ()) else q["bits"]
+        set_submodule(model, n, QuantLinear(in_f, out_f, lin.bias is not None, bits, q["group_size"],
+                                   q.get("symmetric", True)))
+
+
+def save_state(model: nn.Module, out: Path) -> None:
+    """save_pretrained for models with integer buffers: config + one safetensors, tied weights once."""
+    from safetensors.torch import save_file
+
+    model.config.save_pretrained(out)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(out)
+    seen: dict[int, str] = {}
+    state = {}
+    for k, v in model.state_dict().items():
+        ptr = v.untyped_storage().data_ptr()
+        if ptr in seen and v.numel() > 0:  # tied (lm_head = embeddings): stored once, re-tied on load
+            continue
+        seen[ptr] = k
+        state[k] = v.contiguous()
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
