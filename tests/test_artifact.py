@@ -42,6 +42,9 @@ def test_load_is_strict_about_missing_weights(tmp_path):
     del sd[dropped]
     sd["model.extra.weight"] = sd["model.norm.weight"].clone()
     save_file(sd, f, metadata={"format": "pt"})
+    with pytest.raises(ArtifactError, match="medslm.json records"):  # the recorded sizes catch it first
+        ModelArtifact.open(tmp_path / "a").load()
+    (tmp_path / "a" / "medslm.json").unlink()  # a plain HF directory: the strict load catches it
     with pytest.raises(ArtifactError) as e:
         ModelArtifact.open(tmp_path / "a").load()
     assert dropped in str(e.value) and "model.extra.weight" in str(e.value)
@@ -50,10 +53,14 @@ def test_load_is_strict_about_missing_weights(tmp_path):
 def test_verify_detects_changed_files(tmp_path):
     art = tiny.save_artifact("gpt2", tmp_path / "a")
     art.verify()
-    with open(tmp_path / "a" / "config.json", "a") as f:
-        f.write(" ")
+    cfg = tmp_path / "a" / "config.json"
+    text = cfg.read_text()
+    cfg.write_text(text.replace("{", "[", 1))  # same size, other bytes: only the hash sees it
     with pytest.raises(ArtifactError, match="content hash"):
         ModelArtifact.open(tmp_path / "a").verify()
+    cfg.write_text(text + " ")  # another size: the cheap check on every load sees it
+    with pytest.raises(ArtifactError, match="config.json: 8.* bytes, but medslm.json records"):
+        ModelArtifact.open(tmp_path / "a").check_files()
 
 
 def test_save_refuses_to_overwrite_and_is_atomic(tmp_path, monkeypatch):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 # name -> module; order is the order shown in --help
 COMMANDS = {
@@ -67,6 +69,42 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medslm: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
         return 130
+    except OSError as e:  # the filesystem said no (disk full, permissions, a path that vanished)
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"medslm: error: cannot access{where}: {e.strerror or e}; check the path, its permissions "
+              "and free space, then rerun (finished work is kept)", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: one line here, the traceback in a file
+        log = crash_log(e)
+        print(f"medslm: unexpected error: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}\n"
+              f"medslm: this is a bug in medslm; the full traceback is in {log}; please report it with "
+              "that file", file=sys.stderr)
+        return 1
+
+
+def crash_log(e: BaseException) -> str:
+    """Write the traceback of ``e`` to a file under the medslm cache (or the temp folder)."""
+    import datetime
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(e))
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for folder in (_cache_logs(), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            f = folder / f"medslm-crash-{stamp}-{os.getpid()}.txt"
+            f.write_text(" ".join(sys.argv) + "\n\n" + text)
+            return str(f)
+        except OSError:
+            continue
+    return "(no writable folder; traceback follows)\n" + text
+
+
+def _cache_logs() -> Path:
+    from medslm import settings
+
+    return settings.cache_dir() / "logs"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -64,6 +64,38 @@ class EvalSpec(BaseModel):
                 raise ValueError(str(TASKS.unknown(t)))
         return v
 
+    @field_validator("limit")
+    @classmethod
+    def _limit(cls, v):
+        vals = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        if any(n < 1 for n in vals):
+            raise ValueError(f"limit={v!r}: a limit is a positive number of examples (leave it out for "
+                             "the whole split)")
+        return v
+
+    @field_validator("fewshot")
+    @classmethod
+    def _fewshot(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"fewshot={v}: must be 0 or more")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"batch_size={v}: must be 1 or more")
+        return v
+
+    @model_validator(mode="after")
+    def _named_tasks(self):
+        for key in ("limit", "split"):
+            d = getattr(self, key)
+            if isinstance(d, dict) and set(d) - set(self.tasks):
+                raise ValueError(f"{key} names {sorted(set(d) - set(self.tasks))}, which are not in tasks "
+                                 f"{self.tasks}")
+        return self
+
     def limit_for(self, task: str) -> int | None:
         return self.limit.get(task) if isinstance(self.limit, dict) else self.limit
 
@@ -263,7 +295,7 @@ def evaluate_variant(art, label: str, tasks: list[str], spec: EvalSpec, results:
     cmd = [sys.executable, "-m", "medslm", "eval", "--model", model or str(art.path), "--backend", backend,
            "--tasks", ",".join(tasks),
            "--seed", str(spec.seed), "--fewshot", str(spec.fewshot), "--batch-size", str(spec.batch_size),
-           "--output", str(results), "--label", label]
+           "--output", str(results), "--label", label, "--overwrite"]  # results/ is the run's own
     limits = {t: spec.limit_for(t) for t in tasks if spec.limit_for(t)}
     if limits:
         cmd += ["--limit", ",".join(f"{t}={n}" for t, n in limits.items())]
@@ -288,15 +320,33 @@ def evaluate_variant(art, label: str, tasks: list[str], spec: EvalSpec, results:
     log(f"  {label}: evaluated {', '.join(tasks)} in {time.perf_counter() - t:.0f}s")
 
 
+def run_output(recipe: Recipe, output: str | os.PathLike | None = None) -> Path:
+    """The run's folder, checked before any work: absent, empty, or a folder a medslm run wrote
+    (its recipe.json and results/), so a rerun resumes; never a folder of the user's own files."""
+    from medslm.outputs import OutputError, check_writable, written_by_medslm
+
+    out = Path(output or recipe.output or Path("runs") / recipe.name)
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"--output {out} is an existing file, not a folder; choose another --output")
+        if written_by_medslm(out) not in ("run", "empty"):
+            raise OutputError(f"--output {out} already holds files that a medslm run did not write (no "
+                              "recipe.json and results/); choose another --output (a new or empty folder, "
+                              "or an earlier run's folder to resume it)")
+    check_writable(out / "recipe.json", "--output")
+    return out
+
+
 def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=print,
                threads: int | None = None) -> Path:
     from medslm.evaluate.runner import result_filename
     from medslm.models.loading import resolve
+    from medslm.outputs import replace_file
 
-    out = Path(output or recipe.output or Path("runs") / recipe.name)
+    out = run_output(recipe, output)
     results = out / "results"
     results.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(recipe.model_dump_json(indent=1) + "\n")
+    replace_file(out / "recipe.json", recipe.model_dump_json(indent=1) + "\n")
     t0 = time.perf_counter()
     base = resolve(recipe.model).artifact()
     log(f"recipe {recipe.name}: model {recipe.model} ({base.hash[:19]}), {len(recipe.variants)} variants, "

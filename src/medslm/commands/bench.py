@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medslm.commands import examples
+from medslm.commands import examples, threads_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--url", help="a running server (default: start one for --model)")
     b.add_argument("--model", default="gemma3-270m", help="model to serve when --url is not given")
     b.add_argument("--backend", default="auto")
-    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--threads", type=threads_arg, default=None)
     b.add_argument("--api-key")
     b.add_argument("--mode", default="concurrency", help="concurrency (default) | poisson")
     b.add_argument("--concurrency", default="1,2,4", help="levels, comma-separated (default 1,2,4)")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from medslm.commands import examples
+from medslm.errors import MedslmError
+
+from medslm.commands import examples, nonneg_int, positive_int, threads_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,15 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "held-out part (e.g. pubmedqa=dev@50,medmcqa=dev@500)")
     p.add_argument("--limit", default=None,
                    help="a fixed, seeded subset of N examples; or per task: pubmedqa=40,medppl=10")
-    p.add_argument("--fewshot", type=int, default=0, help="k-shot examples from the train/dev split")
+    p.add_argument("--fewshot", type=nonneg_int, default=0, help="k-shot examples from the train/dev split")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default fp32 on CPU, bf16 on CUDA)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=threads_arg, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--rag", default=None, metavar="INDEX", help="compare accuracy without and with retrieved "
                    "snippets from INDEX (medslm rag build), paired per item: McNemar test and a CI of the gain")
-    p.add_argument("--rag-k", type=int, default=3, help="snippets per question with --rag (default 3)")
+    p.add_argument("--rag-k", type=positive_int, default=3, help="snippets per question with --rag (default 3)")
     p.add_argument("--scoring", default="shared-context", help="shared-context (default: a context shared "
                    "by several continuations is computed once) | pairwise (each context + continuation in "
                    "one pass, exactly as a server scoring lm-eval's echo requests)")
@@ -41,12 +43,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", default=None, metavar="DIR", help="write one results JSON per task here")
     p.add_argument("--data", default=None, metavar="PATH", help="read the task's dataset from PATH")
     p.add_argument("--cache", default=None, metavar="FILE", help="request cache (default in MEDSLM_CACHE)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0: none)")
+    p.add_argument("--bootstrap", type=nonneg_int, default=1000, help="bootstrap resamples for CIs (0: none)")
     p.add_argument("--no-decode-bench", action="store_true", help="skip the decode tokens/s measurement")
     p.add_argument("--json", action="store_true", help="print the results as JSON (without per-example)")
     p.add_argument("--label", default=None, help="a name for this model in results and reports")
     p.add_argument("--result-file", default=None, metavar="FILE",
                    help="write the (single task's) result to exactly this file")
+    p.add_argument("--overwrite", action="store_true", help="replace result files of other settings (a "
+                   "rerun with the same settings replaces its own result without it; files medslm did not "
+                   "write are never replaced)")
+    p.add_argument("--lenient", action="store_true", help="skip malformed dataset records (counted and "
+                   "reported) instead of stopping at the first")
     p.set_defaults(handler=cmd_eval)
 
 
@@ -103,10 +110,61 @@ def parse_split(text: str | None, names: list[str]) -> str | dict[str, str] | No
     return out
 
 
+def _per_task(v, name):
+    return v.get(name) if isinstance(v, dict) else v
+
+
+def check_outputs(args, names, split, limit) -> None:
+    """Every result file this run would write may be written (see medslm.outputs)."""
+    from pathlib import Path
+
+    from medslm.evaluate.runner import result_filename
+    from medslm.outputs import check_result, check_target
+
+    if args.output:
+        out = Path(args.output)
+        if out.exists() and not out.is_dir():
+            raise MedslmError(f"--output {out} is an existing file, not a folder; choose another --output")
+        check_target(out / ".probe", flag="--output", kind="file")
+    if not (args.output or args.result_file):
+        return
+    who = args.label or args.model
+    for n in names:
+        f = Path(args.result_file) if args.result_file else Path(args.output) / result_filename(who, n)
+        settings = {"name": n, "requested_split": _per_task(split, n), "limit": _per_task(limit, n),
+                    "fewshot": args.fewshot, "seed": args.seed}
+        check_result(f, settings, flag="--result-file" if args.result_file else "--output",
+                     overwrite=args.overwrite, backend=args.backend)
+
+
+def check_rag_outputs(args, names) -> None:
+    from pathlib import Path
+
+    from medslm.outputs import check_target
+
+    if args.result_file:
+        raise MedslmError("--result-file does not apply to --rag; use --output DIR")
+    if args.output:
+        for n in names:
+            check_target(Path(args.output) / f"rag__{n}.json", flag="--output", kind="file",
+                         overwrite=True, replaceable=("result", "rag"))
+
+
+def check_data(args, tasks, split, limit) -> None:
+    """Load each task's examples and few-shot pool now (the runner reuses them): a missing split,
+    an empty subset or a few-shot pool too small fails before the model is loaded."""
+    for t in tasks:
+        t.lenient = args.lenient
+        ex = t.examples(_per_task(split, t.name), _per_task(limit, t.name), args.seed, path=args.data)
+        if not ex:
+            raise MedslmError(f"task {t.name}: no examples in split {_per_task(split, t.name) or t.split!r}")
+        t.prepare(ex, fewshot=args.fewshot, seed=args.seed, path=args.data)
+
+
 def cmd_eval(args) -> int:
     if args.tasks.strip() == "ls":
         return list_tasks()
-    from medslm.backends.base import get_backend
+    from medslm.backends.base import BACKENDS, get_backend
     from medslm.errors import MedslmError
     from medslm.evaluate.runner import evaluate, format_table
     from medslm.tasks import TASKS, get_task
@@ -120,13 +178,20 @@ def cmd_eval(args) -> int:
     tasks = [get_task(n, judge=args.judge) if n == "amega" else get_task(n) for n in names]
     if args.scoring not in ("shared-context", "pairwise"):
         raise MedslmError(f"--scoring {args.scoring!r}: choose shared-context or pairwise")
+    if args.result_file and len(tasks) != 1:
+        raise MedslmError("--result-file takes one task; use --output DIR for several")
+    if args.backend not in BACKENDS:
+        raise BACKENDS.unknown(args.backend)
+    if args.rag:
+        check_rag_outputs(args, names)
+    else:
+        check_outputs(args, names, split, limit)
+    check_data(args, tasks, split, limit)  # splits, limits and the few-shot pool: before the model loads
     backend = get_backend(args.backend)(args.model, dtype=args.dtype, device=args.device,
                                         batch_size=args.batch_size, threads=args.threads,
                                         shared_context=args.scoring == "shared-context")
     if args.rag:
         return rag_eval(args, backend, names, split, limit)
-    if args.result_file and len(tasks) != 1:
-        raise MedslmError("--result-file takes one task; use --output DIR for several")
     results = evaluate(backend, tasks, split=split, limit=limit, seed=args.seed,
                        fewshot=args.fewshot, output=None, cache_path=args.cache,
                        data_path=args.data, bootstrap=args.bootstrap,
@@ -172,8 +237,8 @@ def rag_eval(args, backend, names, split, limit) -> int:
               f"{100 * r['diff']:>+8.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] {r['mcnemar_p']:>10.3g}  "
               f"{'gain' if r['gain_claimed'] else 'no gain claimed (CI includes 0)' if lo <= 0 <= hi else 'loss'}")
         if args.output:
-            out = Path(args.output)
-            out.mkdir(parents=True, exist_ok=True)
+            from medslm.outputs import replace_file
+
             r["backend"] = backend.describe()
-            (out / f"rag__{n}.json").write_text(json.dumps(r, indent=2))
+            replace_file(Path(args.output) / f"rag__{n}.json", json.dumps(r, indent=2))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medslm.commands import examples
+from medslm.commands import examples, threads_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.gguf")
     p.add_argument("--type", default="q4_k_m", help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_s | q4_k_m "
                                                    "(default) | q5_k_m | q6_k")
-    p.add_argument("--threads", type=int, default=None, help="quantizer threads (default: free cores)")
+    p.add_argument("--threads", type=threads_arg, default=None, help="quantizer threads (default: free cores)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=cmd_export)
 

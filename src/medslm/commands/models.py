@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     info = s.add_parser("info", help="describe a model or artifact (does not download or convert)")
     info.add_argument("ref")
     info.add_argument("--json", action="store_true")
-    info.add_argument("--verify", action="store_true", help="recompute the content hash")
+    info.add_argument("--verify", action="store_true", help="recompute the content hash (file sizes and safetensors headers are always checked)")
     info.set_defaults(handler=cmd_info)
     pull = s.add_parser("pull", help="download or convert a model into the cache (no-op when present)")
     pull.add_argument("ref")
@@ -81,8 +81,7 @@ def cmd_info(args) -> int:
             msg += f" ({r.preset.how_to_get}; license: {r.preset.license})"
         raise MedslmError(msg)
     art = r.artifact()
-    if args.verify:
-        art.verify()
+    art.verify() if args.verify else art.check_files()
     d = art.describe()
     if r.preset:
         d["preset"] = {"name": r.preset.name, "license": r.preset.license, "source": r.preset.source}

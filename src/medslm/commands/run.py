@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medslm.commands import examples
+from medslm.commands import examples, threads_arg
 
 
 def default_recipe() -> Path:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", nargs="?", default=None, help="recipe file (default: quickstart)")
     p.add_argument("--output", default=None, metavar="DIR", help="default runs/<recipe name>")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=threads_arg, default=None)
     p.add_argument("--check", action="store_true", help="validate the recipe and stop")
     p.set_defaults(handler=cmd_run)
     r = sub.add_parser("report", help="build report.html, report.md and leaderboard.json from results",
@@ -34,10 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args) -> int:
-    from medslm.pipeline import load_recipe, run_recipe
+    from medslm.pipeline import load_recipe, run_output, run_recipe
 
     path = Path(args.recipe) if args.recipe else default_recipe()
     recipe = load_recipe(path)
+    run_output(recipe, args.output)
     if args.check:
         print(f"{path}: valid ({len(recipe.variants)} variants, tasks {', '.join(recipe.eval.tasks)})")
         return 0

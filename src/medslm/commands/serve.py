@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medslm.commands import examples
+from medslm.commands import examples, threads_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--request-timeout", type=float, default=120.0, help="wall-clock seconds per request; "
                    "generation ends with finish_reason 'length' (default 120)")
     p.add_argument("--max-body", type=int, default=1 << 20, help="request body limit in bytes (default 1 MiB)")
-    p.add_argument("--threads", type=int, help="llama.cpp / torch threads (default: free cores)")
+    p.add_argument("--threads", type=threads_arg, help="llama.cpp / torch threads (default: free cores)")
     p.add_argument("--n-ctx", type=int, default=2048, help="context size (default 2048)")
     p.add_argument("--device", default="cpu", help="hf backend device: cpu | cuda")
     p.add_argument("--rag", help="a retrieval index directory (medslm rag build) for requests with rag: true")

@@ -241,7 +241,12 @@ def select_split(examples: list, split: str | None, spec: DatasetSpec, root: Pat
     out = [e for e in examples if e.split == split]
     if not out:
         have = sorted({e.split for e in examples})
+        if not have:  # the loader read only the requested split's files: list what the folder holds
+            from medslm.data.reader import Reader
+
+            have = sorted({e.split for e in spec.load(root, None, Reader(spec.name, lenient=True))})
         raise DataError(f"{spec.name}: no records in split {split!r} under {root}; splits here: "
-                        f"{', '.join(have) or 'none'}")
+                        f"{', '.join(have) or 'none'} (choose one with --split, or carve one: "
+                        f"fit@N / dev@N)")
     return out
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,13 +24,41 @@ def request_key(backend_key: str, kind: str, req: Any) -> str:
 
 
 class RequestCache:
+    """Several processes may share one cache file (SQLite's locking; a 60 s busy timeout). A file
+    that is not a valid database is moved aside with a warning and a new cache is started: a
+    damaged cache costs recomputation, never a failed run or a wrong answer."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT, seconds REAL)")
-        self.db.commit()
+        try:
+            self.db = self._open()
+        except sqlite3.DatabaseError as e:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                f = Path(str(self.path) + suffix)
+                if f.exists():
+                    os.replace(f, str(aside) + suffix)
+            print(f"medslm: warning: the request cache {self.path} is damaged ({e}); moved it to {aside} "
+                  "and started a new one (answers are recomputed)", file=sys.stderr)
+            self.db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), timeout=60)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT, seconds REAL)")
+            db.commit()
+            ok = db.execute("PRAGMA quick_check").fetchone()[0]
+            if ok != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {ok}")
+            cols = [r[1] for r in db.execute("PRAGMA table_info(answers)")]
+            if cols != ["key", "value", "seconds"]:
+                raise sqlite3.DatabaseError(f"table 'answers' has columns {cols}")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def get_many(self, keys: list[str]) -> dict[str, tuple[Any, float]]:
         out = {}

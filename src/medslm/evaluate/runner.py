@@ -145,12 +145,9 @@ def write_result(result: dict, output: str | Path, file: str | Path | None = Non
     if file is None:
         who = result["model"].get("label") or result["model"].get("model", "model")
         file = Path(output) / result_filename(str(who), result["task"]["name"])
-    f = Path(file)
-    f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
-    os.replace(tmp, f)
-    return f
+    from medslm.outputs import replace_file
+
+    return replace_file(file, json.dumps(result, indent=1, default=float) + "\n")
 
 
 def evaluate(backend, tasks: list[str | Task], *, split: str | dict[str, str] | None = None,

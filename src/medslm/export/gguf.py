@@ -233,17 +233,21 @@ def export_gguf(model, out: str | os.PathLike, qtype: str = "q4_k_m", *, threads
     out = Path(out)
     if out.suffix != ".gguf":
         raise ConfigError(f"--out {out}: a GGUF file name ending in .gguf")
-    if out.exists() and not overwrite:
-        raise ArtifactError(f"{out} already exists; choose another --out or pass --overwrite")
     art = model if isinstance(model, ModelArtifact) else resolve(str(model)).artifact()
+    from medslm.outputs import check_target
+
+    check_target(out, flag="--out", kind="file", inputs=[art.path], overwrite=overwrite, replaceable=("gguf",))
     q = art.meta.extra.get("quantization")
     if q:
         raise MedslmError(f"{art.path} is quantized with medslm's own {q.get('scheme')} format, which "
                           "llama.cpp cannot read; export the dense model before `quantize` and let "
                           f"llama.cpp quantize it (--type {qtype})")
     conv = converter_dir(progress=progress)
+    from medslm.outputs import sweep_stale
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".tmp-export-{out.stem}-") as td:
+    sweep_stale(out, ("tmp-export",))
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".tmp-export-{out.name}-{os.getpid()}-") as td:
         tmp = Path(td)
         if art.is_adapter:  # merge first: llama.cpp runs one set of weights
             m, tok = art.load(dtype="float32")

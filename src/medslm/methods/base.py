@@ -119,6 +119,20 @@ def load_dense(art, what: str):
     return art.load(dtype="float32")
 
 
+def input_dirs(art, cfg: MethodConfig) -> list[Path]:
+    """Every model directory a step reads: the input, an adapter's base, a teacher or merge partner
+    given as a local path (an output must never be, hold or lie inside one of them)."""
+    dirs = [art.path]
+    base = art.meta.extra.get("adapter", {}).get("base")
+    if base:
+        dirs.append(Path(base))
+    for key in ("teacher", "other", "base"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, str) and Path(v).expanduser().exists():
+            dirs.append(Path(v).expanduser())
+    return dirs
+
+
 def compress(model: str | Any, config: dict[str, Any] | MethodConfig, out: str | Path,
              overwrite: bool = False):
     """Apply one method to a model reference or ModelArtifact, writing a new artifact at ``out``."""
@@ -127,13 +141,11 @@ def compress(model: str | Any, config: dict[str, Any] | MethodConfig, out: str |
     from medslm.models.artifact import ModelArtifact, new_step, write_artifact
     from medslm.models.loading import resolve
 
+    from medslm.outputs import check_target
+
     cfg = parse_config(config)
     art = model if isinstance(model, ModelArtifact) else resolve(str(model)).artifact()
-    out = Path(out)
-    if out.resolve() == art.path.resolve():
-        raise MedslmError(f"--out {out} is the input model; methods never modify their input")
-    if out.exists() and not overwrite:
-        raise MedslmError(f"{out} already exists; choose another --out or remove it first")
+    out = check_target(out, flag="--out", inputs=input_dirs(art, cfg), overwrite=overwrite)
     handler = importlib.import_module(f"medslm.methods.{cfg.method}").apply
     t = time.perf_counter()
     res: Transformed = handler(art, cfg)

@@ -136,9 +136,9 @@ def build(docs: Iterable[Doc], out: str | Path, *, dense: bool = False, sources:
     import bm25s
     from tqdm.auto import tqdm
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise MedslmError(f"{out} exists; pass --overwrite to replace it")
+    from medslm.outputs import check_target
+
+    out = check_target(out, flag="--out", overwrite=overwrite, replaceable=("index",))
     t0 = time.perf_counter()
     rows: list[dict] = []
     n_docs = 0

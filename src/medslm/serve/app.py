@@ -30,8 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from medslm.serve.chat import render
 from medslm.serve.engine import Engine, Event, Job, QueueFull, Sampling
 from medslm.serve.metrics import Metrics
-from medslm.serve.protocol import (ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest,
-                                   Unsupported)
+from medslm.serve.protocol import (MAX_JSON_DEPTH, ChatRequest, CompletionRequest, DetokenizeRequest,
+                                   TokenizeRequest, Unsupported, json_depth)
 
 log = logging.getLogger("medslm.serve")
 
@@ -219,9 +219,12 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
 
     async def body_of(request: Request, model: type) -> Any:
         raw = await request.body()  # over the body limit: APIError(413) from the middleware's receive
+        if json_depth(raw, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise APIError(400, f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels",
+                           param="body")
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise APIError(400, "the request body is not valid JSON", param="body") from None
         if not isinstance(data, dict):
             raise APIError(400, "the request body must be a JSON object", param="body")

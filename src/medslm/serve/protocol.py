@@ -8,6 +8,7 @@ field it knows but cannot honour (``n > 1``, penalties, ``logit_bias``, tools, a
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -194,3 +195,37 @@ class DetokenizeRequest(_Strict):
         if any(t < 0 for t in v):
             raise ValueError("token ids must be non-negative")
         return v
+
+
+MAX_JSON_DEPTH = 64  # no OpenAI request nests deeper than a few levels
+_STRUCT = re.compile(rb'[\\"\[\]{}]')
+
+
+def json_depth(raw: bytes, stop: int = MAX_JSON_DEPTH) -> int:
+    """The deepest nesting of arrays and objects in ``raw`` (outside strings), scanning no further
+    than the first point that is deeper than ``stop``: a body nested 100,000 levels deep is refused
+    before the JSON parser recurses into it."""
+    depth = deepest = 0
+    in_str = False
+    skip_until = -1
+    for m in _STRUCT.finditer(raw):
+        i = m.start()
+        if i < skip_until:
+            continue
+        c = raw[i:i + 1]
+        if in_str:
+            if c == b"\\":
+                skip_until = i + 2  # the escaped character
+            elif c == b'"':
+                in_str = False
+        elif c == b'"':
+            in_str = True
+        elif c in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > stop:
+                    return deepest
+        elif c in (b"]", b"}"):
+            depth -= 1
+    return deepest

@@ -31,6 +31,8 @@ class Task:
     approximate: str = ""  # set when a metric is an approximation, printed with results
     options: dict[str, Any] = field(default_factory=dict)
     resolved_split: str | None = None
+    lenient: bool = False  # skip malformed records (counted and reported) instead of failing
+    _examples: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ data
     def load(self, split: str | None = None, path: str | None = None) -> list:
@@ -49,20 +51,27 @@ class Task:
             self.resolved_split = c.name(src)
             return out
         if split == "auto":
-            every = list(load_dataset(self.dataset, split=None, path=path))
+            every = list(load_dataset(self.dataset, split=None, path=path, lenient=self.lenient))
             split = "test" if any(e.split == "test" for e in every) else "train"
             self.resolved_split = split
             return [e for e in every if e.split == split]
         self.resolved_split = split
-        return list(load_dataset(self.dataset, split=split, path=path))
+        return list(load_dataset(self.dataset, split=split, path=path, lenient=self.lenient))
 
     def examples(self, split: str | None = None, limit: int | None = None, seed: int = 1234,
                  path: str | None = None) -> list:
+        """The examples of ``split`` (a fixed, seeded subset of ``limit``), loaded once per task
+        object: a check before the model loads and the run itself share them."""
+        key = (split, limit, seed, path)
+        if key in self._examples:
+            ex, self.resolved_split = self._examples[key]
+            return list(ex)
         ex = [e for e in self.load(split, path) if self.keep(e)]
         if limit is not None and limit < len(ex):
             idx = sorted(random.Random(seed).sample(range(len(ex)), limit))
             ex = [ex[i] for i in idx]
-        return ex
+        self._examples[key] = (ex, self.resolved_split)
+        return list(ex)
 
     def keep(self, example) -> bool:
         return True

@@ -105,15 +105,23 @@ class MultipleChoiceTask(Task):
         if fewshot <= 0:
             return
         if not self.fewshot_split:
-            raise ValueError(f"{self.name}: no split to draw few-shot examples from")
-        pool = [e for e in self.load(self.fewshot_split, path) if self.keep(e)]
+            from medslm.errors import MedslmError
+
+            raise MedslmError(f"{self.name}: --fewshot {fewshot}: this task has no split to draw few-shot "
+                              "examples from; use --fewshot 0")
+        from medslm.errors import DataError, MedslmError
+
+        try:
+            pool = [e for e in self.load(self.fewshot_split, path) if self.keep(e)]
+        except DataError as e:
+            raise MedslmError(f"{self.name}: --fewshot {fewshot} draws its examples from split "
+                              f"{self.fewshot_split!r}, which cannot be read here ({e}); use --fewshot 0, "
+                              "or give the dataset with that split through --data") from None
         ids = {e.id for e in examples}
         pool = [e for e in pool if e.id not in ids]
         if len(pool) < fewshot:
-            from medslm.errors import MedslmError
-
             raise MedslmError(f"{self.name}: --fewshot {fewshot} but split {self.fewshot_split!r} has "
-                              f"only {len(pool)} usable examples")
+                              f"only {len(pool)} usable examples; choose --fewshot {len(pool)} or fewer")
         self.shots = random.Random(seed).sample(pool, fewshot)
 
     def prompt(self, e) -> str:
