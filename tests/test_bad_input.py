@@ -339,3 +339,30 @@ def test_unexpected_error_is_one_message_and_a_log(monkeypatch, capsys, tmp_path
     assert code == 1 and "Traceback" not in err and "unexpected error: KeyError" in err
     log = Path(err.split("traceback is in ")[1].split(";")[0])
     assert "Traceback" in log.read_text() and "a bug" in log.read_text()
+
+
+def test_two_evals_writing_one_output_and_one_cache_at_once(world):
+    """Two processes, the same --output and --cache: both finish, and each result file is whole
+    and equals what either run computed alone (SQLite's locking, unique temporary names)."""
+    import os
+    import subprocess
+    import sys
+
+    out, cache = world["tmp"] / "shared-out", world["tmp"] / "shared.sqlite"
+    argv = [sys.executable, "-m", "medslm", "eval", "--model", str(world["model"]), "--tasks",
+            "pubmedqa,medmcqa", "--no-decode-bench", "--bootstrap", "0", "--output", str(out),
+            "--cache", str(cache)]
+    env = dict(os.environ, MEDSLM_DATA_DIR=str(world["mirror"]))
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    files = sorted(out.glob("*.json"))
+    assert len(files) == 2 and not [p for p in out.iterdir() if p.name.startswith(".")]
+    alone = world["tmp"] / "alone"
+    r = subprocess.run(argv[:-4] + ["--output", str(alone), "--cache", str(world["tmp"] / "alone.sqlite")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for f in files:
+        a, b = json.loads(f.read_text()), json.loads((alone / f.name).read_text())
+        assert a["metrics"] == b["metrics"] and a["examples"] == b["examples"]

@@ -235,6 +235,21 @@ def test_not_json_and_not_an_object(client):
         assert r.status_code == 400 and r.json()["error"]["param"] == "body"
 
 
+def test_deeply_nested_json_is_a_400_without_a_traceback(client, caplog):
+    from medslm.serve.protocol import json_depth
+
+    deep = b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with caplog.at_level(logging.DEBUG, logger="medslm.serve"):
+        r = client.post(CMPL, content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "body"
+    assert "deeper than 64" in r.json()["error"]["message"]
+    assert "RecursionError" not in caplog.text and "Traceback" not in caplog.text
+    ok = {"prompt": "x", "stop": ["]]]", "{{{"], "max_tokens": 1}  # brackets inside strings do not count
+    assert json_depth(json.dumps(ok).encode()) == 1
+    assert client.post(CMPL, json=ok).status_code == 200
+    assert json_depth(b'"\\\\" [[1]]') == 2  # an escaped backslash ends before the quote
+
+
 def test_context_overflow_names_the_numbers():
     c = TestClient(make_app(ScriptedRuntime(n_ctx=64)))
     r = c.post(CMPL, json={"prompt": "x" * 40, "max_tokens": 30})

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import sys
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +67,35 @@ def dir_bytes(path: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
+def file_sizes(path: str | os.PathLike) -> dict[str, int]:
+    """Bytes of each file the content hash covers (recorded, so loading can check sizes cheaply)."""
+    root = Path(path)
+    return {f.relative_to(root).as_posix(): f.stat().st_size for f in sorted(root.rglob("*"))
+            if f.is_file() and f.relative_to(root).as_posix() not in _HASH_SKIP
+            and not f.relative_to(root).as_posix().startswith(".")}
+
+
+def safetensors_problem(f: Path) -> str | None:
+    """Why a safetensors file cannot be whole (its header does not parse, or its tensors end past
+    the end of the file), or None. Reads only the header."""
+    size = f.stat().st_size
+    try:
+        with open(f, "rb") as h:
+            n = int.from_bytes(h.read(8), "little")
+            if size < 8 or n <= 0 or 8 + n > size:
+                return f"its header claims {n} bytes but the file has {size}"
+            header = json.loads(h.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return f"its header does not parse ({type(e).__name__})"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    end = max((v["data_offsets"][1] for k, v in header.items()
+               if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
+    if 8 + n + end > size:
+        return f"its tensors need {8 + n + end} bytes but the file has {size} (truncated)"
+    return None
+
+
 @dataclass
 class ArtifactMeta:
     source: str
@@ -80,10 +108,15 @@ class ArtifactMeta:
     architecture: str = ""
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)  # file -> bytes (what content_hash covers)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str) -> "ArtifactMeta":
+        if not isinstance(d, dict):
+            raise ArtifactError(f"{where}: holds a JSON {type(d).__name__}, not an object; the artifact's "
+                                "metadata is damaged: rebuild the artifact (or delete the file to load it "
+                                "as a plain Hugging Face directory)")
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -141,13 +174,60 @@ class ModelArtifact:
         return self.meta.content_hash
 
     def verify(self) -> None:
-        """Recompute the content hash and compare with the recorded one."""
+        """Recompute the content hash and compare with the recorded one (after the size check)."""
+        self.check_files()
         actual = content_hash(self.path)
         if self.meta.content_hash and actual != self.meta.content_hash:
             raise ArtifactError(
                 f"{self.path}: content hash {actual} differs from the recorded "
-                f"{self.meta.content_hash}; the files were changed after medslm wrote them"
+                f"{self.meta.content_hash}; the files were changed after medslm wrote them. "
+                f"{self._rebuild_hint()}"
             )
+
+    def _rebuild_hint(self) -> str:
+        names = [s.get("name") for s in self.meta.steps if s.get("name") not in FORMAT_STEPS]
+        if names:
+            return (f"Rebuild it: rerun the steps that made it ({' -> '.join(names)}; their configs are in "
+                    f"`medslm models info {self.path}`) into a new --out")
+        if any(s.get("name") == "convert_gguf" for s in self.meta.steps):
+            return f"Delete {self.path}: medslm converts the GGUF again on the next use"
+        return "Restore the directory from where it came from"
+
+    def check_files(self) -> None:
+        """Cheap integrity check, run on every load: each file medslm recorded exists with its
+        recorded size, and each safetensors file is whole (header parses, tensors within the file)."""
+        for rel, size in self.meta.files.items():
+            f = self.path / rel
+            if not f.is_file():
+                raise ArtifactError(f"{f}: missing (medslm.json records {size:,} bytes); the artifact is "
+                                    f"damaged. {self._rebuild_hint()}")
+            if f.stat().st_size != size:
+                raise ArtifactError(f"{f}: {f.stat().st_size:,} bytes, but medslm.json records {size:,}; "
+                                    f"the file is truncated or was changed. {self._rebuild_hint()}")
+        for f in sorted(self.path.glob("*.safetensors")):
+            why = safetensors_problem(f)
+            if why:
+                raise ArtifactError(f"{f}: damaged: {why}. {self._rebuild_hint()}")
+
+    def verify_once(self) -> None:
+        """The full hash check on first use of these files (sizes and times unchanged since a
+        successful check: skipped); the mark lives in the medslm cache."""
+        if not self.meta.content_hash:
+            return
+        from medslm import settings
+
+        stamp = [(f.relative_to(self.path).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+                 for f in sorted(self.path.rglob("*")) if f.is_file() and f.name != META_FILE]
+        key = hashlib.sha256(json.dumps([str(self.path.resolve()), self.meta.content_hash, stamp]).encode())
+        mark = settings.cache_dir() / "verified" / key.hexdigest()[:32]
+        if mark.is_file():
+            return
+        self.verify()
+        try:
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.write_text(str(self.path) + "\n")
+        except OSError:  # a read-only cache: verify again next time
+            pass
 
     @property
     def is_adapter(self) -> bool:
@@ -162,6 +242,8 @@ class ModelArtifact:
         """Load (model, tokenizer). Strict: missing or unexpected weights are an error listing them."""
         from medslm.models.weights import load_hf_dir
 
+        self.check_files()
+        self.verify_once()
         if self.meta.extra.get("adapter"):
             return self._load_adapter(dtype=dtype, device=device)
         return load_hf_dir(self.path, dtype=dtype, device=device,
@@ -231,8 +313,11 @@ def write_artifact(write_fn, out: str | os.PathLike, *, source: str, steps: list
     out = Path(out)
     if out.exists() and not overwrite:
         raise ArtifactError(f"{out} already exists; choose another --out or remove it first")
+    from medslm.outputs import sweep_stale, temp_name
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
+    sweep_stale(out)
+    tmp = temp_name(out)
     try:
         tmp.mkdir()
         write_fn(tmp)
@@ -244,9 +329,10 @@ def write_artifact(write_fn, out: str | os.PathLike, *, source: str, steps: list
         )
         meta.content_hash = content_hash(tmp)
         meta.bytes = dir_bytes(tmp)
+        meta.files = file_sizes(tmp)
         (tmp / META_FILE).write_text(json.dumps(asdict(meta), indent=2) + "\n")
         if out.exists():
-            old = out.parent / f".old-{out.name}-{uuid.uuid4().hex[:8]}"
+            old = temp_name(out, "old")
             out.rename(old)
             tmp.rename(out)
             shutil.rmtree(old, ignore_errors=True)
