@@ -7,157 +7,37 @@ chat page at ``/``.
 Patient text never reaches a log: the access log line is metadata only (request id, route, status,
 token counts, timings), error bodies name the field and the rule but never echo the value, and
 uvicorn's own access log is off. API keys are compared in constant time and never logged.
+
+The pieces: :mod:`~medslm.serve.middleware` (ids, keys, limits, access log), :mod:`~medslm.serve.errors`
+(OpenAI error bodies), :mod:`~medslm.serve.formats` (usage and log-probabilities),
+:mod:`~medslm.serve.streaming` (server-sent events); this module holds the routes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
-import logging
-import re
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medslm.serve.chat import render
-from medslm.serve.engine import Engine, Event, Job, QueueFull, Sampling
+from medslm.serve.engine import Engine, Event, Job, Sampling
+from medslm.serve.errors import APIError, error_response, install_error_handlers
+from medslm.serve.formats import chat_logprobs, legacy_logprobs, usage
 from medslm.serve.metrics import Metrics
+from medslm.serve.middleware import Guard, ServerConfig, ServerState
 from medslm.serve.protocol import (MAX_JSON_DEPTH, ChatRequest, CompletionRequest, DetokenizeRequest,
-                                   TokenizeRequest, Unsupported, json_depth)
+                                   TokenizeRequest, json_depth)
+from medslm.serve.streaming import stream_response
 
-log = logging.getLogger("medslm.serve")
-
-PUBLIC = {"/health", "/", "/favicon.ico"}  # no key needed: liveness and the page's static shell
-
-
-@dataclass
-class ServerConfig:
-    model_name: str = "medslm"
-    api_keys: list[str] = field(default_factory=list)
-    cors_origins: list[str] = field(default_factory=list)
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
-        self.headers = headers or {}
-
-
-def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-def _err(status: int, message: str, type_: str, param: str | None = None, code: str | None = None,
-         headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=headers)
-
-
-_BRANCH = re.compile(r"^(str|int|bool|float|none|(list|dict|tuple)\[.*\]|function-.*|[A-Z]\w*)$")
-
-
-def _loc(loc: tuple) -> str:
-    parts = [str(x) for x in loc if x not in ("body",)]
-    # drop pydantic's union-branch labels ("str", "list[int]", "function-after[...]", "TextPart"); our
-    # field names are lower-case words, so they never match
-    parts = [p for p in parts if not _BRANCH.match(p)]
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
-    return out or "body"
-
-
-class _Guard:
-    """Pure ASGI middleware: request id, API keys, body size, metadata-only access log, metrics."""
-
-    def __init__(self, app: Any, state: "ServerState"):
-        self.app, self.state = app, state
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        st = self.state
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        rid = headers.get("x-request-id", "")
-        if not rid or len(rid) > 128 or not rid.isprintable():
-            rid = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
-        path = scope.get("path", "")
-        t0 = time.perf_counter()
-        status_box = {"status": 0}
-
-        async def send_wrapped(msg: dict) -> None:
-            if msg["type"] == "http.response.start":
-                status_box["status"] = msg["status"]
-                msg.setdefault("headers", [])
-                msg["headers"] = list(msg["headers"]) + [(b"x-request-id", rid.encode())]
-            await send(msg)
-
-        async def respond(resp: Response) -> None:
-            await resp(scope, receive, send_wrapped)
-
-        try:
-            if st.config.api_keys and path not in PUBLIC and scope.get("method") != "OPTIONS":
-                auth = headers.get("authorization", "")
-                token = auth[7:] if auth[:7].lower() == "bearer " else ""
-                ok = False
-                for k in st.config.api_keys:  # compare with every key: time does not reveal which
-                    ok |= hmac.compare_digest(token.encode(), k.encode())
-                if not ok:
-                    return await respond(_err(401, "missing or invalid API key: send "
-                                              "'Authorization: Bearer <key>'", "authentication_error",
-                                              code="invalid_api_key"))
-            if not st.engine.ready and path not in ("/health", "/metrics", "/"):
-                return await respond(_err(503, "the model is still loading; poll /health until it "
-                                          "answers 200", "server_error", code="loading",
-                                          headers={"Retry-After": "5"}))
-            limit = st.limits_body
-            clen = headers.get("content-length")
-            if clen is not None and clen.isdigit() and int(clen) > limit:
-                return await respond(_err(413, f"request body of {clen} bytes exceeds the limit of {limit} "
-                                          "bytes", "invalid_request_error", code="request_too_large"))
-            seen = {"n": 0}
-
-            async def receive_limited() -> dict:
-                msg = await receive()
-                if msg["type"] == "http.request":
-                    seen["n"] += len(msg.get("body", b""))
-                    if seen["n"] > limit:
-                        raise APIError(413, f"request body exceeds the limit of {limit} bytes",
-                                       code="request_too_large")
-                return msg
-
-            await self.app(scope, receive_limited, send_wrapped)
-        finally:
-            dt = time.perf_counter() - t0
-            route = path if path in st.routes else "other"
-            st.metrics.requests.labels(route, str(status_box["status"])).inc()
-            extra = scope["state"].get("usage", {})
-            log.info("request id=%s method=%s route=%s status=%s seconds=%.3f%s", rid,
-                     scope.get("method"), route, status_box["status"], dt,
-                     "".join(f" {k}={v}" for k, v in extra.items()))
-
-
-class ServerState:
-    def __init__(self, engine: Engine, config: ServerConfig, metrics: Metrics):
-        self.engine, self.config, self.metrics = engine, config, metrics
-        self.limits_body = engine.limits.max_body_bytes
-        self.routes: set[str] = set()
-        self.rag: Any = None
-
-
-def _usage(scope_state: dict, prompt: int, completion: int) -> dict:
-    scope_state["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion}
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+__all__ = ["ServerConfig", "create_app"]
 
 
 def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
@@ -173,49 +53,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
 
     rt: Any = _Current()
     name = config.model_name
-
-    # ------------------------------------------------------------------ errors
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errs = exc.errors()
-        e = errs[0] if errs else {"loc": ("body",), "msg": "invalid request", "type": "invalid"}
-        param = _loc(tuple(e.get("loc", ())))
-        if e.get("type") == "extra_forbidden":
-            msg = f"Unrecognized request argument supplied: {param}"
-        elif e.get("type") == "json_invalid":
-            param = "body"
-            msg = "the request body is not valid JSON"
-        elif e.get("type") == "missing":
-            msg = f"{param}: required field is missing"
-        else:  # pydantic's rule text, never the offending value (it may be patient text)
-            msg = f"{param}: {e.get('msg', 'invalid value')}"
-        return _err(400, msg, "invalid_request_error", param)
-
-    @app.exception_handler(APIError)
-    async def _api(request: Request, exc: APIError) -> JSONResponse:
-        return _err(exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
-
-    @app.exception_handler(Unsupported)
-    async def _unsupported(request: Request, exc: Unsupported) -> JSONResponse:
-        return _err(400, str(exc), "invalid_request_error", exc.param, "unsupported_parameter")
-
-    @app.exception_handler(QueueFull)
-    async def _full(request: Request, exc: QueueFull) -> JSONResponse:
-        return _err(429, "the server is at capacity (all slots busy and the queue is full); retry "
-                    "after the Retry-After seconds", "rate_limit_error", code="queue_full",
-                    headers={"Retry-After": str(exc.retry_after)})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        msg = {404: "no such route", 405: "method not allowed on this route"}.get(exc.status_code,
-                                                                                   str(exc.detail))
-        return _err(exc.status_code, msg, "invalid_request_error")
-
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        rid = request.scope.get("state", {}).get("request_id", "")
-        log.error("request id=%s internal error %s", rid, type(exc).__name__)
-        return _err(500, f"internal server error (request id {rid})", "server_error")
+    install_error_handlers(app)
 
     async def body_of(request: Request, model: type) -> Any:
         raw = await request.body()  # over the body limit: APIError(413) from the middleware's receive
@@ -378,7 +216,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
         created = int(time.time())
         if req.stream:
             engine.admit()
-            return stream_response(request, jobs[0], cid, created, chat=False,
+            return stream_response(srv, request, jobs[0], cid, created, chat=False,
                                    include_usage=bool(req.stream_options and req.stream_options.include_usage))
         choices, pt, ct = [], 0, 0
         for i, job in enumerate(jobs):
@@ -388,40 +226,14 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
             text = "".join(e.text for e in events)
             lp = None
             if req.logprobs is not None:
-                lp = legacy_logprobs(job, events, req.echo, req.logprobs)
+                lp = legacy_logprobs(rt, job, events, req.echo, req.logprobs)
             if req.echo:
                 text = rt.detokenize(job.prompt_ids) + text
             choices.append({"index": i, "text": text, "logprobs": lp, "finish_reason": done.finish_reason})
             pt += done.prompt_tokens
             ct += done.completion_tokens
         return {"id": cid, "object": "text_completion", "created": created, "model": name,
-                "choices": choices, "usage": _usage(request.scope["state"], pt, ct)}
-
-    def legacy_logprobs(job: Job, events: list[Event], echo: bool, k: int) -> dict:
-        """The legacy completions ``logprobs`` object (what lm-evaluation-harness reads)."""
-        tokens: list[str] = []
-        lps: list[float | None] = []
-        tops: list[dict[str, float] | None] = []
-        offsets: list[int] = []
-        pos = 0
-        ids = job.prompt_ids
-        if echo:
-            for j, t in enumerate(ids):
-                s = rt.token_text(t)
-                tokens.append(s)
-                offsets.append(pos)
-                pos += len(s)
-                lps.append(None if j == 0 else job.prompt_lp[j - 1])
-                tops.append(None if j == 0 or not k else job.prompt_top[j - 1])
-        for e in events:
-            for j, t in enumerate(e.token_ids):
-                s = rt.token_text(t)
-                tokens.append(s)
-                offsets.append(pos)
-                pos += len(s)
-                lps.append(e.logprobs[j])
-                tops.append(e.top[j] if k and j < len(e.top) else None)
-        return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+                "choices": choices, "usage": usage(request.scope["state"], pt, ct)}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
@@ -462,7 +274,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
             extra["medslm_notes"] = notes
         if req.stream:
             engine.admit()
-            return stream_response(request, job, cid, created, chat=True,
+            return stream_response(srv, request, job, cid, created, chat=True,
                                    include_usage=bool(req.stream_options and req.stream_options.include_usage),
                                    extra=extra, logprobs=req.logprobs)
         t0 = time.perf_counter()
@@ -475,108 +287,13 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
             text, invalid = check_citations(text, len(citations))
             extra["invalid_citations_removed"] = invalid
         choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                  "logprobs": chat_logprobs(events) if req.logprobs else None,
+                                  "logprobs": chat_logprobs(rt, events) if req.logprobs else None,
                                   "finish_reason": done.finish_reason}
         return {"id": cid, "object": "chat.completion", "created": created, "model": name,
-                "choices": [choice], "usage": _usage(request.scope["state"], done.prompt_tokens,
+                "choices": [choice], "usage": usage(request.scope["state"], done.prompt_tokens,
                                                      done.completion_tokens), **extra}
 
-    def chat_logprobs(events: list[Event]) -> dict:
-        content = []
-        for e in events:
-            for j, t in enumerate(e.token_ids):
-                s = rt.token_text(t)
-                top = e.top[j] if j < len(e.top) else {}
-                content.append({"token": s, "logprob": e.logprobs[j], "bytes": list(s.encode()),
-                                "top_logprobs": [{"token": a, "logprob": b, "bytes": list(a.encode())}
-                                                 for a, b in top.items()]})
-        return {"content": content}
-
-    def stream_response(request: Request, job: Job, cid: str, created: int, *, chat: bool,
-                        include_usage: bool, extra: dict | None = None, logprobs: bool = False) -> Any:
-        from sse_starlette import EventSourceResponse
-
-        obj = "chat.completion.chunk" if chat else "text_completion"
-        state = request.scope["state"]
-
-        def chunk(delta_or_text: Any, finish: str | None, lp: Any = None) -> str:
-            if chat:
-                ch = {"index": 0, "delta": delta_or_text, "logprobs": lp, "finish_reason": finish}
-            else:
-                ch = {"index": 0, "text": delta_or_text, "logprobs": lp, "finish_reason": finish}
-            body = {"id": cid, "object": obj, "created": created, "model": name, "choices": [ch]}
-            if include_usage:
-                body["usage"] = None
-            return json.dumps(body)
-
-        async def gen() -> Any:
-            t0 = time.perf_counter()
-            agen = slot = None
-            last: Event | None = None
-            try:
-                if chat:  # the first delta carries the role, as OpenAI's (and our citations)
-                    first = json.loads(chunk({"role": "assistant", "content": ""}, None))
-                    first.update(extra or {})
-                    yield {"data": json.dumps(first)}
-                # queued inside the stream: a client that leaves while waiting cancels this
-                # generator (sse-starlette watches for the disconnect), which gives up its place
-                try:
-                    slot = await engine.acquire()
-                except QueueFull:  # lost a race for the last queue place after admit()
-                    yield {"data": json.dumps(error_body("the server is at capacity", "rate_limit_error",
-                                                         code="queue_full"))}
-                    return
-                agen = engine.stream(job, slot)
-                async for ev in agen:
-                    if ev.kind == "done":
-                        # finish_reason rides on the last content chunk (held back one event for it)
-                        if last is not None:
-                            yield {"data": render_ev(last, ev.finish_reason)}
-                        else:
-                            yield {"data": chunk({} if chat else "", ev.finish_reason)}
-                        observe(job, t0, ev)
-                        if include_usage:
-                            body = {"id": cid, "object": obj, "created": created, "model": name,
-                                    "choices": [], "usage": _usage(state, ev.prompt_tokens,
-                                                                   ev.completion_tokens)}
-                            if extra:
-                                body.update(extra)
-                            yield {"data": json.dumps(body)}
-                        else:
-                            _usage(state, ev.prompt_tokens, ev.completion_tokens)
-                        yield {"data": "[DONE]"}
-                        return
-                    if last is not None and not ev.text:  # no text yet: its tokens join the last chunk
-                        last.token_ids += ev.token_ids
-                        last.logprobs += ev.logprobs
-                        last.top += ev.top
-                        continue
-                    if last is not None:
-                        yield {"data": render_ev(last, None)}
-                    last = ev
-            except asyncio.CancelledError:
-                metrics.cancelled.inc()
-                raise
-            finally:
-                job.cancel.set()
-                if agen is not None:
-                    await agen.aclose()
-                if slot is not None and not job.on_slot:  # acquired but never started
-                    engine.release(slot)
-
-        def render_ev(ev: Event, finish: str | None) -> str:
-            lp = None
-            if chat:
-                if logprobs:
-                    lp = chat_logprobs([ev])
-                return chunk({"content": ev.text}, finish, lp)
-            if job.sampling.logprobs is not None:
-                lp = {"tokens": [rt.token_text(t) for t in ev.token_ids], "token_logprobs": ev.logprobs,
-                      "top_logprobs": ev.top or None, "text_offset": []}
-            return chunk(ev.text, finish, lp)
-
-        return EventSourceResponse(gen(), sep="\n", ping=15)
-
+    srv = SimpleNamespace(engine=engine, rt=rt, name=name, metrics=metrics, observe=observe)
     for r in app.routes:
         st.routes.add(getattr(r, "path", ""))
 
@@ -585,7 +302,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     @app.get("/")
     async def index() -> Response:
         if not page.is_file():
-            return _err(404, "the chat page is not installed", "invalid_request_error")
+            return error_response(404, "the chat page is not installed", "invalid_request_error")
         return HTMLResponse(page.read_text(encoding="utf-8"))
 
     st.routes.add("/")
@@ -594,5 +311,5 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
 
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
-    app.add_middleware(_Guard, state=st)
+    app.add_middleware(Guard, state=st)
     return app
