@@ -117,6 +117,8 @@ def world(tmp_path, tiny_artifacts, monkeypatch):
     w["cfg_list"] = tmp_path / "cfg-list.yaml"
     (tmp_path / "cfg-unknown.yaml").write_text("bits: 4\ncolour: blue\n")
     w["cfg_unknown"] = tmp_path / "cfg-unknown.yaml"
+    (tmp_path / "cfg-bits.yaml").write_text("bits: 3\n")
+    w["cfg_bits"] = tmp_path / "cfg-bits.yaml"
     return w
 
 
@@ -142,7 +144,9 @@ CASES = [
     ("quantize-out-artifact-no-overwrite", ["quantize", "--model", "{model}", "--out", "{other}"], 2,
      ["already exists", "--overwrite"]),
     ("quantize-bits-out-of-range", ["quantize", "--model", "{model}", "--bits", "3", "--out", "{tmp}/q"], 2,
-     ["bits=3"]),
+     ["--bits", "invalid choice: 3", "4, 8"]),
+    ("quantize-config-bits", ["quantize", "--model", "{model}", "--config", "{cfg_bits}", "--out", "{tmp}/q"], 2,
+     ["bits=3", "4 or 8"]),
     ("quantize-bits-not-a-number", ["quantize", "--model", "{model}", "--bits", "four", "--out", "{tmp}/q"],
      2, ["--bits", "four"]),
     ("quantize-group-size", ["quantize", "--model", "{model}", "--group-size", "100", "--out", "{tmp}/q"], 2,

@@ -203,12 +203,12 @@ def test_trim_then_quantize_chain(tmp_path, corpus):
     ({"method": "quantize", "group_size": 100}, "group_size=100: must be a power of two"),
     ({"method": "prune", "sparsity": 1.2}, "sparsity=1.2: must be between 0 and 1"),
     ({"method": "prune", "pattern": "2-4"}, "pattern='2-4'"),
-    ({"method": "prune", "algorithm": "depth", "pattern": "2:4"}, "applies to magnitude/wanda"),
+    ({"method": "prune", "algorithm": "depth", "pattern": "2:4"}, "applies to algorithm='magnitude', 'sparsegpt' or 'wanda', not 'depth'"),
     ({"method": "prune", "sparsityy": 0.5}, "sparsityy: unknown key"),
     ({"method": "trim", "min_count": 0}, "min_count=0"),
     ({"method": "quantize", "act_order": True}, "act_order=True applies to algorithm='gptq', not 'rtn'"),
     ({"method": "quantize", "sequential": True}, "sequential=True applies to algorithm='gptq'"),
-    ({"method": "prune", "algorithm": "heads", "pattern": "2:4"}, "not heads"),
+    ({"method": "prune", "algorithm": "heads", "pattern": "2:4"}, "not 'heads'"),
 ])
 def test_configs_reject_bad_values(cfg, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -353,7 +353,8 @@ def test_trim_keeps_the_evaluation_prompts(tmp_path, monkeypatch):
 def test_sparsegpt_update_compensates_the_pruned_weights():
     """On the calibration inputs, SparseGPT's weight update brings the pruned layer closer to the
     dense one than the same mask without the update, and far closer than magnitude pruning."""
-    from medslm.methods.prune import mask_from_scores, sparsegpt_
+    from medslm.methods.prune import mask_from_scores
+    from medslm.methods.sparsegpt import sparsegpt_
 
     for seed in range(3):
         torch.manual_seed(seed)
@@ -379,6 +380,7 @@ def test_sparsegpt_update_compensates_the_pruned_weights():
 def test_gptq_beats_rtn_on_calibration_inputs(symmetric, act_order):
     """GPTQ's integers (same format as RTN: int4 + fp16 group scales, + zero points when asymmetric)
     reproduce the layer's output on the calibration inputs more closely than round-to-nearest."""
+    from medslm.methods.gptq import quantize_linear as gptq_linear
     from medslm.methods.quantize import quantize_linear
 
     for seed in range(3):
@@ -389,7 +391,7 @@ def test_gptq_beats_rtn_on_calibration_inputs(symmetric, act_order):
         lin = torch.nn.Linear(64, 32, bias=False)
         dense = lin(x)
         rtn = quantize_linear(lin, 4, 16, symmetric=symmetric)
-        gq = quantize_linear(lin, 4, 16, hessian=x.t() @ x, symmetric=symmetric, act_order=act_order)
+        gq = gptq_linear(lin, 4, 16, hessian=x.t() @ x, symmetric=symmetric, act_order=act_order)
         assert gq.qweight.dtype == torch.uint8 and gq.scales.dtype == torch.float16
         assert hasattr(gq, "zeros") != symmetric
         with torch.no_grad():
@@ -454,10 +456,10 @@ def test_sequential_gptq_replays_blocks_as_the_model_runs_them(arch, corpus):
     calibrating every block inside a full forward pass of the partly quantized model."""
     from medslm.methods.calibration import calibration_batches, calibration_texts, input_hessians
     from medslm.models.anatomy import blocks_prefix, decoder_layers
-    from medslm.methods.quantize import QuantizeConfig, gptq_sequential_, quantize_, selected
+    from medslm.methods.gptq import GPTQConfig, _codes, gptq_sequential_
+    from medslm.methods.quantize import quantize_, selected
 
-    cfg = QuantizeConfig(bits=4, group_size=16, algorithm="gptq", symmetric=False, act_order=True,
-                         sequential=True)
+    cfg = GPTQConfig(bits=4, group_size=16, symmetric=False, act_order=True, sequential=True)
     tok = tiny.tokenizer()
     batches = calibration_batches(tok, calibration_texts(corpus, 4, 0), 32)
     fast, slow = tiny.model(arch), tiny.model(arch)
@@ -468,7 +470,7 @@ def test_sequential_gptq_replays_blocks_as_the_model_runs_them(arch, corpus):
     for i in range(len(layers)):
         names = [n for n in sel if n.startswith(f"{prefix}.{i}.")]
         h = input_hessians(slow, batches, {n: slow.get_submodule(n) for n in names}, stop=layers[i])
-        quantize_(slow, cfg, names=names, hessians=h)
+        quantize_(slow, cfg, names=names, codes=_codes(cfg, h))
     for n in sel:
         a, b = fast.get_submodule(n), slow.get_submodule(n)
         assert torch.allclose(a.dequantize(), b.dequantize(), atol=1e-6), n

@@ -57,6 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     from medslm.errors import MedslmError
 
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cmd = next((a for a in argv if not a.startswith("-")), None)
+    mod = importlib.import_module(COMMANDS[cmd]) if cmd in COMMANDS else None
+    if mod is not None and hasattr(mod, "complete"):  # flags built from configs, for this command only
+        try:
+            mod.complete(cmd)
+        except MedslmError as e:
+            print(f"medslm: error: {e}", file=sys.stderr)
+            return e.exit_code
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -6,37 +6,7 @@ import argparse
 
 from medslm.commands import examples
 
-COMMON = [("--epochs", float, "passes over the data (default 1)"),
-          ("--max-steps", int, "optimizer steps; overrides --epochs"),
-          ("--batch-size", int, "default 4"), ("--grad-accum", int, "gradient accumulation steps (default 1)"),
-          ("--lr", float, "learning rate"), ("--schedule", str, "cosine (default) | linear | constant"),
-          ("--warmup", float, "warm-up fraction of the steps (default 0.03)"),
-          ("--seq-len", int, "tokens per sequence (default 512)"),
-          ("--check", str, "more evaluation sets the data must not overlap, e.g. medqa_4options:test"),
-          ("--seed", int, "default 1234"), ("--checkpoint-every", int, "steps between checkpoints"),
-          ("--device", str, "auto (default) | cpu | cuda")]
-FLAGS = {
-    "finetune": [("--data", str, "NAME[:SPLIT],... e.g. pubmedqa:fit@50,medmcqa:fit@500 (fit@N: all "
-                                 "but a seeded held-out N, evaluated with --split dev@N)"),
-                 ("--method", str, "full | lora (default) | qlora"),
-                 ("--limit", int, "at most N examples per dataset (a seeded sample)"),
-                 ("--lora-r", int, "LoRA rank (default 16)"), ("--lora-alpha", int, "default 32"),
-                 ("--lora-targets", str, "all-linear (default) or module names, comma-separated")] + COMMON,
-    "pretrain": [("--corpus", str, "NAME[:SPLIT],... documents from guidelines, medquad, pubmedqa, "
-                                   "mimic3, medtext (default medquad:train)"),
-                 ("--method", str, "full (default) | lora"),
-                 ("--holdout", float, "fraction of documents held out for perplexity (default 0.05)")] + COMMON,
-    "merge": [],
-}
-BOOLS = {"finetune": [("--merge", "merge the LoRA adapter into a new dense model"),
-                      ("--no-explanations", "train on the answer only, without explanations/long answers"),
-                      ("--chat-template", "wrap prompts in the model's chat template"),
-                      ("--no-eos", "do not close answers with EOS (keeps the LM's EOS rate on plain text)"),
-                      ("--allow-overlap", "train even if the data overlaps evaluation data (recorded)"),
-                      ("--drop-overlap", "leave out training examples that overlap evaluation data")],
-         "pretrain": [("--allow-overlap", "train even if the corpus overlaps evaluation data (recorded)"),
-                      ("--drop-overlap", "leave out documents that overlap evaluation data")],
-         "merge": []}
+METHODS = ("finetune", "pretrain", "merge")
 HELP = {"finetune": "supervised fine-tuning (full, LoRA, QLoRA) on medical instruction data",
         "pretrain": "continued pretraining on medical documents",
         "merge": "merge a LoRA adapter artifact into a new dense model"}
@@ -49,41 +19,34 @@ EXAMPLES = {
 }
 
 
+_PARSERS: dict[str, argparse.ArgumentParser] = {}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    for name, flags in FLAGS.items():
-        p = sub.add_parser(name, help=HELP[name], description=HELP[name] + "; writes a new artifact.",
+    from medslm.commands.compress import add_artifact_args
+
+    for name in METHODS:
+        p = sub.add_parser(name, help=HELP[name], description=HELP[name] + "; writes a new artifact. "
+                           "Flags are the method's config fields (`--config FILE` takes them as YAML).",
                            epilog=examples(*EXAMPLES[name], "medslm models info runs/...  (the chain of steps)"),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--model", default="gemma3-270m")
-        p.add_argument("--out", required=True, metavar="DIR", help="new artifact directory (must not exist)")
-        p.add_argument("--config", metavar="FILE", help="a YAML file with the method's config")
-        p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-        for flag, typ, h in flags:
-            p.add_argument(flag, type=typ, default=None, help=h,
-                           dest="tuning" if flag == "--method" else None)
-        for flag, h in BOOLS[name]:
-            p.add_argument(flag, action="store_true", default=None, help=h)
+        add_artifact_args(p)
         p.set_defaults(handler=cmd_train, method=name)
+        _PARSERS[name] = p
+
+
+def complete(command: str) -> None:
+    from medslm.commands.method_flags import add_flags
+
+    add_flags(_PARSERS[command], command)
 
 
 def cmd_train(args) -> int:
     from medslm.commands.compress import read_config
+    from medslm.commands.method_flags import config_from_args
     from medslm.methods import compress
 
-    cfg = read_config(args.config)
-    cfg["method"] = args.method
-    for flag, _, _ in FLAGS[args.method]:
-        key = "tuning" if flag == "--method" else flag[2:].replace("-", "_")
-        v = getattr(args, key)
-        if v is not None:
-            cfg[key] = v
-    for flag, _ in BOOLS[args.method]:
-        key = flag[2:].replace("-", "_")
-        if getattr(args, key):
-            if key in ("no_explanations", "no_eos"):
-                cfg[key[3:]] = False
-            else:
-                cfg[key] = True
+    cfg = config_from_args(args, args.method, read_config(args.config))
     art = compress(args.model, cfg, args.out, overwrite=args.overwrite)
     st = art.meta.steps[-1]
     print(f"wrote {art.path}: {art.meta.parameters:,} parameters, {art.meta.bytes:,} bytes, "

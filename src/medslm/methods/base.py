@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from medslm.errors import ConfigError, MedslmError
-from medslm.registry import Registry
 
 
 class MethodConfig(BaseModel):
@@ -28,11 +28,11 @@ class MethodConfig(BaseModel):
 class CalibratedConfig(MethodConfig):
     """Configs of methods that read calibration activations (Wanda, SparseGPT, GPTQ, ...)."""
 
-    calibration: str = "pubmedqa,medquad"  # dataset names (comma-separated) or a .txt file
-    samples: int = 64
-    seq_len: int = 256
-    seed: int = 1234
-    damp: float = 0.01  # SparseGPT/GPTQ: dampening of the Hessian's diagonal (fraction of its mean)
+    calibration: str = Field("pubmedqa,medquad", description='calibration texts: dataset names (comma-separated, train splits), generic (non-medical English) or a .txt file')
+    samples: int = Field(64, description='calibration texts')
+    seq_len: int = Field(256, description='tokens per calibration text')
+    seed: int = Field(1234, description='seed of the calibration sample')
+    damp: float = Field(0.01, description="SparseGPT/GPTQ: dampening of the Hessian's diagonal (fraction of its mean)")
 
     @field_validator("damp")
     @classmethod
@@ -49,14 +49,101 @@ class CalibratedConfig(MethodConfig):
         return v
 
 
-METHODS = Registry("method")
-METHODS.add("quantize", "medslm.methods.quantize:QuantizeConfig")
-METHODS.add("prune", "medslm.methods.prune:PruneConfig")
-METHODS.add("trim", "medslm.methods.trim:TrimConfig")
-METHODS.add("distill", "medslm.methods.distill:DistillConfig")
-METHODS.add("finetune", "medslm.methods.finetune:FinetuneConfig")
-METHODS.add("pretrain", "medslm.methods.pretrain:PretrainConfig")
-METHODS.add("merge", "medslm.methods.merge:MergeConfig")
+class MethodRegistry:
+    """Method configs registered by name (and algorithm, for the families with several), found by
+    importing every module of this package once: a new method is one module whose config class
+    carries ``@register_method(...)`` and whose module defines ``apply(art, cfg) -> Transformed``
+    (or, for a family member, the hook its family's ``apply`` calls). Unknown names get near
+    matches; a duplicate registration is an error."""
+
+    def __init__(self):
+        self._algos: dict[str, dict[str, type]] = {}
+        self._default: dict[str, str] = {}
+        self._found = False
+
+    def register(self, method: str, algorithm: str | None = None, *, default: bool = False):
+        def deco(cls):
+            algos = self._algos.setdefault(method, {})
+            key = algorithm or method
+            if key in algos:
+                raise ValueError(f"duplicate method {method!r} algorithm {key!r} "
+                                 f"({algos[key].__module__} and {cls.__module__})")
+            algos[key] = cls
+            if default or algorithm is None:
+                self._default[method] = key
+            return cls
+        return deco
+
+    def _discover(self) -> None:
+        if self._found:
+            return
+        import importlib
+        import pkgutil
+
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
+            if not m.name.startswith("_") and m.name not in ("base", "calibration"):
+                importlib.import_module(f"medslm.methods.{m.name}")
+        self._found = True
+
+    def names(self) -> list[str]:
+        self._discover()
+        return sorted(self._algos)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names()
+
+    def algorithms(self, method: str) -> dict[str, type]:
+        """{algorithm: config class} of ``method`` (one entry, named like the method, for most)."""
+        self._discover()
+        if method not in self._algos:
+            raise self.unknown(method)
+        return dict(self._algos[method])
+
+    def default(self, method: str) -> str:
+        self._discover()
+        return self._default[method]
+
+    def unknown(self, name: str) -> MedslmError:
+        near = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(near)}?" if near else ""
+        return MedslmError(f"unknown method {name!r}.{hint} Valid methods: {', '.join(self.names())}")
+
+    def get(self, name: str) -> type:
+        """The config class of a method's default algorithm."""
+        return self.algorithms(name)[self.default(name)]
+
+    def config_class(self, d: dict[str, Any], where: str = "") -> type:
+        method = d["method"]
+        algos = self.algorithms(str(method))
+        if len(algos) == 1 and "algorithm" not in next(iter(algos.values())).model_fields:
+            return next(iter(algos.values()))
+        alg = d.get("algorithm", self.default(method))
+        if alg not in algos:
+            raise ConfigError(f"{where or method}: algorithm={alg!r}: choose one of {', '.join(sorted(algos))}")
+        return algos[alg]
+
+
+METHODS = MethodRegistry()
+register_method = METHODS.register
+
+
+def handler(cfg: MethodConfig) -> Callable:
+    """The function that applies ``cfg``: its module's ``apply``."""
+    import importlib
+
+    return importlib.import_module(type(cfg).__module__).apply
+
+
+def family_fields(method: str) -> dict[str, tuple[type, Any]]:
+    """Every field of every algorithm of ``method``: name -> (the config class that first has it,
+    its pydantic FieldInfo); for generating CLI flags from the configs."""
+    out: dict[str, tuple[type, Any]] = {}
+    algos = METHODS.algorithms(method)
+    for alg in [METHODS.default(method)] + sorted(a for a in algos if a != METHODS.default(method)):
+        cls = algos[alg]
+        for name, info in cls.model_fields.items():
+            out.setdefault(name, (cls, info))
+    return out
 
 
 def format_validation_error(e: ValidationError, where: str = "") -> str:
@@ -85,8 +172,21 @@ def parse_config(d: dict[str, Any] | MethodConfig, where: str = "") -> MethodCon
     name = d["method"]
     if name not in METHODS:
         raise METHODS.unknown(str(name))
-    cls = METHODS.get(name)
+    cls = METHODS.config_class(d, where)
     d = {k: v for k, v in d.items() if k != "config_version"}
+    if "algorithm" in d and "algorithm" not in cls.model_fields:
+        raise ConfigError(f"{where or name}: algorithm: unknown key ({name} has no algorithms)")
+    others: dict[str, list[str]] = {}
+    for alg, c in sorted(METHODS.algorithms(name).items()):
+        for f in c.model_fields:
+            if f not in cls.model_fields:
+                others.setdefault(f, []).append(alg)
+    for k in d:
+        if k in others:  # a key of sibling algorithms: say which
+            algs = [repr(a) for a in others[k]]
+            which = algs[0] if len(algs) == 1 else ", ".join(algs[:-1]) + " or " + algs[-1]
+            mine = cls.model_fields["algorithm"].default
+            raise ConfigError(f"{where or name}: {k}={d[k]!r} applies to algorithm={which}, not {mine!r}")
     try:
         return cls(**d)
     except ValidationError as e:
@@ -136,8 +236,6 @@ def input_dirs(art, cfg: MethodConfig) -> list[Path]:
 def compress(model: str | Any, config: dict[str, Any] | MethodConfig, out: str | Path,
              overwrite: bool = False):
     """Apply one method to a model reference or ModelArtifact, writing a new artifact at ``out``."""
-    import importlib
-
     from medslm.models.artifact import ModelArtifact, new_step, write_artifact
     from medslm.models.loading import resolve
 
@@ -146,9 +244,8 @@ def compress(model: str | Any, config: dict[str, Any] | MethodConfig, out: str |
     cfg = parse_config(config)
     art = model if isinstance(model, ModelArtifact) else resolve(str(model)).artifact()
     out = check_target(out, flag="--out", inputs=input_dirs(art, cfg), overwrite=overwrite)
-    handler = importlib.import_module(f"medslm.methods.{cfg.method}").apply
     t = time.perf_counter()
-    res: Transformed = handler(art, cfg)
+    res: Transformed = handler(cfg)(art, cfg)
     seconds = round(time.perf_counter() - t, 2)
 
     def write(tmp: Path) -> None:

@@ -20,26 +20,26 @@ import random
 from typing import Literal
 
 import torch
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from medslm.errors import MedslmError
-from medslm.methods.base import MethodConfig, Transformed, load_dense
+from medslm.methods.base import MethodConfig, Transformed, load_dense, register_method
 
 
+@register_method("distill")
 class DistillConfig(MethodConfig):
     method: Literal["distill"] = "distill"
-    teacher: str = "base"
-    mode: Literal["logit", "sequence"] = "logit"
-    corpus: str = "pubmedqa,medquad"
-    steps: int = 100
-    batch_size: int = 2
-    seq_len: int = 128
-    lr: float = 5e-5
-    temperature: float = 2.0
-    alpha: float = 0.5
-    seed: int = 1234
-    checkpoint_every: int = 25
-
+    teacher: str = Field("base", description="teacher model reference ('base' in a recipe: the recipe's model)")
+    mode: Literal["logit", "sequence"] = Field("logit", description="logit (KL on the teacher's distribution) or sequence (the teacher's greedy continuations)")
+    corpus: str = Field("pubmedqa,medquad", description='datasets (comma-separated) or a .txt file')
+    steps: int = Field(100, description='optimizer steps')
+    batch_size: int = Field(2, description='sequences per step')
+    seq_len: int = Field(128, description='tokens per sequence')
+    lr: float = Field(5e-5, description='learning rate')
+    temperature: float = Field(2.0, description='distillation temperature')
+    alpha: float = Field(0.5, description='weight of the distillation loss against cross-entropy (1: distillation only)')
+    seed: int = Field(1234, description='seed of the data order')
+    checkpoint_every: int = Field(25, description='steps between checkpoints (an interrupted run resumes)')
     @field_validator("steps", "batch_size", "seq_len", "checkpoint_every")
     @classmethod
     def _pos(cls, v: int) -> int:

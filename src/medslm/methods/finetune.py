@@ -14,34 +14,33 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from medslm.methods.base import MethodConfig, Transformed
+from medslm.methods.base import MethodConfig, Transformed, register_method
 
 
 class TrainingConfig(MethodConfig):
     """What pretrain and finetune share: the schedule, LoRA, the contamination guard, the device."""
 
-    epochs: float = 1.0
-    max_steps: int = 0  # > 0 overrides epochs
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 0.0  # 0: the method's default (learning_rate())
-    schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup: float = 0.03
-    weight_decay: float = 0.0
-    seq_len: int = 512
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: str = "all-linear"
-    allow_overlap: bool = False
-    drop_overlap: bool = False
-    check: str = ""
-    seed: int = 1234
-    checkpoint_every: int = 50
-    device: str = "auto"
-
+    epochs: float = Field(1.0, description='passes over the data')
+    max_steps: int = Field(0, description='optimizer steps; > 0 overrides --epochs')
+    batch_size: int = Field(4, description='sequences per step')
+    grad_accum: int = Field(1, description='gradient accumulation steps')
+    lr: float = Field(0.0, description="learning rate (0: the method's default)")
+    schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field("cosine", description='learning-rate schedule')
+    warmup: float = Field(0.03, description='warm-up fraction of the steps')
+    weight_decay: float = Field(0.0, description='AdamW weight decay')
+    seq_len: int = Field(512, description='tokens per sequence')
+    lora_r: int = Field(16, description='LoRA rank')
+    lora_alpha: int = Field(32, description='LoRA alpha')
+    lora_dropout: float = Field(0.05, description='LoRA dropout')
+    lora_targets: str = Field("all-linear", description='all-linear or module names, comma-separated')
+    allow_overlap: bool = Field(False, description='train even if the data overlaps evaluation data (recorded)')
+    drop_overlap: bool = Field(False, description='leave out training examples that overlap evaluation data')
+    check: str = Field("", description='more evaluation sets the data must not overlap, e.g. medqa_4options:test')
+    seed: int = Field(1234, description='seed of the data order and initialisation')
+    checkpoint_every: int = Field(50, description='steps between checkpoints (an interrupted run resumes)')
+    device: str = Field("auto", description='auto | cpu | cuda')
     @field_validator("batch_size", "grad_accum", "seq_len", "lora_r", "lora_alpha", "checkpoint_every")
     @classmethod
     def _pos(cls, v: int) -> int:
@@ -81,18 +80,17 @@ class TrainingConfig(MethodConfig):
         return self.lr
 
 
+@register_method("finetune")
 class FinetuneConfig(TrainingConfig):
     method: Literal["finetune"] = "finetune"
-    data: str = "pubmedqa:fit@50"
-    limit: int = 0  # > 0: at most this many examples per dataset (a seeded sample)
-    tuning: Literal["full", "lora", "qlora"] = "lora"
-    merge: bool = False
-    explanations: bool = True
-    # close each answer with EOS (the model learns to stop). On short answers (a letter, yes/no)
+    data: str = Field("pubmedqa:fit@50", description='NAME[:SPLIT],... e.g. pubmedqa:fit@50,medmcqa:fit@500 (fit@N: all but a held-out dev@N)')
+    limit: int = Field(0, description='at most N examples per dataset (a seeded sample; 0: every example)')
+    tuning: Literal["full", "lora", "qlora"] = Field("lora", description='full | lora | qlora', json_schema_extra={'flag': '--method'})
+    merge: bool = Field(False, description='merge the LoRA adapter into a new dense model')
+    explanations: bool = Field(True, description='train on explanations/long answers too (--no-explanations: the answer only)')
     # this teaches EOS everywhere: measured on Gemma 3 270M, P(EOS) 0.0002 -> 0.15 on medical text
-    eos: bool = True
-    chat_template: bool = False
-
+    eos: bool = Field(True, description="close answers with EOS (--no-eos keeps the LM's EOS rate on plain text)")
+    chat_template: bool = Field(False, description="wrap prompts in the model's chat template")
     @field_validator("limit")
     @classmethod
     def _limit(cls, v: int) -> int:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 from medslm.errors import MedslmError
-from medslm.methods.base import MethodConfig, Transformed
+from medslm.methods.base import MethodConfig, Transformed, register_method
 
 
+@register_method("merge")
 class MergeConfig(MethodConfig):
     method: Literal["merge"] = "merge"
 

@@ -12,19 +12,19 @@ import math
 import random
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
-from medslm.methods.base import Transformed
+from medslm.methods.base import Transformed, register_method
 from medslm.methods.finetune import TrainingConfig
 
 
+@register_method("pretrain")
 class PretrainConfig(TrainingConfig):
     method: Literal["pretrain"] = "pretrain"
-    corpus: str = "medquad:train"
-    tuning: Literal["full", "lora"] = "full"
-    holdout: float = 0.05
-    checkpoint_every: int = 100
-
+    corpus: str = Field("medquad:train", description='NAME[:SPLIT],... documents from guidelines, medquad, pubmedqa, or a .txt file')
+    tuning: Literal["full", "lora"] = Field("full", description='full | lora', json_schema_extra={'flag': '--method'})
+    holdout: float = Field(0.05, description='fraction of documents held out for perplexity')
+    checkpoint_every: int = Field(100, description='steps between checkpoints (an interrupted run resumes)')
     @field_validator("holdout")
     @classmethod
     def _holdout(cls, v: float) -> float:

@@ -24,20 +24,20 @@ import re
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from medslm.errors import MedslmError
-from medslm.methods.base import MethodConfig, Transformed, load_dense
+from medslm.methods.base import MethodConfig, Transformed, load_dense, register_method
 
 BYTE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 
 
+@register_method("trim")
 class TrimConfig(MethodConfig):
     method: Literal["trim"] = "trim"
     version: ClassVar[int] = 2  # 2: the corpus includes the evaluation prompts built on it
-    corpus: str = "pubmedqa,medquad,medmcqa"  # dataset names (comma-separated) or a .txt file
-    min_count: int = 1
-
+    corpus: str = Field("pubmedqa,medquad,medmcqa", description='datasets (comma-separated) or a .txt file whose tokens are kept')
+    min_count: int = Field(1, description='keep tokens used at least this often')
     @field_validator("min_count")
     @classmethod
     def _mc(cls, v: int) -> int:

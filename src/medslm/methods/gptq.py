@@ -1,0 +1,166 @@
+"""GPTQ (Frantar et al. 2022, https://arxiv.org/abs/2210.17323): the quantize family's storage
+(integers + per-group fp16 scales, so GPTQ artifacts load and run like RTN ones), with the integers
+chosen column by column, each column's rounding error spread over the columns not yet quantized
+through the inverse Hessian X^T X of a calibration corpus (medical text by default).
+
+Written here (on calibration.py's Hessian hooks) because llm-compressor pins another transformers
+and its output needs compressed-tensors to load. ``act_order`` visits columns by decreasing Hessian
+diagonal with static groups; ``sequential`` calibrates each block on the outputs of the blocks
+already quantized.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from medslm.methods.base import CalibratedConfig, register_method
+from medslm.methods.calibration import (block_calls, calibration_batches, calibration_texts, collect_stat,
+                                        hessian_factor, input_hessians)
+from medslm.methods.quantize import (QuantizeConfig, apply, dequant, qparams, quantize_, round_codes,
+                                     rtn_codes, selected)
+from medslm.models.anatomy import blocks_prefix, decoder_layers, linear_weight
+from medslm.models.quantized import QuantLinear, pack_codes
+
+__all__ = ["GPTQConfig", "apply", "gptq_", "gptq_sequential_", "quantize_layers_", "quantize_linear"]
+
+
+@register_method("quantize", "gptq")
+class GPTQConfig(QuantizeConfig, CalibratedConfig):
+    algorithm: Literal["gptq"] = "gptq"
+    act_order: bool = Field(False, description="columns in order of decreasing Hessian diagonal "
+                            "('act-order'/desc_act), with group scales fixed from the original weights")
+    sequential: bool = Field(False, description="block by block, each block's Hessians measured on "
+                             "the outputs of the blocks already quantized")
+
+
+def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float = 0.01,
+          blocksize: int = 128, symmetric: bool = True, act_order: bool = False, clip: bool = False):
+    """GPTQ integers (out, in), fp16 group scales and (asymmetric) uint8 zero points for ``w``
+    given the input Hessian ``H``.
+
+    With ``act_order`` the columns are visited by decreasing Hessian diagonal; a group's scale is then
+    fixed beforehand from the original weights (static groups) so that groups stay contiguous in
+    the original column order and the storage is the same as without it.
+    """
+    W0 = w.detach().float()
+    rows, cols = W0.shape
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(cols)
+    if act_order:
+        H = H[perm][:, perm]
+    W, Hinv = hessian_factor(W0[:, perm], H, damp, "gptq")
+    Q = torch.zeros(rows, cols)
+    scales = torch.zeros(rows, cols // group)
+    zeros = None if symmetric else torch.zeros(rows, cols // group)
+    if act_order:  # static groups, from the original (dead inputs zeroed) weights
+        Wg = torch.empty_like(W)
+        Wg[:, perm] = W
+        s_all, z_all = qparams(Wg.reshape(rows, cols // group, group), bits, symmetric, clip)
+        scales[:] = s_all
+        if zeros is not None:
+            zeros[:] = z_all
+    blocksize = max(group, blocksize - blocksize % group)
+    s = z = None
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1 = W[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            c = i1 + i
+            if act_order:
+                g = int(perm[c]) // group
+                s, z = scales[:, g], None if zeros is None else zeros[:, g]
+            elif c % group == 0:  # the group's scale from its (error-updated) weights
+                s, z = qparams(W1[:, i:i + group], bits, symmetric, clip)
+                scales[:, c // group] = s
+                if zeros is not None:
+                    zeros[:, c // group] = z
+            col = W1[:, i]
+            q = round_codes(col, s, z, bits)
+            Q[:, c] = q
+            err = (col - dequant(q, s, z)) / Hinv1[i, i]
+            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
+            Err1[:, i] = err
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    Qo = torch.empty_like(Q)
+    Qo[:, perm] = Q
+    return (pack_codes(Qo, bits, symmetric), scales.to(torch.float16),
+            None if zeros is None else zeros.to(torch.uint8))
+
+
+def quantize_linear(lin: nn.Module, bits: int, group_size: int, hessian: torch.Tensor, damp: float = 0.01,
+                    symmetric: bool = True, act_order: bool = False, clip: bool = False) -> QuantLinear:
+    """A QuantLinear of ``lin`` with GPTQ's integers for the input Hessian ``hessian``."""
+    w = linear_weight(lin)
+    q, s, z = gptq_(w, hessian, bits, group_size, damp, symmetric=symmetric, act_order=act_order, clip=clip)
+    return QuantLinear.from_codes(q, s, z, bits, group_size, w.shape[1], lin.bias)
+
+
+def _codes(cfg: GPTQConfig, hessians: dict[str, torch.Tensor]):
+    def codes(name: str, w: torch.Tensor, bits: int):
+        h = hessians.pop(name, None)
+        if h is None:  # a module the calibration never reached: round to nearest
+            return rtn_codes(w, bits, cfg.group_size, cfg.symmetric, cfg.clip_search)
+        return gptq_(w, h, bits, cfg.group_size, cfg.damp, symmetric=cfg.symmetric,
+                     act_order=cfg.act_order, clip=cfg.clip_search)
+    return codes
+
+
+def quantize_layers_(model: nn.Module, tok, cfg: GPTQConfig, names: list[str]) -> tuple[list[str], int]:
+    """GPTQ's integers: (quantized module names, calibration tokens used)."""
+    batches = calibration_batches(tok, calibration_texts(cfg.calibration, cfg.samples, cfg.seed), cfg.seq_len)
+    tokens = sum(b.numel() for b in batches)
+    if cfg.sequential:
+        return gptq_sequential_(model, cfg, batches), tokens
+    prefix = blocks_prefix(model) + "."
+    # when every module lies in the blocks, the LM head's big matmul is not needed
+    stop = decoder_layers(model)[-1] if all(n.startswith(prefix) for n in names) else None
+    hessians = input_hessians(model, batches, {n: model.get_submodule(n) for n in names}, stop=stop)
+    return quantize_(model, cfg, names=names, codes=_codes(cfg, hessians)), tokens
+
+
+def gptq_sequential_(model: nn.Module, cfg: GPTQConfig, batches: list[torch.Tensor]) -> list[str]:
+    """GPTQ block by block: block i's Hessians come from inputs that have passed through the already
+    quantized blocks 0..i-1, so each block also corrects the error of the earlier ones.
+
+    One pass over the dense model records what each block is called with (its keyword arguments:
+    masks, rotary embeddings, which differ between Gemma's sliding and global layers) and the hidden
+    states entering block 0; then each block runs alone on the hidden states the quantized blocks
+    before it produced, twice (Hessians, then its quantized output), as GPTQ's reference code and
+    llm-compressor's sequential pipeline do. Modules outside the blocks (rare: the LM head is skipped
+    by default) are quantized last, from one pass over the whole quantized model."""
+    from tqdm import tqdm
+
+    sel = selected(model, cfg)
+    layers = decoder_layers(model)
+    prefix = blocks_prefix(model)
+    calls = block_calls(model, layers, batches)
+    hidden = [c[0][0] for c in calls[0]]
+    done: list[str] = []
+    for i in tqdm(range(len(layers)), desc="gptq: blocks", unit="block"):
+        layer = layers[i]
+        names = [n for n in sel if n.startswith(f"{prefix}.{i}.")]
+
+        def run():
+            outs = []
+            with torch.no_grad():
+                for h, (args, kwargs) in zip(hidden, calls[i]):
+                    o = layer(h, *args[1:], **kwargs)
+                    outs.append(o[0] if isinstance(o, tuple) else o)
+            return outs
+
+        if names:
+            mods = {n: model.get_submodule(n) for n in names}
+            h = collect_stat(mods, lambda x: x.t() @ x, run)
+            done += quantize_(model, cfg, names=names, codes=_codes(cfg, h))
+        if i + 1 < len(layers):  # the next block's inputs (the last block's outputs are not needed)
+            hidden = run()
+    rest = [n for n in sel if n not in done]
+    if rest:
+        h = input_hessians(model, batches, {n: model.get_submodule(n) for n in rest})
+        done += quantize_(model, cfg, names=rest, codes=_codes(cfg, h))
+    return done
