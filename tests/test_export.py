@@ -158,7 +158,7 @@ def test_llamacpp_on_exported_f16_agrees_with_hf(data_dir, tmp_path, monkeypatch
     lb = LlamaCppBackend(str(out), threads=1)
     hb = HFBackend("gemma3-270m", threads=1)
     for r in reqs[:3]:
-        assert lb._encode_pair(r.context, r.continuation) == hb._encode_pair(r.context, r.continuation)
+        assert lb.encode_pair(r.context, r.continuation) == hb.encode_pair(r.context, r.continuation)
     a, b = lb.loglikelihood(reqs), hb.loglikelihood(reqs)
     diffs = [abs(x[0] - y[0]) for x, y in zip(a, b)]
     assert max(diffs) < 0.05, diffs

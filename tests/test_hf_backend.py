@@ -4,7 +4,8 @@ import pytest
 import tiny
 
 from medslm.backends.base import GenerateRequest, LoglikelihoodRequest, RollingRequest
-from medslm.backends.hf import HFBackend, cut_at_stop
+from medslm.backends.base import cut_at_stop
+from medslm.backends.hf import HFBackend
 
 CONTEXTS = [
     "Question: Which vitamin deficiency causes scurvy?\nAnswer:",

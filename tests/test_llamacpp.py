@@ -71,20 +71,25 @@ def test_refuses_more_threads_than_cores():
 
 
 def test_scoring_in_row_chunks_equals_scoring_at_once():
-    """_score bounds its float64 temporaries to a few rows; the sums and the greedy flag do not
-    depend on the chunk size."""
+    """target_logprobs bounds its float64 temporaries to a few rows; the sums and the greedy flag do
+    not depend on the chunk size, and the numpy path (llama.cpp's logits) agrees with the torch path
+    (the hf backend's)."""
     import numpy as np
+    import torch
 
-    from medslm.backends.llamacpp import LlamaCppBackend
+    from medslm.backends.base import target_logprobs
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(37, 500)).astype(np.float32)
     targets = rng.integers(0, 500, size=37).tolist()
-    whole = LlamaCppBackend._score(logits, targets, rows=10_000)
+    whole = target_logprobs(logits, targets, rows=10_000)
     for rows in (1, 5, 64):
-        part = LlamaCppBackend._score(logits, targets, rows=rows)
+        part = target_logprobs(logits, targets, rows=rows)
         assert part[0] == pytest.approx(whole[0], abs=1e-9) and part[1] == whole[1] is False
     greedy = logits.argmax(-1).tolist()
-    assert LlamaCppBackend._score(logits, greedy, rows=4)[1] is True
+    assert target_logprobs(logits, greedy, rows=4)[1] is True
+    t = target_logprobs(torch.from_numpy(logits), targets)
+    assert t[0] == pytest.approx(whole[0], abs=1e-3) and t[1] is False
+    assert target_logprobs(torch.from_numpy(logits), greedy)[1] is True
     lp = logits.astype(np.float64) - np.log(np.exp(logits.astype(np.float64)).sum(-1, keepdims=True))
     assert whole[0] == pytest.approx(lp[np.arange(37), targets].sum(), abs=1e-9)

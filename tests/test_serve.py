@@ -157,10 +157,10 @@ def test_chat_fallback_template_has_exactly_one_bos_and_stops_at_the_next_turn(c
 
 def test_kv_cached_generation_matches_transformers_generate(tiny_artifacts):
     from medslm.backends.base import GenerateRequest
-    from medslm.serve.runtime import HFRuntime
+    from medslm.serve.runtime import load_runtime
 
     for arch in ("gemma3", "llama", "gpt2"):
-        rt = HFRuntime(str(tiny_artifacts[arch].path))
+        rt = load_runtime(str(tiny_artifacts[arch].path), "hf")
         want = rt.backend.generate([GenerateRequest("The patient", max_tokens=12)])[0]
         c = TestClient(make_app(rt))
         got = c.post(CMPL, json={"prompt": "The patient", "max_tokens": 12, "temperature": 0}).json()
@@ -169,13 +169,13 @@ def test_kv_cached_generation_matches_transformers_generate(tiny_artifacts):
 
 def test_echo_loglikelihood_matches_the_hf_backend(tiny_artifacts):
     from medslm.backends.base import LoglikelihoodRequest
-    from medslm.serve.runtime import HFRuntime
+    from medslm.serve.runtime import load_runtime
 
-    rt = HFRuntime(str(tiny_artifacts["gemma3"].path))
+    rt = load_runtime(str(tiny_artifacts["gemma3"].path), "hf")
     c = TestClient(make_app(rt))
     for ctx, cont in (("Question: scurvy? Answer:", " yes"), ("The patient presented with", " chest pain")):
         want = rt.backend.loglikelihood([LoglikelihoodRequest(ctx, cont)])[0][0]
-        cids, tids = rt.backend._encode_pair(ctx, cont)
+        cids, tids = rt.backend.encode_pair(ctx, cont)
         r = c.post(CMPL, json={"prompt": cids + tids, "max_tokens": 0, "echo": True, "logprobs": 1}).json()
         got = sum(r["choices"][0]["logprobs"]["token_logprobs"][len(cids):])
         assert abs(got - want) <= 1e-3

@@ -23,9 +23,9 @@ from medslm.backends.base import LoglikelihoodRequest  # noqa: E402
 def served():
     from medslm.serve.app import ServerConfig, create_app
     from medslm.serve.engine import Engine, Limits
-    from medslm.serve.runtime import LlamaCppRuntime
+    from medslm.serve.runtime import load_runtime
 
-    rt = LlamaCppRuntime("gemma3-270m", threads=1, n_ctx=1024)
+    rt = load_runtime("gemma3-270m", "llamacpp", threads=1, n_ctx=1024)
     app = create_app(Engine([rt], Limits(max_tokens_default=32)), ServerConfig(model_name="gemma3-270m"))
     return rt, TestClient(app)
 
@@ -41,7 +41,7 @@ def test_echo_loglikelihoods_match_the_in_process_backend(served):
     want = be.loglikelihood([LoglikelihoodRequest(a, b) for a, b in reqs])
     be.shared_context = True
     for (ctx, cont), (ll, _) in zip(reqs, want):
-        cids, tids = be._encode_pair(ctx, cont)
+        cids, tids = be.encode_pair(ctx, cont)
         r = c.post("/v1/completions", json={"prompt": cids + tids, "max_tokens": 1, "echo": True,
                                             "logprobs": 1, "temperature": 0}).json()
         lp = r["choices"][0]["logprobs"]

@@ -109,10 +109,19 @@ class Variant(BaseModel):
     steps: list[dict[str, Any]] = Field(default_factory=list)
     # llamacpp: evaluate on llama.cpp. Without steps, the model's own GGUF; with steps, the final
     # artifact exported to GGUF of type `gguf` (default q4_k_m; dense steps only, llama.cpp quantizes)
-    backend: Literal["hf", "llamacpp"] = "hf"
+    backend: str = "hf"  # a registered backend (medslm.backends.base.BACKENDS)
     gguf: str | None = None
     # hf: the dtype the model is evaluated in (default fp32 on CPU); e.g. the base in bf16
     dtype: Literal["fp32", "bf16", "fp16"] | None = None
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        from medslm.backends.base import BACKENDS
+
+        if v not in BACKENDS:
+            raise ValueError(str(BACKENDS.unknown(v)))
+        return v
 
     @model_validator(mode="after")
     def _gguf(self):

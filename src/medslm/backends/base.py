@@ -21,16 +21,75 @@ Example::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Iterable
 
 from medslm.registry import Registry
 from medslm.requests import GenerateRequest, LoglikelihoodRequest, RollingRequest
 
-__all__ = ["BACKENDS", "Backend", "GenerateRequest", "LoglikelihoodRequest", "RollingRequest", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "GenerateRequest", "LoglikelihoodRequest", "RollingRequest", "cut_at_stop",
+           "get_backend", "log_softmax", "target_logprobs", "wants_bos"]
+
+
+def wants_bos(model_type: str) -> bool:
+    """lm-evaluation-harness's rule, used for scoring, generation, training and serving alike: a BOS
+    token before the text for the Gemma family (its models degrade without one), none otherwise."""
+    return "gemma" in str(model_type or "").lower()
+
+
+def cut_at_stop(text: str, until: Iterable[str]) -> str:
+    """Cut ``text`` at the earliest occurrence of any stop sequence."""
+    cut = len(text)
+    for s in until or ():
+        if s:
+            j = text.find(s)
+            if j != -1:
+                cut = min(cut, j)
+    return text[:cut]
+
+
+def log_softmax(x):
+    """Row-wise log-softmax of a float array (numpy, float32): the serving path's per-token scores."""
+    import numpy as np
+
+    x = x.astype(np.float32, copy=False)
+    m = x.max(-1, keepdims=True)
+    return x - (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))
+
+
+def target_logprobs(logits, targets: list[int], rows: int = 64) -> tuple[float, bool]:
+    """Sum of log P(target) over positions, and whether every target is the argmax.
+
+    ``logits``: (positions, vocabulary), a torch tensor (computed on its device in float32, as the
+    hf backend always has) or a numpy array (float64, ``rows`` positions at a time: a float64 copy
+    of a 4,096-token window over Gemma's 262k vocabulary would be 8.6 GB)."""
+    if hasattr(logits, "gather"):  # torch
+        import torch
+
+        lg = logits.float()
+        t = torch.tensor(targets, device=lg.device)
+        ll = (lg.gather(-1, t[:, None])[:, 0] - torch.logsumexp(lg, -1)).sum().item()
+        return float(ll), bool((lg.argmax(-1) == t).all().item())
+    import numpy as np
+
+    ll, greedy = 0.0, True
+    for i in range(0, len(targets), rows):
+        lg = logits[i:i + rows].astype(np.float64)
+        mx = lg.max(-1, keepdims=True)
+        lse = (mx + np.log(np.exp(lg - mx).sum(-1, keepdims=True)))[:, 0]
+        t = np.array(targets[i:i + rows])
+        ll += float((lg[np.arange(len(t)), t] - lse).sum())
+        greedy = greedy and bool((lg.argmax(-1) == t).all())
+    return ll, greedy
 
 
 class Backend(ABC):
+    """The contract (see the module doc). What every backend shares lives here: the pair encoding
+    and BOS rule of lm-evaluation-harness, stop strings, log-probability scoring. A backend that
+    serves (``medslm serve``) also implements the token-level calls below."""
+
     name: str = "base"
+    add_bos: bool = False
+    prefix_token_id: int | None = None  # what an empty context is conditioned on (BOS, else EOS)
 
     @abstractmethod
     def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool]]: ...
@@ -51,6 +110,42 @@ class Backend(ABC):
 
     def count_tokens(self, text: str) -> int:
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared by every backend
+    def tokens(self, text: str, bos: bool) -> list[int]:
+        """Token ids of ``text`` as scored (``bos``: with the model's BOS first)."""
+        raise NotImplementedError
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-evaluation-harness's ``_encode_pair``: trailing spaces of the context move to the
+        continuation; the continuation's tokens are those of context + continuation after the
+        context's own; an empty context is the prefix token alone."""
+        n = len(context) - len(context.rstrip())
+        if n:
+            continuation, context = context[-n:] + continuation, context[:-n]
+        if not context:
+            return [self.prefix_token_id], self.tokens(continuation, False)
+        whole = self.tokens(context + continuation, self.add_bos)
+        ctx = self.tokens(context, self.add_bos)
+        return ctx, whole[len(ctx):]
+
+    # ------------------------------------------------------------------ token-level (serving)
+    # A serving backend also sets n_ctx, bos_id, bos_text, eos_ids, chat_template, special_tokens
+    # and vocab_size, and answers these calls for one sequence at a time:
+    def tokenize(self, text: str, *, bos: bool | None = None, special: bool = False) -> list[int]:
+        raise NotImplementedError(f"the {self.name} backend does not serve")
+
+    def detokenize(self, ids: list[int]) -> str:
+        raise NotImplementedError(f"the {self.name} backend does not serve")
+
+    def token_text(self, i: int) -> str:
+        return self.detokenize([i])
+
+    def forward(self, ids: list[int], keep: int, all_logits: bool = False):
+        """Raw logits (float32 numpy, ``[n, vocab]``) after the first ``keep`` tokens of ``ids``,
+        reusing the KV cache of the previous call when ``ids[:keep]`` is what it last saw; only the
+        last row unless ``all_logits``."""
+        raise NotImplementedError(f"the {self.name} backend does not serve")
 
 
 BACKENDS = Registry("backend")

@@ -20,9 +20,10 @@ import copy
 from collections import defaultdict
 from typing import Any, Iterable
 
-from medslm.backends.base import Backend, GenerateRequest, LoglikelihoodRequest, RollingRequest
-from medslm.system import cpu_name
+from medslm.backends.base import (Backend, GenerateRequest, LoglikelihoodRequest, RollingRequest, cut_at_stop,
+                                  target_logprobs, wants_bos)
 from medslm.errors import MedslmError
+from medslm.system import cpu_name
 
 
 def _chunks(seq: list, n: int) -> Iterable[list]:
@@ -81,7 +82,7 @@ class HFBackend(Backend):
             self.ref = getattr(model, "name_or_path", "in-memory")
         cfg = self.model.config
         model_type = getattr(cfg, "model_type", "") or ""
-        self.add_bos = ("gemma" in model_type) if add_bos is None else bool(add_bos)
+        self.add_bos = wants_bos(model_type) if add_bos is None else bool(add_bos)
         tok = self.tokenizer
         self.prefix_token_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         ctx = (getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
@@ -96,6 +97,7 @@ class HFBackend(Backend):
         params = inspect.signature(self.body.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._check_head()
+        self._serving_facts()
 
     # ------------------------------------------------------------------ internals
     def _check_head(self) -> None:
@@ -117,22 +119,8 @@ class HFBackend(Backend):
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=self.add_bos).input_ids
-
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces > 0:
-            continuation = context[-n_spaces:] + continuation
-            context = context[:-n_spaces]
-        if not context:  # lm-eval: BOS (or EOS) as the context
-            cont = self._encode(continuation)
-            if self.add_bos and cont and cont[0] == self.prefix_token_id:
-                cont = cont[1:]
-            return [self.prefix_token_id], cont
-        whole = self._encode(context + continuation)
-        ctx = self._encode(context)
-        return ctx, whole[len(ctx):]
+    def tokens(self, text: str, bos: bool) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=bos).input_ids
 
     def _score_at(self, rows: list[list[int]], positions: list[list[int]],
                   targets: list[list[int]]) -> list[tuple[float, bool]]:
@@ -153,26 +141,16 @@ class HFBackend(Backend):
                 return [self._score_hidden(hidden[i, pos], tgt)
                         for i, (pos, tgt) in enumerate(zip(positions, targets))]
             logits = self.model(ids, use_cache=False).logits
-            return [self._score_logits(logits[i, pos], tgt)
+            return [target_logprobs(logits[i, pos], tgt)
                     for i, (pos, tgt) in enumerate(zip(positions, targets))]
 
     def _score_hidden(self, hidden, targets: list[int], chunk: int = 128) -> tuple[float, bool]:
         """Score targets from the hidden states that predict them, applying the head per chunk."""
         ll, greedy = 0.0, True
         for j in range(0, len(targets), chunk):
-            a, g = self._score_logits(self._head(hidden[j:j + chunk]), targets[j:j + chunk])
+            a, g = target_logprobs(self._head(hidden[j:j + chunk]), targets[j:j + chunk])
             ll, greedy = ll + a, greedy and g
         return ll, greedy
-
-    @staticmethod
-    def _score_logits(logits, targets: list[int]) -> tuple[float, bool]:
-        import torch
-
-        logits = logits.float()
-        t = torch.tensor(targets, device=logits.device)
-        ll = (logits.gather(-1, t[:, None])[:, 0] - torch.logsumexp(logits, -1)).sum().item()
-        greedy = bool((logits.argmax(-1) == t).all().item())
-        return float(ll), greedy
 
     def _truncate(self, ctx: list[int], cont: list[int]) -> tuple[list[int], list[int]]:
         """Left-truncate so that context + continuation[:-1] fits in ``max_length``."""
@@ -190,7 +168,7 @@ class HFBackend(Backend):
 
         pairs = []
         for r in requests:
-            ctx, cont = self._encode_pair(r.context, r.continuation)
+            ctx, cont = self.encode_pair(r.context, r.continuation)
             if not cont:
                 raise MedslmError(f"empty continuation for context ...{r.context[-40:]!r}")
             pairs.append(self._truncate(ctx, cont))
@@ -242,7 +220,7 @@ class HFBackend(Backend):
             for k, g in enumerate(batch):
                 for i in groups[g]:
                     if self.fast_head:
-                        results[i] = self._score_logits(logp[k:k + 1], pairs[i][1])
+                        results[i] = target_logprobs(logp[k:k + 1], pairs[i][1])
                     else:
                         results[i] = self._score_at([rows[k]], [pos[k]], [pairs[i][1]])[0]
                 bar.update(len(groups[g]))
@@ -303,7 +281,7 @@ class HFBackend(Backend):
         if pad is None:
             pad = self.tokenizer.eos_token_id
         for r in tqdm(requests, desc="generate", unit="req", leave=False, disable=len(requests) < 4 or not self.show_progress):
-            ids = self._encode(r.context) if r.context else [self.prefix_token_id]
+            ids = self.tokens(r.context, self.add_bos) if r.context else [self.prefix_token_id]
             budget = self.max_length - r.max_tokens
             if budget < 1:
                 raise MedslmError(f"max_tokens {r.max_tokens} leaves no room for the prompt in a "
@@ -345,7 +323,9 @@ class HFBackend(Backend):
                 d["contamination_allowed"] = ex["contamination_allowed"]
         else:
             if self._hash is None:
-                self._hash = _weights_hash(self.model)
+                from medslm.models.weights import weights_hash
+
+                self._hash = weights_hash(self.model)
             d.update(hash=self._hash, bytes=params * next(self.model.parameters()).element_size())
         if str(self.device).startswith("cuda"):
             d["gpu"] = torch.cuda.get_device_name(self.device)
@@ -354,30 +334,57 @@ class HFBackend(Backend):
         return d
 
 
+    # ------------------------------------------------------------------ token-level (serving)
+    def _serving_facts(self) -> None:
+        tok, cfg = self.tokenizer, self.model.config
+        self.n_ctx = self.max_length
+        self.bos_id = tok.bos_token_id
+        self.bos_text = tok.bos_token or ""
+        self.vocab_size = int(cfg.vocab_size)
+        eos: set[int] = set()
+        for e in (tok.eos_token_id, getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)):
+            if isinstance(e, int):
+                eos.add(e)
+            elif isinstance(e, (list, tuple)):
+                eos.update(int(x) for x in e)
+        self.eos_ids = frozenset(eos)
+        self.chat_template = getattr(tok, "chat_template", None) or None
+        self.special_tokens = {"bos_token": tok.bos_token or "", "eos_token": tok.eos_token or ""}
+        self._seen: list[int] = []
+        self._kv = None
+
+    def tokenize(self, text: str, *, bos: bool | None = None, special: bool = False) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=not special).input_ids
+        if (self.add_bos if bos is None else bos) and self.bos_id is not None:
+            ids = [self.bos_id] + ids
+        return ids
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def token_text(self, i: int) -> str:
+        return self.tokenizer.decode([i], skip_special_tokens=False)
+
+    def forward(self, ids: list[int], keep: int, all_logits: bool = False):
+        import torch
+
+        # the cache is reused only to extend the previous sequence (generation); anything else
+        # starts over (cropping a sliding-window cache is not supported by every architecture)
+        if not (0 < keep == len(self._seen) and self._seen == ids[:keep] and keep < len(ids)):
+            keep, self._kv = 0, None
+        x = torch.tensor([ids[keep:]], device=self.device)
+        kw: dict[str, Any] = {"use_cache": True}
+        if self._kv is not None:
+            kw[self._cache_kw] = self._kv
+        if not all_logits:
+            kw["logits_to_keep"] = 1
+        with torch.no_grad():
+            out = self.model(input_ids=x, **kw)
+        self._kv = out["cache"] if "cache" in out else out.get("past_key_values")
+        self._seen = list(ids)
+        return out.logits[0, -1:].float().cpu().numpy() if not all_logits else out.logits[0].float().cpu().numpy()
+
+
 def _cache_of(out):
     c = getattr(out, "cache", None)
     return c if c is not None else out.past_key_values
-
-
-def cut_at_stop(text: str, until: Iterable[str]) -> str:
-    """Cut ``text`` at the earliest occurrence of any stop sequence."""
-    cut = len(text)
-    for s in until or ():
-        if s:
-            j = text.find(s)
-            if j != -1:
-                cut = min(cut, j)
-    return text[:cut]
-
-
-def _weights_hash(model) -> str:
-    """Hash of every weight byte: two in-memory models share request-cache entries only if equal."""
-    import hashlib
-
-    import torch
-
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode() + str(v.dtype).encode())
-        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return "weights:" + h.hexdigest()[:16]

@@ -14,13 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medslm.backends.base import Backend, GenerateRequest, LoglikelihoodRequest, RollingRequest
-from medslm.backends.hf import cut_at_stop
+from medslm.backends.base import (Backend, GenerateRequest, LoglikelihoodRequest, RollingRequest, cut_at_stop,
+                                  target_logprobs, wants_bos)
 from medslm.errors import MedslmError
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+from medslm.system import usable_cores
 
 
 def free_cores() -> int:
@@ -78,24 +75,16 @@ class LlamaCppBackend(Backend):
         self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=self.threads,
                                    n_threads_batch=self.threads, logits_all=True, verbose=False)
         arch = self.llm.metadata.get("general.architecture", "")
-        self.add_bos = ("gemma" in arch) if add_bos is None else add_bos
+        self.add_bos = wants_bos(arch) if add_bos is None else add_bos
+        self.prefix_token_id = self.llm.token_bos()
         self.n_ctx = n_ctx
         self.shared_context = shared_context
         self.ref = str(model)
         self._hash: str | None = None
+        self._serving_facts()
 
-    def _tok(self, text: str, bos: bool) -> list[int]:
+    def tokens(self, text: str, bos: bool) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False)
-
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        n = len(context) - len(context.rstrip())
-        if n:
-            continuation, context = context[-n:] + continuation, context[:-n]
-        if not context:
-            return [self.llm.token_bos()], self._tok(continuation, False)
-        whole = self._tok(context + continuation, self.add_bos)
-        ctx = self._tok(context, self.add_bos)
-        return ctx, whole[len(ctx):]
 
     def _eval(self, tokens: list[int], keep: int):
         """Evaluate ``tokens`` after the first ``keep`` already in the KV cache; return all scores."""
@@ -110,25 +99,8 @@ class LlamaCppBackend(Backend):
             llm.eval(tokens[keep:])
         return np.asarray(llm.scores[: llm.n_tokens])
 
-    @staticmethod
-    def _score(logits, targets: list[int], rows: int = 64) -> tuple[float, bool]:
-        """Sum of the targets' log-probabilities and whether each is the argmax, ``rows`` positions
-        at a time: a float64 copy of a 4,096-token window over Gemma's 262k vocabulary would be
-        8.6 GB (three such temporaries ran a 24 GB machine out of memory on medppl)."""
-        import numpy as np
-
-        ll, greedy = 0.0, True
-        for i in range(0, len(targets), rows):
-            lg = logits[i:i + rows].astype(np.float64)
-            mx = lg.max(-1, keepdims=True)
-            lse = (mx + np.log(np.exp(lg - mx).sum(-1, keepdims=True)))[:, 0]
-            t = np.array(targets[i:i + rows])
-            ll += float((lg[np.arange(len(t)), t] - lse).sum())
-            greedy = greedy and bool((lg.argmax(-1) == t).all())
-        return ll, greedy
-
     def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
-        pairs = [self._encode_pair(r.context, r.continuation) for r in requests]
+        pairs = [self.encode_pair(r.context, r.continuation) for r in requests]
         order = sorted(range(len(pairs)), key=lambda i: pairs[i][0])  # same contexts adjacent
         out: list[tuple[float, bool] | None] = [None] * len(pairs)
         self.llm.reset()
@@ -142,27 +114,27 @@ class LlamaCppBackend(Backend):
                 # the whole sequence in one pass, exactly as a server scores an echoed prompt
                 # (llama.cpp's results depend on the batch's length, even by one token)
                 scores = self._eval(seq, 0)
-                out[i] = self._score(scores[len(ctx) - 1: len(seq) - 1], cont)
+                out[i] = target_logprobs(scores[len(ctx) - 1: len(seq) - 1], cont)
                 continue
             # always the context in one batch, then the continuation: llama.cpp's numerics depend on
             # how tokens are batched, so a shared context must be computed the same way as a fresh one
             if not (len(prev) >= len(ctx) and prev[:len(ctx)] == ctx):
                 self._eval(ctx, 0)
             scores = self._eval(seq[:-1], len(ctx))
-            out[i] = self._score(scores[len(ctx) - 1: len(seq) - 1], cont)
+            out[i] = target_logprobs(scores[len(ctx) - 1: len(seq) - 1], cont)
             prev = seq[:-1]
         return out  # type: ignore[return-value]
 
     def loglikelihood_rolling(self, requests: list[RollingRequest]) -> list[float]:
         out = []
         for r in requests:
-            toks = self._tok(r.text, False)
+            toks = self.tokens(r.text, False)
             seq = [self.llm.token_bos()] + toks
             total = 0.0
             for s in range(0, len(toks), self.n_ctx):  # disjoint windows, as the hf backend
                 tgt = toks[s:s + self.n_ctx]
                 scores = self._eval(seq[s:s + len(tgt)], 0)
-                total += self._score(scores, tgt)[0]
+                total += target_logprobs(scores, tgt)[0]
             out.append(total)
         return out
 
@@ -175,8 +147,49 @@ class LlamaCppBackend(Backend):
             outs.append(cut_at_stop(res["choices"][0]["text"], r.until))
         return outs
 
+    # ------------------------------------------------------------------ token-level (serving)
+    def _serving_facts(self) -> None:
+        llm = self.llm
+        self.bos_id = llm.token_bos()
+        self.vocab_size = llm.n_vocab()
+        eos = {llm.token_eos()}
+        # chat-tuned Gemma ends a turn with <end_of_turn>; treat it as an end of sequence
+        for t in ("<end_of_turn>", "<|eot_id|>", "<|im_end|>"):
+            ids = llm.tokenize(t.encode(), add_bos=False, special=True)
+            if len(ids) == 1:
+                eos.add(ids[0])
+        self.eos_ids = frozenset(eos)
+        self.bos_text = llm.detokenize([self.bos_id], special=True).decode("utf-8", "replace")
+        self.chat_template = llm.metadata.get("tokenizer.chat_template") or None
+        self.special_tokens = {"bos_token": self.bos_text,
+                               "eos_token": llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")}
+        self._seen: list[int] = []
+
+    def tokenize(self, text: str, *, bos: bool | None = None, special: bool = False) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=self.add_bos if bos is None else bos,
+                                 special=special)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.llm.detokenize(list(ids)).decode("utf-8", "replace")
+
+    def token_text(self, i: int) -> str:
+        return self.llm.detokenize([i], special=True).decode("utf-8", "replace")
+
+    def forward(self, ids: list[int], keep: int, all_logits: bool = False):
+        """With ``all_logits`` a view of llama.cpp's own buffer (no copy)."""
+        llm = self.llm
+        if keep > len(self._seen) or self._seen[:keep] != ids[:keep] or keep >= len(ids):
+            keep = 0
+        if keep == 0:
+            llm.reset()
+        else:
+            llm.n_tokens = keep  # llama.cpp drops the KV cache beyond n_tokens on the next eval
+        llm.eval(ids[keep:])
+        self._seen = list(ids)
+        return llm.scores[keep: len(ids)] if all_logits else llm.scores[len(ids) - 1: len(ids)]
+
     def count_tokens(self, text: str) -> int:
-        return len(self._tok(text, False))
+        return len(self.tokens(text, False))
 
     def describe(self) -> dict[str, Any]:
         if self._hash is None:

@@ -101,3 +101,16 @@ def merge_adapter(base_model, adapter_dir: Path):
     model = PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()
     model.eval()
     return model
+
+
+def weights_hash(model) -> str:
+    """Hash of every weight byte: two in-memory models share request-cache entries only if equal."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode() + str(v.dtype).encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return "weights:" + h.hexdigest()[:16]

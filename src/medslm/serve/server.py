@@ -87,7 +87,7 @@ def build(o: ServeOptions, load_async: bool = True) -> Any:
 
             app.state.medslm.rag = Index(o.rag)
         engine.load(rts)
-        log.info("model loaded: %s (%s), %d slot(s)", name, type(rts[0]).__name__, len(rts))
+        log.info("model loaded: %s (%s), %d slot(s)", name, type(getattr(rts[0], "backend", rts[0])).__name__, len(rts))
 
     if not load_async:
         load()

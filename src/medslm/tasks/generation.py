@@ -97,10 +97,12 @@ class Amega(Task):
 
                 raise MedslmError("--judge URL (an OpenAI-compatible server) needs the openai "
                                   "backend, which is not built yet; pass a model reference or 'semantic'")
-            else:
-                from medslm.backends.hf import HFBackend
+            else:  # BACKEND:REF (e.g. llamacpp:judge.gguf), or a model reference for the hf backend
+                from medslm.backends.base import BACKENDS
 
-                self._judge_backend = HFBackend(ref)
+                name, sep, rest = ref.partition(":")
+                name, ref = (name, rest) if sep and name in BACKENDS else ("hf", ref)
+                self._judge_backend = BACKENDS.get(name)(ref)
         return self._judge_backend
 
     def met(self, e, answer: str) -> list[bool]:

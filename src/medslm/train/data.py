@@ -122,8 +122,10 @@ def prompt_and_target(dataset: str, e, explanations: bool = True) -> tuple[str, 
 
 
 def wants_bos(tokenizer, model_config) -> bool:
-    """As the hf backend and lm-evaluation-harness: BOS for the Gemma family."""
-    return "gemma" in str(getattr(model_config, "model_type", "")).lower()
+    """The backends' rule (:func:`medslm.backends.base.wants_bos`), so training sees what scoring sees."""
+    from medslm.backends.base import wants_bos as rule
+
+    return rule(getattr(model_config, "model_type", ""))
 
 
 def encode_sft(tokenizer, prompt: str, target: str, *, add_bos: bool, seq_len: int,
