@@ -107,7 +107,9 @@ def test_rag_eval_excludes_the_items_own_abstract(data_dir, tmp_path):
     build(pubmed_docs(), tmp_path / "pm")
     prompts = []
 
-    class Recorder:
+    from medslm.backends.dummy import DummyBackend
+
+    class Recorder(DummyBackend):
         def loglikelihood(self, reqs):
             prompts.extend(r.context for r in reqs)
             return [(-len(r.continuation), True) for r in reqs]  # always the shortest label ("no")
@@ -117,6 +119,10 @@ def test_rag_eval_excludes_the_items_own_abstract(data_dir, tmp_path):
     exs = get_task("pubmedqa").examples(None, 8, 1234)
     r = rag_accuracy(Recorder(), "pubmedqa", str(tmp_path / "pm"), k=3, limit=8)
     assert r["n"] == 8 and r["acc_with"] == r["acc_without"] and not r["gain_claimed"]
+    for arm, res in r["results"].items():  # each arm is a whole Result, as the runner writes it
+        assert res["task"]["name"] == ("pubmedqa+rag3" if arm == "with" else "pubmedqa+norag")
+        assert res["task"]["n"] == 8 and res["metrics"]["acc"]["value"] == r[f"acc_{arm}"]
+        assert res["metrics"]["acc"]["ci95"] is not None and len(res["examples"]) == 8
     with_prompts = [p for p in prompts if p.startswith("Sources:")]
     assert len(with_prompts) == 8 * 3 and all("Abstract:" not in p for p in prompts)
     for e in exs:  # the item's own abstract never comes back as a source

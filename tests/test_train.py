@@ -132,12 +132,13 @@ def test_adapter_with_changed_base_is_refused(tmp_path, data):
 
 
 def test_loss_masking_covers_only_answer_tokens(tmp_path, data):
-    from medslm.tasks.multiple_choice import pubmedqa_text
-    from medslm.train.data import encode_sft, load_parts
+    from medslm.tasks import get_task
+    from medslm.train.data import encode_sft, load_parts, prompt_and_target
 
     tok = tiny.tokenizer()
     e = load_parts("pubmedqa:fit@6")[0].examples[0]
-    prompt = pubmedqa_text(e)
+    prompt = get_task("pubmedqa").text(e)
+    assert prompt_and_target("pubmedqa", e, explanations=False) == (prompt, " " + e.options[e.answer])
     ids, labels, cut = encode_sft(tok, prompt, " yes\nIt helps.", add_bos=True, seq_len=512)
     n_prompt = len(tok(prompt).input_ids)
     assert not cut and labels[:n_prompt] == [-100] * n_prompt

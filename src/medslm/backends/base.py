@@ -20,7 +20,9 @@ Example::
 
 from __future__ import annotations
 
+import pkgutil
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Iterable
 
 from medslm.registry import Registry
@@ -148,10 +150,12 @@ class Backend(ABC):
         raise NotImplementedError(f"the {self.name} backend does not serve")
 
 
+# every other module of this package is a backend named as the module, its class at ``BACKEND``;
+# found by file name, so listing backends imports none of them (torch, llama.cpp)
 BACKENDS = Registry("backend")
-BACKENDS.add("hf", "medslm.backends.hf:HFBackend")
-BACKENDS.add("llamacpp", "medslm.backends.llamacpp:LlamaCppBackend")
-BACKENDS.add("dummy", "medslm.backends.dummy:DummyBackend")
+for _m in pkgutil.iter_modules([str(Path(__file__).parent)]):
+    if _m.name != "base" and not _m.name.startswith("_"):
+        BACKENDS.add(_m.name, f"medslm.backends.{_m.name}:BACKEND")
 
 
 def get_backend(name: str) -> type[Backend]:

@@ -41,3 +41,6 @@ class DummyBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return {"backend": "dummy", "model": self.model, "hash": "dummy", "parameters": 0,
                 "bytes": 0, "dtype": "none", "device": "cpu", "threads": 1}
+
+
+BACKEND = DummyBackend

@@ -388,3 +388,6 @@ class HFBackend(Backend):
 def _cache_of(out):
     c = getattr(out, "cache", None)
     return c if c is not None else out.past_key_values
+
+
+BACKEND = HFBackend

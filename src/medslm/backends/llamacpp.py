@@ -203,3 +203,6 @@ class LlamaCppBackend(Backend):
                 "dtype": self.llm.metadata.get("general.file_type", "gguf"), "device": "cpu",
                 "threads": self.threads, "cpu": cpu_name(),
                 "scoring": "shared-context" if self.shared_context else "pairwise"}
+
+
+BACKEND = LlamaCppBackend

@@ -137,17 +137,33 @@ def check_outputs(args, names, split, limit) -> None:
                      overwrite=args.overwrite, backend=args.backend)
 
 
-def check_rag_outputs(args, names) -> None:
+def check_rag_outputs(args, names, split, limit) -> None:
     from pathlib import Path
 
     from medslm.outputs import check_target
 
+    from medslm.rag.evaluate import rag_tasks
+
+    ok = rag_tasks()
+    bad = [n for n in names if n not in ok]
+    if bad:
+        raise MedslmError(f"--rag works with the multiple-choice tasks whose spec has a retrieval setup "
+                          f"({', '.join(ok)}); not {', '.join(bad)}")
     if args.result_file:
         raise MedslmError("--result-file does not apply to --rag; use --output DIR")
     if args.output:
+        from medslm.evaluate.runner import result_filename
+        from medslm.outputs import check_result
+
+        who = args.label or args.model
         for n in names:
             check_target(Path(args.output) / f"rag__{n}.json", flag="--output", kind="file",
                          overwrite=True, replaceable=("result", "rag"))
+            for arm in (f"{n}+norag", f"{n}+rag{args.rag_k}"):  # each arm's Result
+                settings = {"name": arm, "requested_split": _per_task(split, n), "limit": _per_task(limit, n),
+                            "fewshot": 0, "seed": args.seed}
+                check_result(Path(args.output) / result_filename(who, arm), settings, flag="--output",
+                             overwrite=args.overwrite, backend=args.backend)
 
 
 def check_data(args, tasks, split, limit) -> None:
@@ -175,7 +191,7 @@ def cmd_eval(args) -> int:
             raise TASKS.unknown(n)
     limit = parse_limit(args.limit, names)
     split = parse_split(args.split, names)
-    tasks = [get_task(n, judge=args.judge) if n == "amega" else get_task(n) for n in names]
+    tasks = [get_task(n, judge=args.judge) for n in names]
     if args.scoring not in ("shared-context", "pairwise"):
         raise MedslmError(f"--scoring {args.scoring!r}: choose shared-context or pairwise")
     if args.result_file and len(tasks) != 1:
@@ -183,7 +199,7 @@ def cmd_eval(args) -> int:
     if args.backend not in BACKENDS:
         raise BACKENDS.unknown(args.backend)
     if args.rag:
-        check_rag_outputs(args, names)
+        check_rag_outputs(args, names, split, limit)
     else:
         check_outputs(args, names, split, limit)
     check_data(args, tasks, split, limit)  # splits, limits and the few-shot pool: before the model loads
@@ -217,28 +233,37 @@ def cmd_eval(args) -> int:
 
 
 def rag_eval(args, backend, names, split, limit) -> int:
+    """Each arm through the runner (cached requests, Result JSONs with CIs); the paired comparison
+    (McNemar, bootstrap CI of the gain) in ``rag__<task>.json``."""
     import json
     from pathlib import Path
 
-    from medslm.errors import MedslmError
+    from medslm import settings
+    from medslm.evaluate.cache import RequestCache
+    from medslm.evaluate.runner import write_result
+    from medslm.outputs import replace_file
     from medslm.rag.evaluate import rag_accuracy
 
-    bad = [n for n in names if n not in ("pubmedqa", "medmcqa", "medqa_4options") and not n.startswith("mmlu_")]
-    if bad:
-        raise MedslmError(f"--rag works with multiple-choice tasks (pubmedqa, medmcqa, medqa_4options, mmlu_*); "
-                          f"not {', '.join(bad)}")
+    cache = RequestCache(args.cache or settings.cache_dir() / "requests.sqlite")
     print(f"{'task':10} {'n':>4} {'without':>8} {'with':>8} {'gain [95% CI]':>24} {'McNemar p':>10}  claim")
-    for n in names:
-        sp = split.get(n) if isinstance(split, dict) else split
-        lim = limit.get(n) if isinstance(limit, dict) else limit
-        r = rag_accuracy(backend, n, args.rag, k=args.rag_k, split=sp, limit=lim, seed=args.seed)
-        lo, hi = r["diff_ci95"]
-        print(f"{n:10} {r['n']:>4} {100 * r['acc_without']:>8.1f} {100 * r['acc_with']:>8.1f} "
-              f"{100 * r['diff']:>+8.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] {r['mcnemar_p']:>10.3g}  "
-              f"{'gain' if r['gain_claimed'] else 'no gain claimed (CI includes 0)' if lo <= 0 <= hi else 'loss'}")
-        if args.output:
-            from medslm.outputs import replace_file
-
-            r["backend"] = backend.describe()
-            replace_file(Path(args.output) / f"rag__{n}.json", json.dumps(r, indent=2))
+    try:
+        for n in names:
+            sp = split.get(n) if isinstance(split, dict) else split
+            lim = limit.get(n) if isinstance(limit, dict) else limit
+            r = rag_accuracy(backend, n, args.rag, k=args.rag_k, split=sp, limit=lim, seed=args.seed,
+                             cache=cache, bootstrap=args.bootstrap)
+            lo, hi = r["diff_ci95"]
+            print(f"{n:10} {r['n']:>4} {100 * r['acc_without']:>8.1f} {100 * r['acc_with']:>8.1f} "
+                  f"{100 * r['diff']:>+8.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] {r['mcnemar_p']:>10.3g}  "
+                  f"{'gain' if r['gain_claimed'] else 'no gain claimed (CI includes 0)' if lo <= 0 <= hi else 'loss'}")
+            arms = r.pop("results")
+            if args.output:
+                for res in arms.values():
+                    if args.label:
+                        res["model"]["label"] = args.label
+                    r.setdefault("result_files", []).append(str(write_result(res, args.output)))
+                r["backend"] = backend.describe()
+                replace_file(Path(args.output) / f"rag__{n}.json", json.dumps(r, indent=2))
+    finally:
+        cache.close()
     return 0

@@ -11,6 +11,7 @@ field; ``lenient=True`` skips bad records and reports how many and why (``result
 
 from __future__ import annotations
 
+import pkgutil
 import sys
 from pathlib import Path
 
@@ -18,10 +19,13 @@ from medslm.data.examples import (Classification, Criterion, Document, Example, 
                                   OpenQA, Rubric)
 from medslm.registry import Registry
 
+# every module of this package is a dataset (its SPEC), named as the module, except these helpers;
+# found by file name, so listing datasets imports none of them
+HELPERS = {"examples", "overlap", "reader", "sources", "splits"}
 DATASETS = Registry("dataset")
-for _name in ("pubmedqa", "medmcqa", "medqa", "mmlu_medical", "medquad", "medtext", "amega",
-              "drugcomb", "mimic3", "mimic_diff_vqa", "guidelines"):
-    DATASETS.add(_name, f"medslm.data.{_name}:SPEC")
+for _m in pkgutil.iter_modules([str(Path(__file__).parent)]):
+    if _m.name not in HELPERS and not _m.name.startswith("_"):
+        DATASETS.add(_m.name, f"medslm.data.{_m.name}:SPEC")
 
 
 class Examples(list):

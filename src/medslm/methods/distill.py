@@ -14,8 +14,6 @@ share the vocabulary (trim after distilling). In a recipe, ``teacher: base`` is 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from typing import Literal
 
@@ -93,39 +91,66 @@ def _batches(tok, texts: list[str], cfg: DistillConfig) -> list[torch.Tensor]:
     return out
 
 
-def _sequence_batches(teacher, tok, batches, cfg):
-    """Replace each text's second half by the teacher's greedy continuation of its first half."""
+def _rows(tok, texts: list[str], cfg: DistillConfig) -> list[dict]:
+    """Training rows (labels as the training loop expects: aligned with the inputs)."""
+    seqs = [ids for ids in tok(texts, truncation=True, max_length=cfg.seq_len).input_ids if len(ids) > 8]
+    if not seqs:
+        raise MedslmError(f"distill: corpus {cfg.corpus!r} gave no text of more than 8 tokens")
+    return [{"input_ids": list(ids), "labels": list(ids)} for ids in seqs]
+
+
+def _teacher_rows(teacher, tok, rows: list[dict]) -> list[dict]:
+    """Sequence-level KD: each text's second half replaced by the teacher's greedy continuation of
+    its first half; the loss covers the teacher's tokens only."""
     out = []
-    for bl in batches:
-        ids, _ = bl
-        rows, labs = [], []
-        for row in ids:
-            real = row[row != (tok.pad_token_id if tok.pad_token_id is not None else -1)]
-            half = max(4, len(real) // 2)
-            with torch.no_grad():
-                gen = teacher.generate(real[None, :half], attention_mask=torch.ones(1, half, dtype=torch.long),
-                                       max_new_tokens=len(real) - half, do_sample=False,
-                                       pad_token_id=tok.pad_token_id or 0)[0]
-            rows.append(gen)
-            lab = torch.full_like(gen, -100)
-            lab[half - 1:-1] = gen[half:]  # loss on the teacher's tokens only
-            labs.append(lab)
-        width = max(len(r) for r in rows)
-        b = torch.full((len(rows), width), tok.pad_token_id or 0, dtype=torch.long)
-        lab = torch.full((len(rows), width), -100, dtype=torch.long)
-        for i, (r, l_) in enumerate(zip(rows, labs)):
-            b[i, :len(r)] = r
-            lab[i, :len(l_)] = l_
+    for r in rows:
+        real = torch.tensor(r["input_ids"])
+        half = max(4, len(real) // 2)
+        with torch.no_grad():
+            gen = teacher.generate(real[None, :half].to(teacher.device),
+                                   attention_mask=torch.ones(1, half, dtype=torch.long, device=teacher.device),
+                                   max_new_tokens=len(real) - half, do_sample=False,
+                                   pad_token_id=tok.pad_token_id or 0)[0].tolist()
+        out.append({"input_ids": gen, "labels": [-100] * half + gen[half:]})
+    return out
+
+
+def _shifted(rows: list[dict], tok, batch_size: int) -> list[torch.Tensor]:
+    """Rows as padded (inputs, next-token labels) batches, as :func:`held_out` reads them."""
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    out = []
+    for i in range(0, len(rows), batch_size):
+        part = rows[i:i + batch_size]
+        width = max(len(r["input_ids"]) for r in part)
+        b = torch.full((len(part), width), pad, dtype=torch.long)
+        lab = torch.full((len(part), width), -100, dtype=torch.long)
+        for k, r in enumerate(part):
+            n = len(r["input_ids"])
+            b[k, :n] = torch.tensor(r["input_ids"])
+            lab[k, :n - 1] = torch.tensor(r["labels"][1:])
         out.append(torch.stack([b, lab]))
     return out
+
+
+def kd_objective(teacher, cfg: DistillConfig):
+    """The training loop's loss for logit KD: the teacher's logits on the same batch, no gradient."""
+    def loss(model, batch: dict, num_items=None):
+        ids, att = batch["input_ids"], batch.get("attention_mask")
+        s = model(input_ids=ids, attention_mask=att).logits[:, :-1]
+        with torch.no_grad():
+            t = teacher(input_ids=ids, attention_mask=att).logits[:, :-1]
+        return kd_loss(s, t, batch["labels"][:, 1:], cfg.temperature, cfg.alpha)[0]
+    return loss
 
 
 def held_out(student, teacher, batches, cfg: DistillConfig) -> float:
     """What the mode optimizes, on held-out text: KL to the teacher (logit), or cross-entropy on
     the teacher's own continuations (sequence)."""
     tot = 0.0
+    dev = next(student.parameters()).device
     with torch.no_grad():
         for ids, lab in batches:
+            ids, lab = ids.to(dev), lab.to(dev)
             if cfg.mode == "logit":
                 tot += float(kd_loss(student(ids).logits, teacher(ids).logits, lab, cfg.temperature, 1.0)[1])
             else:
@@ -136,11 +161,10 @@ def held_out(student, teacher, batches, cfg: DistillConfig) -> float:
 
 
 def apply(art, cfg: DistillConfig) -> Transformed:
-    from tqdm.auto import tqdm
-
-    from medslm import settings
+    """Distil on the one training loop (:mod:`medslm.train.engine`) with the KD objective."""
     from medslm.methods.calibration import calibration_texts
     from medslm.models.loading import resolve
+    from medslm.train import engine
 
     if cfg.teacher == "base":
         raise MedslmError("distill: teacher 'base' means the recipe's model and only works inside a "
@@ -151,60 +175,31 @@ def apply(art, cfg: DistillConfig) -> Transformed:
     if len(t_tok) != len(tok) or t_tok.get_vocab() != tok.get_vocab():
         raise MedslmError("distill: student and teacher vocabularies differ; distill before trimming "
                           "the vocabulary")
-    teacher.eval()
+    device = engine.device_of("auto")
+    teacher.eval().to(device)
     torch.manual_seed(cfg.seed)
     texts = calibration_texts(cfg.corpus, max(cfg.steps * cfg.batch_size, 64) + 16, cfg.seed)
     held_texts, train_texts = texts[:16], texts[16:] or texts  # held-out KL on texts never trained on
     held = _batches(tok, held_texts, cfg.model_copy(update={"steps": 4}))
-    batches = _batches(tok, train_texts, cfg)
+    rows = _rows(tok, train_texts, cfg)
     if cfg.mode == "sequence":
-        batches = _sequence_batches(teacher, tok, batches, cfg)
-        held = _sequence_batches(teacher, tok, held, cfg)
+        rows = _teacher_rows(teacher, tok, rows)
+        held = _shifted(_teacher_rows(teacher, tok, _rows(tok, held_texts, cfg)), tok, cfg.batch_size)
+    student.to(device)
     before = held_out(student, teacher, held, cfg)
-
-    key = hashlib.sha256(json.dumps([art.hash, t_art.hash, cfg.to_dict()], sort_keys=True).encode()).hexdigest()[:20]
-    ckdir = settings.cache_dir() / "checkpoints" / f"distill-{key}"
-    ckdir.mkdir(parents=True, exist_ok=True)
-    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr)
-    start = 0
-    ck = ckdir / "checkpoint.pt"
-    if ck.is_file():
-        state = torch.load(ck, weights_only=False)
-        student.load_state_dict(state["student"])
-        opt.load_state_dict(state["optimizer"])
-        start = state["step"]
-        print(f"distill: resumed at step {start} from {ck}", flush=True)
-    student.train()
-    losses = []
-    bar = tqdm(range(start, cfg.steps), desc=f"distill ({cfg.mode})", unit="step", initial=start,
-               total=cfg.steps)
-    for step in bar:
-        ids, lab = batches[step]
-        with torch.no_grad():
-            t_logits = teacher(ids).logits if cfg.mode == "logit" else None
-        s_logits = student(ids).logits
-        if cfg.mode == "logit":
-            loss, kl, ce = kd_loss(s_logits, t_logits, lab, cfg.temperature, cfg.alpha)
-        else:
-            loss = torch.nn.functional.cross_entropy(s_logits.float().reshape(-1, s_logits.shape[-1]),
-                                                     lab.reshape(-1), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            tmp = ck.with_suffix(".tmp")
-            torch.save({"student": student.state_dict(), "optimizer": opt.state_dict(), "step": done}, tmp)
-            tmp.replace(ck)  # atomic: a kill never leaves a half checkpoint
+    ckdir = engine.checkpoint_dir("distill", art.hash, t_art.hash, cfg.to_dict())
+    facts = engine.train(student, tok, rows, ckdir=ckdir, epochs=1.0, max_steps=cfg.steps,
+                         batch_size=cfg.batch_size, grad_accum=1, lr=cfg.lr, schedule="constant", warmup=0.0,
+                         seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, device=device,
+                         desc=f"distill ({cfg.mode})",
+                         loss=kd_objective(teacher, cfg) if cfg.mode == "logit" else None)
     student.eval()
     after = held_out(student, teacher, held, cfg)
-    import shutil
-
-    shutil.rmtree(ckdir, ignore_errors=True)  # trained: the checkpoint has served its purpose
+    engine.finished(ckdir)
+    student.to("cpu")
     info = {"teacher_hash": t_art.hash,
             "held_out_metric": "kl_to_teacher" if cfg.mode == "logit" else "ce_on_teacher_sequences",
             "held_out_before": round(before, 5), "held_out_after": round(after, 5),
-            "final_loss": round(losses[-1], 5) if losses else None, "resumed_at": start}
+            "final_loss": facts.get("last_loss"), "resumed_at": facts.get("resumed_at"),
+            "steps": facts.get("steps"), "train_seconds": facts.get("train_seconds")}
     return Transformed(student, tok, info=info)

@@ -36,10 +36,6 @@ def recall_at_k(index_path: str, n: int = 500, k: int = 5, seed: int = 1234,
 
 # ------------------------------------------------------------------ accuracy with and without retrieval
 
-def _question_only(e) -> str:
-    return f"Question: {e.question}\nAnswer:"
-
-
 def rag_prompt(snippets: list[str], prompt: str) -> str:
     src = "".join(f"[{i}] {s}\n" for i, s in enumerate(snippets, 1))
     return f"Sources:\n{src}\n{prompt}"
@@ -69,35 +65,72 @@ def paired_ci(a: list[int], b: list[int], n_boot: int = 2000, seed: int = 1234) 
     return diffs[int(0.025 * n_boot)], diffs[int(0.975 * n_boot) - 1]
 
 
+def rag_tasks() -> list[str]:
+    """The tasks whose spec says how to ask them with retrieval (multiple choice only)."""
+    from medslm.tasks.spec import SPECS, discover
+
+    return [n for n in discover() if SPECS[n].rag is not None and n == SPECS[n].name
+            and SPECS[n].family == "multiple_choice"]
+
+
+def retrieval_arm(base, index, k: int, with_rag: bool, snippet_chars: int = 600):
+    """One arm of the retrieval comparison as a task the runner evaluates (request cache, Result
+    JSON, CIs): the multiple-choice task ``base``'s examples and scoring, asked with its spec's
+    retrieval prompt, with the top-``k`` snippets of ``index`` prepended (``with_rag``) or not."""
+    import copy
+
+    task = copy.copy(base)  # the base's examples, labels and scoring; our prompt
+    rag = base.spec.rag
+    arm = f"rag{k}" if with_rag else "norag"
+    task.name = f"{base.name}+{arm}"
+    task.prompt_version = f"{base.prompt_version}+{arm}-v1"
+    ask = rag["prompt"] if "prompt" in rag else base.text
+
+    def requests(e):
+        prompt = ask(e)
+        if with_rag:
+            query = e.question if rag.get("query") == "question" else f"{e.question} {' '.join(e.options)}"
+            own = rag["own_doc"](e) if "own_doc" in rag else None
+            hits = [h for h in index.search(query, k=k + 1) if h.doc_id != own][:k]
+            prompt = rag_prompt([h.snippet[:snippet_chars] for h in hits], prompt)
+        from medslm.requests import LoglikelihoodRequest
+
+        return [LoglikelihoodRequest(prompt, " " + c) for c in base.labels(e)]
+
+    task.requests = requests
+    task.prepare = lambda *a, **kw: None  # zero-shot in both arms
+    task.describe = lambda: {**type(base).describe(task), "retrieval": {"index": str(index.path), "k": k}
+                             if with_rag else None}
+    return task
+
+
 def rag_accuracy(backend: Any, task_name: str, index_path: str, *, k: int = 3, split: str | None = None,
-                 limit: int | None = None, seed: int = 1234, snippet_chars: int = 600) -> dict[str, Any]:
-    """Accuracy of ``task_name`` without and with retrieved snippets, paired per item.
+                 limit: int | None = None, seed: int = 1234, snippet_chars: int = 600, cache=None,
+                 bootstrap: int = 1000, progress: bool = True) -> dict[str, Any]:
+    """Accuracy of ``task_name`` without and with retrieved snippets, paired per item; each arm is
+    evaluated by the runner (request cache, Result JSON with CIs), returned under ``results``.
 
     PubMedQA is asked from the question alone (no abstract) in both arms, and the item's own
-    abstract is excluded from retrieval. Other tasks keep their prompt and get snippets prepended.
+    abstract is excluded from retrieval (its spec's ``rag``). Other tasks keep their prompt and get
+    snippets prepended.
     """
-    from medslm.requests import LoglikelihoodRequest
+    from medslm.errors import MedslmError
+    from medslm.evaluate.runner import evaluate_task
     from medslm.rag.index import Index
     from medslm.tasks import get_task
 
     task = get_task(task_name)
-    exs = task.examples(split, limit, seed)
+    if task.spec is None or task.spec.rag is None or task.family != "multiple_choice":
+        raise MedslmError(f"--rag: {task_name} is not a multiple-choice task with a retrieval setup (its "
+                          "spec's `rag`); " + ", ".join(rag_tasks()) + " have one")
     ix = Index(index_path)
-    from tqdm.auto import tqdm
-
-    arms: dict[str, list[int]] = {"without": [], "with": []}
-    for e in tqdm(exs, desc=f"{task_name}: with and without retrieval", unit="item", leave=False):
-        base = _question_only(e) if task_name == "pubmedqa" else task.text(e)
-        query = e.question if task_name == "pubmedqa" else f"{e.question} {' '.join(e.options)}"
-        own = f"pubmed-{str(e.id).split('-')[-1]}" if task_name == "pubmedqa" else None
-        hits = [h for h in ix.search(query, k=k + 1) if h.doc_id != own][:k]
-        with_rag = rag_prompt([h.snippet[:snippet_chars] for h in hits], base)
-        labels = task.labels(e)
-        for arm, prompt in (("without", base), ("with", with_rag)):
-            lls = backend.loglikelihood([LoglikelihoodRequest(prompt, " " + c) for c in labels])
-            pred = max(range(len(labels)), key=lambda i: lls[i][0])
-            arms[arm].append(int(pred == e.answer))
-    a, b = arms["without"], arms["with"]
+    results = {}
+    for arm, with_rag in (("without", False), ("with", True)):
+        t = retrieval_arm(get_task(task_name), ix, k, with_rag, snippet_chars)
+        results[arm] = evaluate_task(backend, t, split=split, limit=limit, seed=seed, cache=cache,
+                                     bootstrap=bootstrap, progress=progress)
+    a = [int(r["acc"]) for r in results["without"]["examples"]]
+    b = [int(r["acc"]) for r in results["with"]["examples"]]
     only_without = sum(1 for x, y in zip(a, b) if x and not y)
     only_with = sum(1 for x, y in zip(a, b) if y and not x)
     lo, hi = paired_ci(a, b, seed=seed)
@@ -105,4 +138,4 @@ def rag_accuracy(backend: Any, task_name: str, index_path: str, *, k: int = 3, s
     return {"task": task_name, "n": len(a), "k": k, "index": str(index_path),
             "acc_without": sum(a) / len(a), "acc_with": sum(b) / len(b), "diff": diff, "diff_ci95": [lo, hi],
             "mcnemar_p": mcnemar_p(only_without, only_with), "only_without": only_without, "only_with": only_with,
-            "gain_claimed": lo > 0, "per_item": {"without": a, "with": b}}
+            "gain_claimed": lo > 0, "per_item": {"without": a, "with": b}, "results": results}

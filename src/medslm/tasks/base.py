@@ -32,6 +32,7 @@ class Task:
     options: dict[str, Any] = field(default_factory=dict)
     resolved_split: str | None = None
     lenient: bool = False  # skip malformed records (counted and reported) instead of failing
+    spec: Any = None  # the benchmark's TaskSpec (medslm.tasks.spec)
     _examples: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ data
@@ -101,9 +102,11 @@ class Task:
                 "primary": self.primary, "approximate": self.approximate}
 
 
-TASKS = Registry("task")
+TASKS = Registry("task")  # filled from the benchmark specs (medslm.tasks.spec) by medslm.tasks
 
 
 def get_task(name: str, **options: Any) -> Task:
+    """A fresh task object. ``options`` are the family's (e.g. ``judge`` for rubric tasks); those a
+    family does not take are dropped, so a caller may pass one set of options to every task."""
     factory = TASKS.get(name)
     return factory(name, **options)

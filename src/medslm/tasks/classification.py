@@ -18,6 +18,7 @@ from typing import Any
 
 from medslm.requests import LoglikelihoodRequest
 from medslm.tasks.base import Task
+from medslm.tasks.spec import TaskSpec
 
 THRESHOLD = 0.5
 
@@ -55,12 +56,18 @@ def auprc(y: list[int], s: list[float]) -> float:
 
 
 class YesNoTask(Task):
-    def __init__(self, name: str, *, dataset: str, question: str, description: str, **options: Any):
-        super().__init__(name=name, dataset=dataset, split="test", family="classification",
-                         prompt_version="1", metrics=("auroc", "auprc", "acc"), description=description,
-                         primary="auroc", fewshot_split="train", options=options)
-        self.question = question
+    def __init__(self, name: str, spec: TaskSpec, **options: Any):
+        super().__init__(name=name, dataset=spec.dataset, split=spec.split, family="classification",
+                         prompt_version=spec.prompt_version, metrics=("auroc", "auprc", "acc"),
+                         description=spec.description, primary="auroc", fewshot_split=spec.fewshot_split,
+                         options=options, spec=spec)
+        self.question = spec.options["question"]
         self.shots: list = []
+
+    @classmethod
+    def from_spec(cls, name: str, spec: TaskSpec, judge: str | None = None, **options: Any) -> "YesNoTask":
+        options.pop("split", None)
+        return cls(name, spec, **options)
 
     def prepare(self, examples, fewshot=0, seed=1234, path=None) -> None:
         self.shots = []
@@ -91,13 +98,3 @@ class YesNoTask(Task):
         s = [r["p_yes"] for r in records]
         return {"auroc": auroc(y, s), "auprc": auprc(y, s),
                 "acc": sum(r["acc"] for r in records) / len(records)}
-
-
-def make(name: str, **kw: Any) -> YesNoTask:
-    if name == "drugcomb_synergy":
-        return YesNoTask(name, dataset="drugcomb", question="Is this drug combination synergistic?",
-                         description="drug-pair synergy (score > 30), CancerGPT-style", **kw)
-    if name == "mimic3_mortality":
-        return YesNoTask(name, dataset="mimic3", question="Did the patient die in the hospital?",
-                         description="MIMIC-III in-hospital mortality from the admission summary", **kw)
-    raise KeyError(name)

@@ -25,6 +25,7 @@ from typing import Any
 
 from medslm.requests import GenerateRequest, LoglikelihoodRequest
 from medslm.tasks.base import Task
+from medslm.tasks.spec import TaskSpec, render
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,19 +52,28 @@ def sentences(text: str) -> list[str]:
 
 
 class OpenGeneration(Task):
-    def __init__(self, name: str, *, dataset: str, split: str, description: str, qa_prompt: bool,
-                 **options: Any):
-        super().__init__(name=name, dataset=dataset, split=split, family="open_generation",
-                         prompt_version="1", metrics=("rougeL", "semantic_sim", "length"),
-                         description=description, primary="rougeL", options=options)
-        self.qa_prompt = qa_prompt
+    def __init__(self, name: str, spec: TaskSpec, *, split: str | None = None, **options: Any):
+        super().__init__(name=name, dataset=spec.dataset, split=split or spec.split, family="open_generation",
+                         prompt_version=spec.prompt_version, metrics=("rougeL", "semantic_sim", "length"),
+                         description=spec.description, primary="rougeL", options=options, spec=spec)
+
+    @classmethod
+    def from_spec(cls, name: str, spec: TaskSpec, judge: str | None = None, **options: Any) -> "OpenGeneration":
+        return cls(name, spec, **options)
+
+    def text(self, e) -> str:
+        return render(self.spec.prompt, e)
+
+    def train_pair(self, e, explanations: bool = True) -> tuple[str, str]:
+        """(prompt, target) for fine-tuning: the reference answer."""
+        space = (self.spec.train or {}).get("space", True)
+        return self.text(e), (" " if space else "") + e.answer.strip()
 
     def keep(self, e) -> bool:
         return bool(e.answer.strip())
 
     def requests(self, e):
-        p = f"Question: {e.question}\nAnswer:" if self.qa_prompt else f"{e.question}\n"
-        return [GenerateRequest(p, until=("\n\nQuestion:", "\n\n\n"),
+        return [GenerateRequest(self.text(e), until=("\n\nQuestion:", "\n\n\n"),
                                 max_tokens=int(self.options.get("max_tokens", 128)))]
 
     def score(self, e, responses) -> dict[str, Any]:
@@ -76,18 +86,22 @@ class OpenGeneration(Task):
 
 
 class Amega(Task):
-    def __init__(self, name: str, judge: str = "semantic", **options: Any):
-        super().__init__(name=name, dataset="amega", split="test", family="rubric", prompt_version="1",
-                         metrics=("score",), description="AMEGA guideline adherence (weighted criteria)",
-                         primary="score", options=options,
+    def __init__(self, name: str, spec: TaskSpec, judge: str = "semantic", **options: Any):
+        super().__init__(name=name, dataset=spec.dataset, split=spec.split, family="rubric",
+                         prompt_version=spec.prompt_version, metrics=("score",), description=spec.description,
+                         primary="score", options=options, spec=spec,
                          approximate="semantic judge (MiniLM similarity), not AMEGA's LLM judge"
                          if judge == "semantic" else "")
         self.judge = judge
         self._judge_backend = None
 
+    @classmethod
+    def from_spec(cls, name: str, spec: TaskSpec, judge: str | None = None, **options: Any) -> "Amega":
+        options.pop("split", None)
+        return cls(name, spec, judge=judge or "semantic", **options)
+
     def requests(self, e):
-        p = f"Case: {e.case}\n\nQuestion: {e.question}\nAnswer:"
-        return [GenerateRequest(p, until=("\n\nQuestion:",), max_tokens=int(self.options.get("max_tokens", 256)))]
+        return [GenerateRequest(render(self.spec.prompt, e), until=("\n\nQuestion:",), max_tokens=int(self.options.get("max_tokens", 256)))]
 
     def judge_backend(self):
         if self._judge_backend is None:
@@ -137,15 +151,3 @@ class Amega(Task):
         for k, v in per_case.items():
             out[f"case_{k}"] = sum(v) / len(v)
         return out
-
-
-def make(name: str, **kw: Any) -> Task:
-    if name == "medquad":
-        return OpenGeneration(name, dataset="medquad", split="test", qa_prompt=True,
-                              description="MedQuAD consumer-health QA (answered test pairs)", **kw)
-    if name == "medtext":
-        return OpenGeneration(name, dataset="medtext", split="test", qa_prompt=False,
-                              description="MedText diagnosis/treatment (fixed held-out split)", **kw)
-    if name == "amega":
-        return Amega(name, **kw)
-    raise KeyError(name)

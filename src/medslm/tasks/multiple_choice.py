@@ -24,28 +24,7 @@ from typing import Any
 
 from medslm.requests import GenerateRequest, LoglikelihoodRequest
 from medslm.tasks.base import Task
-
-LETTERS = "ABCD"
-
-
-def pubmedqa_text(e) -> str:
-    return f"Abstract: {e.context}\nQuestion: {e.question}\nAnswer:"
-
-
-def medmcqa_text(e) -> str:
-    opts = "".join(f"{LETTERS[i]}. {o}\n" for i, o in enumerate(e.options))
-    return f"Question: {e.question}\nChoices:\n{opts}Answer:"
-
-
-def medqa_text(e) -> str:
-    opts = "".join(f"{LETTERS[i]}. {o}\n" for i, o in enumerate(e.options))
-    return f"Question: {e.question}\n{opts}Answer:"
-
-
-def mmlu_text(e) -> str:
-    opts = "".join(f"{LETTERS[i]}. {o}\n" for i, o in enumerate(e.options))
-    return f"{e.question.strip()}\n{opts}Answer:"
-
+from medslm.tasks.spec import TaskSpec, render
 
 def macro_f1(golds: list[int], preds: list[int], n: int) -> float:
     f1s = []
@@ -73,24 +52,38 @@ def expected_calibration_error(records: list[dict], bins: int = 10) -> float:
 
 
 class MultipleChoiceTask(Task):
-    def __init__(self, name: str, *, dataset: str, split: str, text, choices=None,
-                 fewshot_split: str | None = "train", description: str = "",
-                 subject: str | None = None, prompt_version: str = "1", cot: bool = False,
+    def __init__(self, name: str, spec: TaskSpec, *, cot: bool = False, split: str | None = None,
                  **options: Any):
         metrics = ("acc",) if cot else ("acc", "acc_norm", "ece")
-        if dataset == "pubmedqa":
-            metrics += ("macro_f1",)
-        super().__init__(name=name, dataset=dataset, split=split,
+        metrics += tuple(spec.metrics)
+        super().__init__(name=name, dataset=spec.dataset, split=split or spec.split,
                          family="multiple_choice_cot" if cot else "multiple_choice",
-                         prompt_version=prompt_version, metrics=metrics, description=description,
-                         primary="acc", fewshot_split=fewshot_split, options=options)
-        self.text = text
-        self.choices = choices  # fixed labels (A-D) or None = the example's own options
-        self.subject = subject
+                         prompt_version=spec.prompt_version, metrics=metrics, description=spec.description,
+                         primary="acc", fewshot_split=spec.fewshot_split, options=options, spec=spec)
+        self.choices = spec.choices  # fixed labels (A-D) or None = the example's own options
+        self.subject = spec.subject
         self.cot = cot
         self.header = (f"The following are multiple choice questions (with answers) about "
-                       f"{subject.replace('_', ' ')}.\n\n") if subject else ""
+                       f"{self.subject.replace('_', ' ')}.\n\n") if self.subject else ""
         self.shots: list = []
+
+    @classmethod
+    def from_spec(cls, name: str, spec: TaskSpec, judge: str | None = None, **options: Any) -> "MultipleChoiceTask":
+        return cls(name, spec, cot=name.endswith("_cot"), **options)
+
+    def text(self, e) -> str:
+        """The question as lm-evaluation-harness renders it (without the subject header or shots)."""
+        return render(self.spec.prompt, e)
+
+    def train_pair(self, e, explanations: bool = True) -> tuple[str, str]:
+        """(prompt, target) for fine-tuning: the answer's label, then its explanation if asked."""
+        target = " " + self.labels(e)[e.answer]
+        fmt = self.spec.train or {}
+        if explanations:
+            exp = next((e.meta.get(f) for f in fmt.get("explanation", ()) if e.meta.get(f)), "") or ""
+            if exp.strip():
+                target += "\n" + fmt.get("prefix", "") + exp.strip()
+        return self.text(e), target
 
     def keep(self, e) -> bool:
         if e.answer is None:
@@ -170,33 +163,3 @@ class MultipleChoiceTask(Task):
             out["macro_f1"] = macro_f1([r["gold"] for r in records],
                                        [-1 if r["pred"] is None else r["pred"] for r in records], 3)
         return out
-
-
-MMLU_SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine",
-                 "medical_genetics", "professional_medicine")
-
-
-def make(name: str, **kw: Any) -> MultipleChoiceTask:
-    cot = name.endswith("_cot")
-    base = name[: -len("_cot")] if cot else name
-    split = kw.pop("split", None)
-    common = dict(cot=cot, **kw)
-    if base == "pubmedqa":
-        # the mirror holds only the non-test half; the official test split when test_ground_truth.json
-        # is present. `--split` picks; default: test when available else train (stated in results)
-        return MultipleChoiceTask(name, dataset="pubmedqa", split=split or "auto",
-                                  text=pubmedqa_text, fewshot_split="train",
-                                  description="PubMedQA PQA-L yes/no/maybe", **common)
-    if base == "medmcqa":
-        return MultipleChoiceTask(name, dataset="medmcqa", split=split or "validation", text=medmcqa_text,
-                                  choices=LETTERS, fewshot_split="train",
-                                  description="MedMCQA dev (validation)", **common)
-    if base == "medqa_4options":
-        return MultipleChoiceTask(name, dataset="medqa", split=split or "test", text=medqa_text, choices=LETTERS,
-                                  fewshot_split="train", description="MedQA-USMLE 4 options", **common)
-    if base.startswith("mmlu_"):
-        subject = base[len("mmlu_"):]
-        return MultipleChoiceTask(name, dataset="mmlu_medical", split=split or "test", text=mmlu_text,
-                                  choices=LETTERS, fewshot_split="dev", subject=subject,
-                                  description=f"MMLU {subject.replace('_', ' ')}", **common)
-    raise KeyError(name)

@@ -17,14 +17,20 @@ from typing import Any
 from medslm.requests import RollingRequest
 from medslm.data.examples import Document
 from medslm.tasks.base import Task
+from medslm.tasks.spec import TaskSpec
 
 
 class MedPPL(Task):
-    def __init__(self, name: str, **options: Any):
-        super().__init__(name=name, dataset="medquad+pubmedqa", split="test", family="perplexity",
-                         prompt_version="1", metrics=("word_perplexity", "byte_perplexity", "bits_per_byte"),
-                         description="perplexity on MedQuAD answers + PubMedQA abstracts",
-                         primary="word_perplexity", options=options)
+    def __init__(self, name: str, spec: TaskSpec, **options: Any):
+        super().__init__(name=name, dataset=spec.dataset, split=spec.split, family="perplexity",
+                         prompt_version=spec.prompt_version,
+                         metrics=("word_perplexity", "byte_perplexity", "bits_per_byte"),
+                         description=spec.description, primary="word_perplexity", options=options, spec=spec)
+
+    @classmethod
+    def from_spec(cls, name: str, spec: TaskSpec, judge: str | None = None, **options: Any) -> "MedPPL":
+        options.pop("split", None)
+        return cls(name, spec, **options)
 
     def examples(self, split=None, limit=None, seed=1234, path=None):
         from medslm.data import load_dataset
@@ -80,7 +86,3 @@ class MedPPL(Task):
         nbytes = sum(r["bytes"] for r in records)
         return {"word_perplexity": math.exp(-ll / words), "byte_perplexity": math.exp(-ll / nbytes),
                 "bits_per_byte": -ll / nbytes / math.log(2)}
-
-
-def make(name: str, **kw: Any) -> MedPPL:
-    return MedPPL(name, **kw)

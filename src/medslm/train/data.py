@@ -24,9 +24,16 @@ from dataclasses import dataclass, field
 
 from medslm.errors import ConfigError, DataError
 
-# dataset -> the evaluation task whose prompt (and default split) training uses
-TASK_OF = {"pubmedqa": "pubmedqa", "medmcqa": "medmcqa", "medqa": "medqa_4options",
-           "medquad": "medquad", "medtext": "medtext"}
+
+
+def task_of() -> dict[str, str]:
+    """dataset -> the evaluation task whose prompt (and default split) fine-tuning uses: every
+    benchmark spec that says how to render a training target (``TaskSpec.train``)."""
+    from medslm.tasks.spec import SPECS, discover
+
+    discover()
+    return {s.dataset: s.name for n, s in sorted(SPECS.items()) if s.train is not None and n == s.name}
+
 # datasets whose text pretraining can read, and the field it reads
 DOC_FIELDS = {"guidelines": "text", "medquad": "answer", "pubmedqa": "context", "mimic3": "text",
               "medtext": "answer"}
@@ -63,11 +70,12 @@ def load_parts(spec: str, flag: str = "data", allowed: dict | None = None, limit
     from medslm.data.splits import parse_carve
     from medslm.tasks import get_task
 
-    allowed = TASK_OF if allowed is None else allowed
+    tasks = task_of()
+    allowed = tasks if allowed is None else allowed
     parts = []
     for name, split in parse_spec(spec, flag, allowed):
-        if name in TASK_OF:
-            task = get_task(TASK_OF[name])
+        if name in tasks:
+            task = get_task(tasks[name])
             if split is None:
                 split = task.fewshot_split or "train"
                 if parse_carve(split) is None and split not in _splits_of(name):
@@ -78,7 +86,7 @@ def load_parts(spec: str, flag: str = "data", allowed: dict | None = None, limit
         else:
             if parse_carve(split) is not None:
                 raise ConfigError(f"{flag}: fit@N/dev@N carving needs a dataset with an evaluation "
-                                  f"task ({', '.join(TASK_OF)}); {name} has none")
+                                  f"task ({', '.join(tasks)}); {name} has none")
             ex = [e for e in load_dataset(name, split=split) if split is not None or e.split != "test"]
             parts.append(Part(name, split, split or "all but test", ex))
         p = parts[-1]
@@ -99,26 +107,22 @@ def _splits_of(name: str) -> set[str]:
 
 
 def prompt_and_target(dataset: str, e, explanations: bool = True) -> tuple[str, str]:
-    from medslm.tasks.multiple_choice import LETTERS, medmcqa_text, medqa_text, pubmedqa_text
+    """(prompt, target) of a training example: as its benchmark's spec renders it."""
+    return _task_for(dataset).train_pair(e, explanations)
 
-    if dataset == "pubmedqa":
-        target = " " + e.options[e.answer]
-        long = (e.meta.get("long_answer") or "").strip()
-        if explanations and long:
-            target += "\n" + long
-        return pubmedqa_text(e), target
-    if dataset in ("medmcqa", "medqa"):
-        text = medmcqa_text(e) if dataset == "medmcqa" else medqa_text(e)
-        target = " " + LETTERS[e.answer]
-        exp = (e.meta.get("exp") or e.meta.get("explanation") or "").strip() if explanations else ""
-        if exp:
-            target += "\nExplanation: " + exp
-        return text, target
-    if dataset == "medquad":
-        return f"Question: {e.question}\nAnswer:", " " + e.answer.strip()
-    if dataset == "medtext":
-        return f"{e.question}\n", e.answer.strip()
-    raise ConfigError(f"no instruction format for dataset {dataset!r}")
+
+_TASKS: dict = {}
+
+
+def _task_for(dataset: str):
+    from medslm.tasks import get_task
+
+    if dataset not in _TASKS:
+        name = task_of().get(dataset)
+        if name is None:
+            raise ConfigError(f"no instruction format for dataset {dataset!r}")
+        _TASKS[dataset] = get_task(name)
+    return _TASKS[dataset]
 
 
 def wants_bos(tokenizer, model_config) -> bool:

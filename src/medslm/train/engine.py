@@ -1,8 +1,9 @@
-"""One training loop for pretrain and finetune: Hugging Face ``Trainer`` with medslm's plumbing.
+"""One training loop for pretrain, finetune and distill: Hugging Face ``Trainer`` with medslm's plumbing.
 
 The Trainer brings what a mature loop needs (gradient accumulation, learning-rate schedules,
 mixed precision on GPU, DDP/FSDP under ``accelerate launch``, checkpoints with optimizer,
-scheduler and RNG state); medslm adds the data (already tokenized rows with -100 on the prompt),
+scheduler and RNG state); medslm adds the data (already tokenized rows with -100 on the prompt), the loss (the answer-only
+cross-entropy by default; distillation passes its KD loss),
 a checkpoint folder keyed by (input artifact, config, data), automatic resume after an
 interruption, and measured facts for provenance (tokens/s, wall time, peak memory, losses).
 """
@@ -102,11 +103,13 @@ def device_of(name: str) -> str:
 def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max_steps: int,
           batch_size: int, grad_accum: int, lr: float, schedule: str, warmup: float, seed: int,
           checkpoint_every: int, device: str, desc: str, stop_after: int | None = None,
-          weight_decay: float = 0.0) -> dict:
+          weight_decay: float = 0.0, loss=None) -> dict:
     """Train ``model`` in place on ``rows``; resume from the last checkpoint in ``ckdir``.
 
+    ``loss(model, batch, num_items) -> tensor``: the objective (default :func:`answer_loss`).
     ``stop_after`` ends the run after that many optimizer steps, as an interruption would (tests).
     """
+    objective = loss or answer_loss
     import transformers
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
@@ -146,7 +149,7 @@ def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max
             n = num_items_in_batch
             if n is not None and torch.is_tensor(n):
                 n = n.to(inputs["labels"].device)
-            return answer_loss(model, inputs, n)
+            return objective(model, inputs, n)
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     trainer = AnswerTrainer(model=model, args=args, train_dataset=Rows(rows), data_collator=collate(pad),

@@ -36,7 +36,9 @@ def _task_examples(task_name: str, split: str | None) -> tuple[str, list]:
 def eval_sets(parts, check: str = "") -> dict[str, list]:
     """{name: examples} of everything the training parts must not overlap."""
     from medslm.data.splits import parse_carve
-    from medslm.train.data import TASK_OF
+    from medslm.train.data import task_of
+
+    of_dataset = task_of()
 
     sets: dict[str, list] = {}
 
@@ -52,8 +54,8 @@ def eval_sets(parts, check: str = "") -> dict[str, list]:
 
     for p in parts:
         carve = parse_carve(p.split)
-        if p.dataset in TASK_OF:
-            task = TASK_OF[p.dataset]
+        if p.dataset in of_dataset:
+            task = of_dataset[p.dataset]
             from medslm.tasks import get_task
 
             t = get_task(task)

@@ -1,0 +1,1 @@
+"""One spec module per benchmark (see :mod:`medslm.tasks.spec`)."""
