@@ -1,10 +1,9 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from helpers import fixtures
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +16,7 @@ def data_dir():
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory):
-    import tiny
+    from helpers import tiny
 
     root = tmp_path_factory.mktemp("tiny-models")
     return {a: tiny.save_artifact(a, root / a) for a in tiny.ARCHS}
@@ -28,3 +27,19 @@ def _isolated_cache(tmp_path, monkeypatch, request):
     # unit tests never touch the user's cache; integration tests use the real one (conversion is slow)
     if "integration" not in request.keywords:
         monkeypatch.setenv("MEDSLM_CACHE", str(tmp_path / "medslm-cache"))
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    root = tmp_path / "mirror"
+    fixtures.pubmedqa(root / "pubmedqa")
+    fixtures.medmcqa(root / "medmcqa")
+    fixtures.medqa(root / "medqa")
+    fixtures.mmlu(root / "mmlu_medical")
+    fixtures.medquad(root / "medquad")
+    fixtures.medtext(root / "medtext")
+    fixtures.amega(root / "amega")
+    fixtures.drugcomb_summary(root / "drugcomb")
+    fixtures.mimic3(root / "mimic3")
+    monkeypatch.setenv("MEDSLM_DATA_DIR", str(root))
+    return root

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from medslm.backends.base import Backend, GenerateRequest, LoglikelihoodRequest, RollingRequest
+from medslm.backends.base import Backend, GenerateRequest, LoglikelihoodRequest, RollingRequest, cut_at_stop
 
 
 def _h(*parts: str) -> float:
@@ -33,7 +33,7 @@ class DummyBackend(Backend):
 
     def generate(self, requests: list[GenerateRequest]) -> list[str]:
         self.calls += len(requests)
-        return [f"Answer: {'ABCD'[int(_h(r.context) * 4)]}" for r in requests]
+        return [cut_at_stop(f"Answer: {'ABCD'[int(_h(r.context) * 4)]}", r.until) for r in requests]
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

@@ -10,7 +10,7 @@ import tarfile
 import threading
 
 import pytest
-import tiny
+from helpers import tiny
 
 from medslm.errors import MedslmError
 from medslm.export import gguf as ex

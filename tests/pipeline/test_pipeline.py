@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-import fixtures
+from helpers import fixtures
 import pytest
-import tiny
+from helpers import tiny
 
 from medslm.errors import ConfigError
 from medslm.pipeline import load_recipe

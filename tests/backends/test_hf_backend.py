@@ -1,7 +1,7 @@
 """The hf backend against direct computation from the model's full logits, on every architecture."""
 
 import pytest
-import tiny
+from helpers import tiny
 
 from medslm.backends.base import GenerateRequest, LoglikelihoodRequest, RollingRequest
 from medslm.backends.base import cut_at_stop

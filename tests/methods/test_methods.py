@@ -1,8 +1,8 @@
 """Compression methods on tiny random models of every architecture (contract tests)."""
 
-import fixtures
+from helpers import fixtures
 import pytest
-import tiny
+from helpers import tiny
 import torch
 
 from medslm.errors import ConfigError, MedslmError

@@ -2,7 +2,7 @@
 
 import json
 
-import fixtures
+from helpers import fixtures
 import pytest
 
 from medslm.data import load_dataset

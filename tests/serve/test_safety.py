@@ -59,7 +59,7 @@ def test_real_abstracts_are_almost_untouched(data_dir):
 def test_the_server_redacts_input_and_says_so():
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
-    from serving import make_app
+    from helpers.serving import make_app
 
     seen = []
 

@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-import fixtures
+from helpers import fixtures
 import pytest
 
 from medslm.cli import main

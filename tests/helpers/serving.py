@@ -104,18 +104,18 @@ def running_process(**make_kw):
     """Like :func:`running`, but the server runs in its own process (no GIL shared with the client),
     on a :class:`ScriptedRuntime` built from ``make_kw`` (script, delay, eos_at_end, plus make_app's)."""
     import json
-    import os
     import subprocess
     import sys
     import urllib.request
-    from pathlib import Path
 
     port = free_port()
-    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); import uvicorn; "
-            "from serving import ScriptedRuntime, make_app; kw = json.loads(sys.argv[1]); "
+    from helpers import env
+
+    code = ("import sys, json; import uvicorn; "
+            "from helpers.serving import ScriptedRuntime, make_app; kw = json.loads(sys.argv[1]); "
             "rt = ScriptedRuntime(**{k: kw.pop(k) for k in ('script', 'delay', 'eos_at_end', 'n_ctx') if k in kw}); "
             f"uvicorn.run(make_app(rt, **kw), host='127.0.0.1', port={port}, access_log=False, log_level='warning')")
-    p = subprocess.Popen([sys.executable, "-c", code, json.dumps(make_kw)], env=os.environ.copy())
+    p = subprocess.Popen([sys.executable, "-c", code, json.dumps(make_kw)], env=env())
     base = f"http://127.0.0.1:{port}"
     t0 = time.time()
     while True:

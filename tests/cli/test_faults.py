@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import fixtures
+from helpers import fixtures
 import pytest
-import tiny
+from helpers import tiny
 
 from medslm.models.artifact import ModelArtifact
 

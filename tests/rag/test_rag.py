@@ -59,7 +59,7 @@ def test_augment_respects_the_token_budget(tmp_path):
 def test_the_server_returns_citations_that_resolve(tmp_path):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
-    from serving import ScriptedRuntime, make_app
+    from helpers.serving import ScriptedRuntime, make_app
 
     app = make_app(ScriptedRuntime(script="Vitamin C deficiency [1], see also [5].", n_ctx=4096))
     app.state.medslm.rag = Index(build(DOCS, tmp_path / "ix").path)

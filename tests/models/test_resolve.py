@@ -1,5 +1,5 @@
 import pytest
-import tiny
+from helpers import tiny
 
 from medslm.errors import ModelNotFound
 from medslm.models.loading import resolve

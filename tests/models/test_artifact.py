@@ -2,7 +2,7 @@ import json
 import os
 
 import pytest
-import tiny
+from helpers import tiny
 
 from medslm.errors import ArtifactError
 from medslm.models.artifact import ModelArtifact, content_hash, new_step

@@ -2,9 +2,9 @@
 
 import json
 
-import fixtures
+from helpers import fixtures
 import pytest
-import tiny
+from helpers import tiny
 import torch
 
 from medslm.errors import ConfigError

@@ -13,7 +13,7 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from serving import BOS, ScriptedRuntime, make_app, running, running_process  # noqa: E402
+from helpers.serving import BOS, ScriptedRuntime, make_app, running, running_process  # noqa: E402
 
 CHAT = "/v1/chat/completions"
 CMPL = "/v1/completions"
@@ -546,7 +546,7 @@ def test_bench_serve_reports_latency_percentiles_and_capacity(tmp_path):
     import subprocess
     import sys
 
-    from serving import running_process
+    from helpers.serving import running_process
 
     with running_process(delay=0.005, max_tokens=8) as base:
         p = subprocess.run([sys.executable, "-m", "medslm", "bench", "serve", "--url", base, "--concurrency", "1,2",

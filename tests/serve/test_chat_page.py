@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("fastapi")
 websockets = pytest.importorskip("websockets")
 
-from serving import ScriptedRuntime, free_port, make_app, running  # noqa: E402
+from helpers.serving import ScriptedRuntime, free_port, make_app, running  # noqa: E402
 
 XSS = "<img src=x onerror=\"document.title='pwned'\">"
 
