@@ -74,9 +74,10 @@ def _inside(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
-def check_writable(target: str | os.PathLike, flag: str) -> None:
-    """``target``'s folder can be created and written (probed, not guessed from permissions)."""
-    p = Path(target).absolute().parent
+def check_writable(target: str | os.PathLike, flag: str, folder: bool = False) -> None:
+    """``target``'s folder (``folder``: ``target`` itself, a folder to write in) can be created and
+    written: probed with a temporary file, not guessed from permissions."""
+    p = Path(target).absolute() if folder else Path(target).absolute().parent
     while not p.exists():
         if p.is_symlink():  # a dangling link
             raise OutputError(f"{flag} {target}: {p} is a broken symbolic link; choose another {flag}")
@@ -199,14 +200,20 @@ def _alive(pid: int) -> bool:
 
 def sweep_stale(target: Path, kinds: tuple[str, ...] = ("tmp", "old")) -> None:
     """Remove the temporary siblings of ``target`` left by runs that were killed (their process is
-    gone); a concurrent writer's are left alone."""
+    gone); a concurrent writer's are left alone. A replaced artifact moved aside by a run killed
+    before the new one was moved in is restored, not removed."""
     import shutil
 
     if not target.parent.is_dir():
         return
     for kind in kinds:
         prefix = f".{kind}-{target.name}-"
-        for p in target.parent.glob(prefix + "*"):
-            m = _TEMP_TAIL.match(p.name[len(prefix):])  # exactly <pid>-<8 random characters>
-            if m and not _alive(int(m[1])):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        stale = [p for p in target.parent.glob(prefix + "*")
+                 if (m := _TEMP_TAIL.match(p.name[len(prefix):])) and not _alive(int(m[1]))]
+        if kind == "old" and stale and not target.exists():
+            # killed between moving the old one aside and moving the new one in: the old comes back
+            keep = max(stale, key=lambda p: p.stat().st_mtime)
+            os.replace(keep, target)
+            stale.remove(keep)
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)

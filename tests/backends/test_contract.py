@@ -39,6 +39,15 @@ def backend(request, tmp_path_factory):
     return request.param, make(request.param, tmp_path_factory)
 
 
+# the dummy backend's scores are hashes: it answers the shape-and-order part of the contract only
+REAL = [p for p in PARAMS if (p.values[0] if hasattr(p, "values") else p) != "dummy"]
+
+
+@pytest.fixture(scope="module", params=REAL)
+def real_backend(request, tmp_path_factory):
+    return request.param, make(request.param, tmp_path_factory)
+
+
 def test_every_backend_is_in_the_table():
     assert set(BACKENDS.names()) == {p.values[0] if hasattr(p, "values") else p for p in PARAMS}
 
@@ -77,10 +86,8 @@ def test_generate_honours_stop_strings(backend):
 
 
 @pytest.mark.parametrize("check", ["greedy", "rolling", "pair", "forward"])
-def test_semantics_of_real_backends(backend, check):
-    name, be = backend
-    if name == "dummy":
-        pytest.skip("the dummy backend's scores are hashes: shape and order only")
+def test_semantics_of_real_backends(real_backend, check):
+    name, be = real_backend
     if check == "greedy":  # the greedy flag agrees with greedy generation of one token
         ctx = "Question: Which vitamin deficiency causes scurvy? Answer:"
         tok, = be.generate([GenerateRequest(ctx, max_tokens=1)])

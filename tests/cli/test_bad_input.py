@@ -220,6 +220,8 @@ CASES = [
      2, ["--output", "is an existing file"]),
     ("eval-output-under-file", ["eval", "--model", "{tmp}/nowhere", "--tasks", "pubmedqa", "--output",
                                 "{notes}/out"], 2, ["--output", "is a file, not a folder"]),
+    ("eval-output-unwritable", ["eval", "--model", "{tmp}/nowhere", "--tasks", "pubmedqa", "--output",
+                                "/proc/medslm-results"], 2, ["--output", "cannot write in /proc", "writable"]),
     ("eval-result-file-user-file", ["eval", "--model", "{tmp}/nowhere", "--tasks", "pubmedqa", "--result-file",
                                     "{notes}"], 2, ["{notes}", "not a medslm result"]),
     ("eval-result-file-is-dir", ["eval", "--model", "{tmp}/nowhere", "--tasks", "pubmedqa", "--result-file",

@@ -131,3 +131,21 @@ def test_kill_and_rerun_of_an_export_gives_the_uninterrupted_file(tmp_path):
     assert json.loads(Path(str(out) + ".medslm.json").read_text())["sha256"] == \
         json.loads(Path(str(tmp_path / "ref.gguf") + ".medslm.json").read_text())["sha256"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-export")]
+
+
+def test_a_kill_between_the_two_renames_restores_the_old_artifact(tmp_path):
+    """write_artifact moves the old artifact aside, then the new one in; a kill in between leaves
+    only the aside copy, which the next write (or sweep) moves back instead of deleting."""
+    from medslm.outputs import sweep_stale
+
+    art = tiny.save_artifact("gpt2", tmp_path / "a")
+    want = art.hash
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a pid that is gone
+    aside = tmp_path / f".old-a-{dead}-abcd1234"
+    (tmp_path / "a").rename(aside)
+    junk = tmp_path / f".tmp-a-{dead}-ffff0000"
+    junk.mkdir()
+    sweep_stale(tmp_path / "a")
+    assert ModelArtifact.open(tmp_path / "a").hash == want and not aside.exists() and not junk.exists()
+    ModelArtifact.open(tmp_path / "a").verify()

@@ -20,7 +20,7 @@ CAL = {"samples": 4, "seq_len": 32}
 
 
 def config(method: str, algorithm: str, corpus: str, model) -> dict:
-    """A small, quick config of each registered method (a new method gets a line here)."""
+    """A small, quick config of each registered method; one not listed runs with its defaults."""
     table = {
         ("quantize", "rtn"): {"bits": 4, "group_size": 16},
         ("quantize", "gptq"): {"bits": 4, "group_size": 16, "calibration": corpus, **CAL},
@@ -39,7 +39,7 @@ def config(method: str, algorithm: str, corpus: str, model) -> dict:
                                    "allow_overlap": True},
         ("merge", "merge"): {},
     }
-    cfg = {"method": method, **table[(method, algorithm)]}
+    cfg = {"method": method, **table.get((method, algorithm), {})}  # a new method runs with its defaults
     if "algorithm" in METHODS.algorithms(method)[algorithm].model_fields:
         cfg["algorithm"] = algorithm
     return cfg

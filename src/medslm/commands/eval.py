@@ -119,13 +119,13 @@ def check_outputs(args, names, split, limit) -> None:
     from pathlib import Path
 
     from medslm.evaluate.runner import result_filename
-    from medslm.outputs import check_result, check_target
+    from medslm.outputs import check_result, check_writable
 
     if args.output:
         out = Path(args.output)
         if out.exists() and not out.is_dir():
             raise MedslmError(f"--output {out} is an existing file, not a folder; choose another --output")
-        check_target(out / ".probe", flag="--output", kind="file")
+        check_writable(out, "--output", folder=True)
     if not (args.output or args.result_file):
         return
     who = args.label or args.model
