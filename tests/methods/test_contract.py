@@ -39,8 +39,11 @@ def config(method: str, algorithm: str, corpus: str, model) -> dict:
                                    "allow_overlap": True},
         ("merge", "merge"): {},
     }
-    cfg = {"method": method, **table.get((method, algorithm), {})}  # a new method runs with its defaults
-    if "algorithm" in METHODS.algorithms(method)[algorithm].model_fields:
+    cls = METHODS.algorithms(method)[algorithm]
+    # a new algorithm runs with its family default's small config (the fields it has), else its defaults
+    small = table.get((method, algorithm)) or table.get((method, METHODS.default(method)), {})
+    cfg = {"method": method, **{k: v for k, v in small.items() if k in cls.model_fields}}
+    if "algorithm" in cls.model_fields:
         cfg["algorithm"] = algorithm
     return cfg
 
