@@ -14,13 +14,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "llama-cpp-python sdist, or MEDSLM_LLAMACPP_DIR); k-quants by llama.cpp's quantizer. "
                     "Writes FILE.gguf and FILE.gguf.medslm.json (provenance).",
         epilog=examples("medslm export --model gemma3-270m --type f16 --out runs/base-f16.gguf",
+                        "medslm quantize --model gemma3-270m --bits 4 --group-size 32 --out runs/q4",
+                        "medslm export --model runs/q4 --out runs/q4.gguf   (q4_0 blocks of medslm's integers)",
                         "medslm export --model runs/lora --type q4_k_m --out runs/lora-q4_k_m.gguf",
                         "medslm eval --backend llamacpp --model runs/lora-q4_k_m.gguf --tasks pubmedqa"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="gemma3-270m")
     p.add_argument("--out", required=True, metavar="FILE.gguf")
-    p.add_argument("--type", default="q4_k_m", help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_s | q4_k_m "
-                                                   "(default) | q5_k_m | q6_k")
+    p.add_argument("--type", default=None, help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_s | q4_k_m | q5_k_m | "
+                   "q6_k (default q4_k_m for a dense model; for one medslm quantized with groups of 32, "
+                   "q4_0 or q8_0 from its own integers)")
     p.add_argument("--threads", type=threads_arg, default=None, help="quantizer threads (default: free cores)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=cmd_export)

@@ -219,29 +219,31 @@ def _stage(art, tmp: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- export
-def export_gguf(model, out: str | os.PathLike, qtype: str = "q4_k_m", *, threads: int | None = None,
+def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, threads: int | None = None,
                 overwrite: bool = False, progress: bool = True) -> Path:
-    """Write ``model`` (a reference or ModelArtifact, dense) as a GGUF file of type ``qtype``."""
+    """Write ``model`` (a reference or ModelArtifact) as a GGUF file of type ``qtype``: a dense model
+    through llama.cpp's converter and quantizer (default q4_k_m); one medslm quantized on a GGUF
+    grid as blocks of its own integers (:mod:`medslm.export.gguf_blocks`; default q4_0/q8_0)."""
     import tempfile
 
     from medslm.models.artifact import ModelArtifact, package_versions
     from medslm.models.loading import resolve
 
-    qtype = qtype.lower()
+    art = model if isinstance(model, ModelArtifact) else resolve(str(model)).artifact()
+    q = art.meta.extra.get("quantization")
+    qtype = (qtype or (f"q{q['bits']}_0" if q else "q4_k_m")).lower()
     if qtype not in TYPES:
         raise ConfigError(f"--type {qtype!r}: choose one of {', '.join(TYPES)}")
     out = Path(out)
     if out.suffix != ".gguf":
         raise ConfigError(f"--out {out}: a GGUF file name ending in .gguf")
-    art = model if isinstance(model, ModelArtifact) else resolve(str(model)).artifact()
     from medslm.outputs import check_target
 
     check_target(out, flag="--out", kind="file", inputs=[art.path], overwrite=overwrite, replaceable=("gguf",))
-    q = art.meta.extra.get("quantization")
-    if q:
-        raise MedslmError(f"{art.path} is quantized with medslm's own {q.get('scheme')} format, which "
-                          "llama.cpp cannot read; export the dense model before `quantize` and let "
-                          f"llama.cpp quantize it (--type {qtype})")
+    if q:  # medslm's own integers, written as GGUF blocks (no requantization)
+        from medslm.export.gguf_blocks import check_exportable
+
+        check_exportable(art, qtype)
     conv = converter_dir(progress=progress)
     from medslm.outputs import sweep_stale
 
@@ -249,28 +251,29 @@ def export_gguf(model, out: str | os.PathLike, qtype: str = "q4_k_m", *, threads
     sweep_stale(out, ("tmp-export",))
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".tmp-export-{out.name}-{os.getpid()}-") as td:
         tmp = Path(td)
-        if art.is_adapter:  # merge first: llama.cpp runs one set of weights
-            m, tok = art.load(dtype="float32")
-            merged = tmp / "merged"
-            m.save_pretrained(merged)
-            tok.save_pretrained(merged)
-            (merged / "medslm.json").write_text("{}")
-            src = ModelArtifact(merged, art.meta)
-        else:
-            src = art
-        stage = _stage(src, tmp)
-        first = tmp / f"model-{qtype if qtype in CONVERTER_TYPES else 'f16'}.gguf"
-        cmd = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(stage), "--outfile", str(first),
-               "--outtype", qtype if qtype in CONVERTER_TYPES else "f16"]
-        p = subprocess.run(cmd, cwd=conv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if p.returncode != 0:
-            tail = "\n".join(p.stdout.strip().splitlines()[-8:])
-            raise MedslmError(f"llama.cpp's convert_hf_to_gguf.py failed on {art.path} "
-                              f"(exit {p.returncode}):\n{tail}")
-        final = first
-        if qtype in QUANT_TYPES:
+        extra_side: dict = {}
+        if q:  # the dequantized weights through the converter (f32: every value exact), then blocks
+            from medslm.export.gguf_blocks import dense_copy, write_blocks
+
+            quantized, src = dense_copy(art, tmp / "dense")
+            first = _convert(src, tmp, conv, "f32", art.path)
             final = tmp / f"model-{qtype}.gguf"
-            _quantize(first, final, qtype, threads)
+            extra_side = write_blocks(first, final, quantized, qtype)
+        else:
+            if art.is_adapter:  # merge first: llama.cpp runs one set of weights
+                m, tok = art.load(dtype="float32")
+                merged = tmp / "merged"
+                m.save_pretrained(merged)
+                tok.save_pretrained(merged)
+                (merged / "medslm.json").write_text("{}")
+                src = ModelArtifact(merged, art.meta)
+            else:
+                src = art
+            first = _convert(src, tmp, conv, qtype if qtype in CONVERTER_TYPES else "f16", art.path)
+            final = first
+            if qtype in QUANT_TYPES:
+                final = tmp / f"model-{qtype}.gguf"
+                _quantize(first, final, qtype, threads)
         digest = hashlib.sha256()
         with open(final, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -279,12 +282,26 @@ def export_gguf(model, out: str | os.PathLike, qtype: str = "q4_k_m", *, threads
                 "steps": art.meta.steps, "type": qtype, "bytes": final.stat().st_size,
                 "sha256": digest.hexdigest(), "converter": str(conv / "convert_hf_to_gguf.py"),
                 "packages": package_versions(("llama-cpp-python",)),
-                "extra": {k: v for k, v in art.meta.extra.items() if k in ("trained_on", "contamination_allowed")}}
+                "extra": {k: v for k, v in art.meta.extra.items() if k in ("trained_on", "contamination_allowed")},
+                **extra_side}
         side_tmp = tmp / "side.json"
         side_tmp.write_text(json.dumps(side, indent=1) + "\n")
         os.replace(final, out)  # same filesystem: atomic
         os.replace(side_tmp, sidecar(out))
     return out
+
+
+def _convert(src, tmp: Path, conv: Path, outtype: str, where: Path) -> Path:
+    """``src`` (an artifact) through llama.cpp's converter: a GGUF of ``outtype`` in ``tmp``."""
+    stage = _stage(src, tmp)
+    first = tmp / f"model-{outtype}.gguf"
+    cmd = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(stage), "--outfile", str(first),
+           "--outtype", outtype]
+    p = subprocess.run(cmd, cwd=conv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0:
+        tail = "\n".join(p.stdout.strip().splitlines()[-8:])
+        raise MedslmError(f"llama.cpp's convert_hf_to_gguf.py failed on {where} (exit {p.returncode}):\n{tail}")
+    return first
 
 
 def sidecar(gguf: Path) -> Path:

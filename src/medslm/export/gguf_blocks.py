@@ -1,0 +1,220 @@
+"""medslm's own integers as GGUF blocks, without requantization.
+
+A symmetric medslm quantization with groups of 32 already *is* a GGUF block grid: int8 codes and
+one fp16 scale per 32 weights are a ``Q8_0`` block (``w = d * q``), int4 codes in -8..7 and an
+fp16 scale are a ``Q4_0`` block (``w = d * (n - 8)`` with ``n = q + 8``). So the export keeps
+every integer and scale medslm chose (RTN, clip search or GPTQ) and llama.cpp computes with
+exactly medslm's dequantized weights; mixed precision (``--bits8``) becomes Q8_0 tensors in a
+Q4_0 file.
+
+How: the dequantized model goes through llama.cpp's converter as f32 (so its metadata, tokenizer
+and tensor names are llama.cpp's own, and every value is exact); then each tensor medslm
+quantized is found in that file by its rows (a converter may permute rows, as it does for
+Llama's q/k projections) and replaced by medslm's blocks, written with the ``gguf`` package;
+other 2-D tensors are stored f16 and 1-D ones f32 (as llama.cpp's f16 export does), an int8
+embedding (``--embeddings int8``, one scale per row) as Q8_0 (the one requantization, stated in
+the sidecar). The blocks are read back and dequantized with ``gguf`` and checked equal to
+medslm's weights before the file is kept.
+
+Why medslm packs the blocks itself: ``gguf.quants`` quantizes floats by its own rounding (Q4_0's
+scale is the signed max over -8), which would replace medslm's integers; only the block layout is
+needed, and it is two lines per type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medslm.errors import ConfigError
+
+BLOCK = 32
+TYPES = {"q4_0": 4, "q8_0": 8}
+
+
+def check_exportable(art, qtype: str) -> None:
+    """A quantized artifact exports as ``qtype`` only if its integers sit on that grid."""
+    q = art.meta.extra["quantization"]
+    fix = (f"quantize the dense model with `medslm quantize --bits {TYPES.get(qtype, 4)} --group-size 32` "
+           "(symmetric; RTN, --clip-search or --algorithm gptq), then export with "
+           f"--type {qtype if qtype in TYPES else 'q4_0'}")
+    if qtype not in TYPES:
+        raise ConfigError(f"--type {qtype}: {art.path} holds medslm's own integers ({q.get('scheme')}), which "
+                          f"export without requantization as {' or '.join(TYPES)} only; or export the dense "
+                          "model before `quantize` and let llama.cpp quantize it")
+    if not q.get("symmetric", True):
+        raise ConfigError(f"--type {qtype}: {art.path} is asymmetric (zero points); Q4_0/Q8_0 blocks are "
+                          f"symmetric: {fix}")
+    if q["group_size"] != BLOCK:
+        raise ConfigError(f"--type {qtype}: {art.path} has groups of {q['group_size']}, GGUF blocks hold "
+                          f"{BLOCK} weights: {fix}")
+    if q["bits"] != TYPES[qtype]:
+        raise ConfigError(f"--type {qtype}: {art.path} is {q['bits']}-bit; {qtype} holds "
+                          f"{TYPES[qtype]}-bit integers: export it as --type q{q['bits']}_0")
+
+
+def _codes(m) -> tuple[np.ndarray, np.ndarray]:
+    """(integer codes (out, in) int8, fp16 scales (out, in/32)) of a symmetric QuantLinear."""
+    import torch
+
+    q = m.qweight
+    if m.bits == 4:
+        lo = (q & 0x0F).to(torch.int16) - 8
+        hi = (q >> 4).to(torch.int16) - 8
+        q = torch.stack([lo, hi], -1).reshape(m.out_features, m.in_features)
+    return q.to(torch.int8).numpy(), m.scales.numpy().astype(np.float16)
+
+
+def dense_copy(art, out: Path):
+    """The artifact's dequantized dense model written at ``out`` (an artifact the converter reads),
+    and {module name: (dequantized weight, codes, scales, bits)} of what medslm quantized."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from medslm.models.artifact import ModelArtifact
+    from medslm.models.quantized import QuantEmbedding, QuantLinear
+
+    model, tok = art.load(dtype="float32")
+    quantized: dict[str, Any] = {}
+    state: dict[str, torch.Tensor] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, QuantLinear):
+            w = m.dequantize()
+            codes, scales = _codes(m)
+            quantized[name] = (w.numpy(), codes, scales, m.bits)
+            state[f"{name}.weight"] = w
+            if m.bias is not None:
+                state[f"{name}.bias"] = m.bias.data
+        elif isinstance(m, QuantEmbedding):
+            w = m.rows(slice(None))
+            quantized[name] = (w.numpy(), None, None, "embedding")
+            state[f"{name}.weight"] = w
+    for k, v in model.state_dict().items():  # norms, biases and whatever stayed in float
+        if not any(k.startswith(n + ".") for n in quantized):
+            state.setdefault(k, v)
+    dense = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)
+    dense.load_state_dict(state, strict=False)
+    dense.tie_weights()
+    out.mkdir(parents=True)
+    dense.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / "medslm.json").write_text("{}")
+    return quantized, ModelArtifact(out, art.meta)
+
+
+class RowIndex:
+    """Finds which quantized weight a converter's tensor holds, and in which row order: every row of
+    every weight indexed once by a hash of its bytes, then checked value for value."""
+
+    def __init__(self, quantized: dict):
+        self.quantized = quantized
+        self.rows: dict[int, tuple[str, int]] = {}
+        for name, (w, *_) in quantized.items():
+            for i in range(w.shape[0]):
+                self.rows.setdefault(hash(w[i].tobytes()), (name, i))
+
+    def find(self, t: np.ndarray) -> tuple[str, np.ndarray] | None:
+        """(weight name, permutation p with t == w[p]) or None."""
+        first = self.rows.get(hash(np.ascontiguousarray(t[0]).tobytes()))
+        if first is None:
+            return None
+        name = first[0]
+        w = self.quantized[name][0]
+        if w.shape != t.shape:
+            return None
+        p = np.empty(t.shape[0], dtype=np.int64)
+        for i in range(t.shape[0]):
+            hit = self.rows.get(hash(np.ascontiguousarray(t[i]).tobytes()))
+            if hit is None or hit[0] != name:
+                return None
+            p[i] = hit[1]
+        return (name, p) if np.array_equal(w[p], t) else None
+
+
+def q8_0_blocks(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    rows, cols = codes.shape
+    d = scales.reshape(rows, cols // BLOCK, 1).view(np.uint8).reshape(rows, cols // BLOCK, 2)
+    qs = codes.reshape(rows, cols // BLOCK, BLOCK).view(np.uint8)
+    return np.concatenate([d, qs], -1).reshape(rows, -1)
+
+
+def q4_0_blocks(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Per block: fp16 d, then 16 bytes whose low nibbles are weights 0..15 and high nibbles 16..31."""
+    rows, cols = codes.shape
+    n = (codes.astype(np.int16) + 8).astype(np.uint8).reshape(rows, cols // BLOCK, BLOCK)
+    qs = n[..., :16] | (n[..., 16:] << 4)
+    d = scales.reshape(rows, cols // BLOCK, 1).view(np.uint8).reshape(rows, cols // BLOCK, 2)
+    return np.concatenate([d, qs], -1).reshape(rows, -1)
+
+
+def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str) -> dict:
+    """``f32`` (the converter's file of the dequantized model) with medslm's tensors as blocks."""
+    import gguf
+    from tqdm.auto import tqdm
+
+    Q = gguf.GGMLQuantizationType
+    reader = gguf.GGUFReader(f32)
+    arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
+    writer = gguf.GGUFWriter(out, arch)
+    for field in reader.fields.values():
+        if field.name in (gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE) or field.name.startswith("GGUF."):
+            continue
+        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0 if qtype == "q4_0" else gguf.LlamaFileType.MOSTLY_Q8_0)
+    todo = dict(quantized)
+    index = RowIndex(quantized)
+    written: dict[str, tuple[Any, np.ndarray]] = {}  # gguf name -> (type, expected dequantized values)
+    requantized = []
+    for t in tqdm(reader.tensors, desc="gguf: medslm blocks", unit="tensor", leave=False):
+        data = np.asarray(t.data)
+        found = index.find(data) if data.ndim == 2 and data.dtype == np.float32 else None
+        match = None
+        if found is not None and found[0] in todo:
+            n, p = found
+            match = (n, p, *todo[n][1:])
+        if match is None:
+            if data.ndim == 2:
+                writer.add_tensor(t.name, data.astype(np.float16))
+                written[t.name] = (Q.F16, data.astype(np.float16).astype(np.float32))
+            else:
+                writer.add_tensor(t.name, data)
+                written[t.name] = (Q.F32, data)
+            continue
+        n, p, codes, scales, bits = match
+        del todo[n]
+        if bits == "embedding":  # int8 rows with a per-row scale: not a block grid
+            blocks = gguf.quants.quantize(data, Q.Q8_0)
+            writer.add_tensor(t.name, blocks, raw_dtype=Q.Q8_0)
+            written[t.name] = (Q.Q8_0, gguf.quants.dequantize(blocks, Q.Q8_0))
+            requantized.append(t.name)
+            continue
+        kind = Q.Q4_0 if bits == 4 else Q.Q8_0
+        blocks = (q4_0_blocks if bits == 4 else q8_0_blocks)(codes[p], scales[p])
+        writer.add_tensor(t.name, blocks, raw_dtype=kind)
+        written[t.name] = (kind, data)  # dequantized, these blocks must give back exactly data
+    if todo:
+        raise ConfigError(f"export: the converter's file has no tensor with the rows of {sorted(todo)[:3]}; "
+                          "this architecture's converter transforms weights medslm cannot follow")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    exact = verify_blocks(out, written)
+    return {"medslm_integers": {"tensors": len(quantized) - len(requantized), "exact": exact,
+                                "requantized_to_q8_0": requantized}}
+
+
+def verify_blocks(path: Path, expected: dict) -> bool:
+    """Every tensor of ``path``, dequantized by ``gguf``, equals what was meant to be written."""
+    import gguf
+
+    for t in gguf.GGUFReader(path).tensors:
+        kind, want = expected[t.name]
+        got = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(want.shape)
+        if t.tensor_type != kind or not np.array_equal(got.astype(np.float32), want.astype(np.float32)):
+            raise ConfigError(f"export: {t.name} does not read back as written ({t.tensor_type.name}); "
+                              "the GGUF was not kept")
+    return True

@@ -1,0 +1,102 @@
+"""medslm's integers as GGUF blocks: the block layouts against the gguf package's own dequantizer,
+the refusals, finding permuted rows, and (Gemma, llama.cpp) an exported int4 + int8 model whose
+every tensor reads back as medslm's weights and whose llama.cpp scores follow the hf backend's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medslm.errors import ConfigError
+from medslm.export import gguf_blocks as gb
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_blocks_dequantize_to_medslm_weights_exactly(bits):
+    import gguf
+
+    rng = np.random.default_rng(bits)
+    lo, hi = (-8, 7) if bits == 4 else (-128, 127)
+    codes = rng.integers(lo, hi + 1, size=(6, 96)).astype(np.int8)
+    codes[0, :32] = lo  # the ends of the range
+    codes[1, :32] = hi
+    scales = rng.uniform(1e-3, 0.1, size=(6, 3)).astype(np.float16)
+    want = codes.astype(np.float32) * np.repeat(scales.astype(np.float32), 32, axis=1)
+    kind = gguf.GGMLQuantizationType.Q4_0 if bits == 4 else gguf.GGMLQuantizationType.Q8_0
+    blocks = (gb.q4_0_blocks if bits == 4 else gb.q8_0_blocks)(codes, scales)
+    assert blocks.shape == (6, 3 * gguf.GGML_QUANT_SIZES[kind][1])
+    assert np.array_equal(gguf.quants.dequantize(blocks, kind).reshape(6, 96), want)
+
+
+def test_row_index_finds_permuted_rows():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 64)).astype(np.float32)
+    other = rng.normal(size=(8, 64)).astype(np.float32)
+    ix = gb.RowIndex({"a": (w, None, None, 4), "b": (other, None, None, 4)})
+    p = np.array([1, 0, 3, 2, 5, 4, 7, 6])
+    name, got = ix.find(w[p])
+    assert name == "a" and np.array_equal(got, p)
+    assert ix.find(rng.normal(size=(8, 64)).astype(np.float32)) is None
+
+
+class _Art:
+    path = "runs/q"
+
+    def __init__(self, **q):
+        self.meta = type("M", (), {"extra": {"quantization": {"scheme": "x", "bits": 4, "group_size": 32,
+                                                               "symmetric": True, **q}}})()
+
+
+@pytest.mark.parametrize("q,qtype,msg", [
+    ({}, "q4_k_m", "export without requantization as q4_0 or q8_0"),
+    ({"symmetric": False}, "q4_0", "asymmetric"),
+    ({"group_size": 128}, "q4_0", "groups of 128, GGUF blocks hold 32 weights"),
+    ({"bits": 8}, "q4_0", "export it as --type q8_0"),
+])
+def test_integers_off_the_grid_are_refused_with_the_fix(q, qtype, msg):
+    with pytest.raises(ConfigError, match=msg) as e:
+        gb.check_exportable(_Art(**q), qtype)
+    assert "--group-size 32" in str(e.value) or "q8_0" in str(e.value) or "dense model" in str(e.value)
+
+
+@pytest.mark.integration
+def test_gemma_int4_with_int8_modules_exports_its_own_integers(tmp_path, data_dir, monkeypatch):
+    pytest.importorskip("llama_cpp")
+    import gguf
+
+    from medslm.backends.hf import HFBackend
+    from medslm.backends.llamacpp import LlamaCppBackend
+    from medslm.export.gguf import export_gguf, sidecar
+    from medslm.methods import compress
+    from medslm.models.quantized import QuantLinear
+    from medslm.tasks import get_task
+
+    monkeypatch.setenv("MEDSLM_DATA_DIR", str(data_dir))
+    q = compress("gemma3-270m", {"method": "quantize", "bits": 4, "group_size": 32, "bits8": ("*.v_proj",)},
+                 tmp_path / "q4")
+    out = export_gguf(q, tmp_path / "q4.gguf", progress=False)
+    side = __import__("json").loads(sidecar(out).read_text())
+    assert side["type"] == "q4_0" and side["medslm_integers"] == {"tensors": 126, "exact": True,
+                                                                  "requantized_to_q8_0": []}
+    model, _ = q.load()
+    mine = {n: m.dequantize().numpy() for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    index = gb.RowIndex({n: (w, None, None, 0) for n, w in mine.items()})
+    kinds, found = {}, set()
+    for t in gguf.GGUFReader(out).tensors:  # read back independently of the exporter's own check
+        if t.tensor_type not in (gguf.GGMLQuantizationType.Q4_0, gguf.GGMLQuantizationType.Q8_0):
+            continue
+        w = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
+        hit = index.find(w.astype(np.float32))
+        assert hit is not None, t.name  # the exact values of one of medslm's weights
+        found.add(hit[0])
+        kinds[t.tensor_type.name] = kinds.get(t.tensor_type.name, 0) + 1
+    assert found == set(mine) and kinds == {"Q4_0": 108, "Q8_0": 18}
+    t = get_task("pubmedqa")
+    reqs = [r for e in t.examples("dev@50")[:6] for r in t.requests(e)]
+    a = LlamaCppBackend(str(out), threads=1, shared_context=False).loglikelihood(reqs)
+    b = HFBackend(str(q.path), threads=1, shared_context=False).loglikelihood(reqs)
+    # llama.cpp multiplies Q4_0 weights with 8-bit-quantized activations and keeps the embedding in
+    # f16: close to the hf backend on the same weights, not equal
+    assert max(abs(x[0] - y[0]) for x, y in zip(a, b)) < 0.6
+    pick = lambda s, i: max(range(3), key=lambda j: s[3 * i + j][0])  # noqa: E731
+    assert sum(pick(a, i) == pick(b, i) for i in range(6)) >= 5
