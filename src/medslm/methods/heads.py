@@ -14,8 +14,7 @@ import torch
 from medslm.errors import MedslmError
 from medslm.methods.base import register_method
 from medslm.methods.calibration import input_norms
-from medslm.methods.prune import PruneConfig, apply, keep_inputs, keep_outputs
-from medslm.models.anatomy import decoder_layers
+from medslm.methods.prune import PruneConfig, apply, block_parts, keep_inputs, keep_outputs
 
 __all__ = ["HeadsConfig", "apply", "prune_"]
 
@@ -26,12 +25,8 @@ class HeadsConfig(PruneConfig):
 
 
 def prune_(model, cfg: HeadsConfig, batches) -> dict:
-    layers = decoder_layers(model)
-    attns = [getattr(layer, "self_attn", None) for layer in layers]
-    if not all(a is not None and all(hasattr(a, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
-               for a in attns):
-        raise MedslmError(f"head pruning supports separate q/k/v/o projections (Gemma, Llama, Mistral), "
-                          f"not {type(model).__name__}; use algorithm=depth, width or wanda")
+    attns = block_parts(model, "self_attn", ("q_proj", "k_proj", "v_proj", "o_proj"),
+                        "head pruning supports separate q/k/v/o projections", "depth, width or wanda")
     c = model.config
     n_heads, n_kv = c.num_attention_heads, c.num_key_value_heads
     head_dim = attns[0].head_dim

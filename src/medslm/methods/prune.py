@@ -119,6 +119,15 @@ def mask_by_score_(model, cfg: UnstructuredConfig, score) -> dict:
     return {"achieved_sparsity": round(zeros / total, 6), "pruned_layers": len(modules)}
 
 
+def block_parts(model, attr: str, needs: tuple[str, ...], what: str, instead: str) -> list:
+    """Each decoder block's ``attr`` submodule (``mlp``, ``self_attn``); an architecture whose
+    blocks lack the ``needs`` projections is refused, naming the algorithms to use ``instead``."""
+    parts = [getattr(layer, attr, None) for layer in decoder_layers(model)]
+    if not all(p is not None and all(hasattr(p, n) for n in needs) for p in parts):
+        raise MedslmError(f"{what} (Gemma, Llama, Mistral), not {type(model).__name__}; use algorithm={instead}")
+    return parts
+
+
 def keep_outputs(old: nn.Linear, idx: torch.Tensor) -> nn.Linear:
     """A smaller Linear with only the output features ``idx`` of ``old``."""
     new = nn.Linear(old.in_features, len(idx), bias=old.bias is not None, dtype=old.weight.dtype)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from medslm.errors import MedslmError
 from medslm.methods.base import register_method
 from medslm.methods.calibration import input_norms
-from medslm.methods.prune import PruneConfig, apply, keep_inputs, keep_outputs
-from medslm.models.anatomy import decoder_layers
+from medslm.methods.prune import PruneConfig, apply, block_parts, keep_inputs, keep_outputs
 
 __all__ = ["WidthConfig", "apply", "prune_"]
 
@@ -20,12 +18,8 @@ class WidthConfig(PruneConfig):
 
 
 def prune_(model, cfg: WidthConfig, batches) -> dict:
-    layers = decoder_layers(model)
-    mlps = [getattr(layer, "mlp", None) for layer in layers]
-    if not all(m is not None and all(hasattr(m, a) for a in ("gate_proj", "up_proj", "down_proj"))
-               for m in mlps):
-        raise MedslmError(f"width pruning supports gate/up/down MLPs (Gemma, Llama, Mistral), not "
-                          f"{type(model).__name__}; use algorithm=depth, wanda or magnitude")
+    mlps = block_parts(model, "mlp", ("gate_proj", "up_proj", "down_proj"),
+                       "width pruning supports gate/up/down MLPs", "depth, wanda or magnitude")
     downs = {str(i): m.down_proj for i, m in enumerate(mlps)}
     norms = input_norms(model, batches, downs)  # activations entering down_proj = channel importance
     inter = mlps[0].down_proj.in_features
