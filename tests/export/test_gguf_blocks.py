@@ -100,3 +100,40 @@ def test_gemma_int4_with_int8_modules_exports_its_own_integers(tmp_path, data_di
     assert max(abs(x[0] - y[0]) for x, y in zip(a, b)) < 0.6
     pick = lambda s, i: max(range(3), key=lambda j: s[3 * i + j][0])  # noqa: E731
     assert sum(pick(a, i) == pick(b, i) for i in range(6)) >= 5
+
+
+@pytest.mark.parametrize("float_type", ["f16", "q8_0"])
+def test_write_blocks_replaces_medslm_tensors_and_keeps_the_rest(tmp_path, float_type):
+    """On a small GGUF as the converter writes it (f32): the tensor holding a quantized weight, in a
+    permuted row order, becomes Q4_0 blocks of medslm's integers; a float matrix becomes f16 or
+    (q8_0) llama.cpp's Q8_0; a vector stays f32; the metadata is carried over."""
+    import gguf
+
+    rng = np.random.default_rng(1)
+    codes = rng.integers(-8, 8, size=(4, 64)).astype(np.int8)
+    scales = rng.uniform(0.01, 0.1, size=(4, 2)).astype(np.float16)
+    w = codes.astype(np.float32) * np.repeat(scales.astype(np.float32), 32, axis=1)
+    emb = rng.normal(size=(8, 64)).astype(np.float32)
+    norm = rng.normal(size=(64,)).astype(np.float32)
+    src = tmp_path / "f32.gguf"
+    wr = gguf.GGUFWriter(src, "llama")
+    wr.add_block_count(1)
+    wr.add_string("medslm.test", "kept")
+    wr.add_tensor("blk.0.attn_q.weight", w[[2, 0, 3, 1]])  # the converter permuted the rows
+    wr.add_tensor("token_embd.weight", emb)
+    wr.add_tensor("output_norm.weight", norm)
+    wr.write_header_to_file(), wr.write_kv_data_to_file(), wr.write_tensors_to_file(), wr.close()
+    out = tmp_path / "q.gguf"
+    info = gb.write_blocks(src, out, {"model.layers.0.self_attn.q_proj": (w, codes, scales, 4)}, "q4_0", float_type)
+    assert info["medslm_integers"]["tensors"] == 1 and info["medslm_integers"]["exact"]
+    assert info["medslm_integers"]["requantized_to_q8_0"] == (["token_embd.weight"] if float_type == "q8_0" else [])
+    r = gguf.GGUFReader(out)
+    t = {x.name: x for x in r.tensors}
+    Q = gguf.GGMLQuantizationType
+    assert t["blk.0.attn_q.weight"].tensor_type == Q.Q4_0
+    got = gguf.quants.dequantize(np.asarray(t["blk.0.attn_q.weight"].data), Q.Q4_0).reshape(4, 64)
+    assert np.array_equal(got, w[[2, 0, 3, 1]])
+    assert t["token_embd.weight"].tensor_type == (Q.Q8_0 if float_type == "q8_0" else Q.F16)
+    assert t["output_norm.weight"].tensor_type == Q.F32
+    assert str(r.fields["medslm.test"].contents()) == "kept"
+    assert int(r.fields[gguf.Keys.General.FILE_TYPE].contents()) == gguf.LlamaFileType.MOSTLY_Q4_0

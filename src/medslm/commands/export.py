@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--type", default=None, help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_s | q4_k_m | q5_k_m | "
                    "q6_k (default q4_k_m for a dense model; for one medslm quantized with groups of 32, "
                    "q4_0 or q8_0 from its own integers)")
+    p.add_argument("--float-type", default="f16", choices=("f16", "q8_0"),
+                   help="medslm-quantized models: how the 2-D tensors kept in float (the embedding) are "
+                        "stored; q8_0 is llama.cpp's rounding of them (default f16)")
     p.add_argument("--threads", type=threads_arg, default=None, help="quantizer threads (default: free cores)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=cmd_export)
@@ -34,7 +37,8 @@ def cmd_export(args) -> int:
 
     from medslm.export.gguf import export_gguf, sidecar
 
-    out = export_gguf(args.model, args.out, args.type, threads=args.threads, overwrite=args.overwrite)
+    out = export_gguf(args.model, args.out, args.type, threads=args.threads, overwrite=args.overwrite,
+                      float_type=args.float_type)
     side = json.loads(sidecar(out).read_text())
     print(f"wrote {out}: {side['bytes']:,} bytes, {side['type']}, from {side['source']} "
           f"({side['chain']}), sha256 {side['sha256'][:16]}")

@@ -220,7 +220,7 @@ def _stage(art, tmp: Path) -> Path:
 
 # ----------------------------------------------------------------------------- export
 def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, threads: int | None = None,
-                overwrite: bool = False, progress: bool = True) -> Path:
+                overwrite: bool = False, progress: bool = True, float_type: str = "f16") -> Path:
     """Write ``model`` (a reference or ModelArtifact) as a GGUF file of type ``qtype``: a dense model
     through llama.cpp's converter and quantizer (default q4_k_m); one medslm quantized on a GGUF
     grid as blocks of its own integers (:mod:`medslm.export.gguf_blocks`; default q4_0/q8_0)."""
@@ -240,10 +240,15 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
     from medslm.outputs import check_target
 
     check_target(out, flag="--out", kind="file", inputs=[art.path], overwrite=overwrite, replaceable=("gguf",))
+    if float_type not in ("f16", "q8_0"):
+        raise ConfigError(f"--float-type {float_type!r}: choose f16 or q8_0")
     if q:  # medslm's own integers, written as GGUF blocks (no requantization)
         from medslm.export.gguf_blocks import check_exportable
 
         check_exportable(art, qtype)
+    elif float_type != "f16":
+        raise ConfigError("--float-type applies to a model medslm quantized (the tensors it kept in float); "
+                          f"for a dense model choose --type {qtype}")
     conv = converter_dir(progress=progress)
     from medslm.outputs import sweep_stale
 
@@ -258,7 +263,7 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
             quantized, src = dense_copy(art, tmp / "dense")
             first = _convert(src, tmp, conv, "f32", art.path)
             final = tmp / f"model-{qtype}.gguf"
-            extra_side = write_blocks(first, final, quantized, qtype)
+            extra_side = write_blocks(first, final, quantized, qtype, float_type)
         else:
             if art.is_adapter:  # merge first: llama.cpp runs one set of weights
                 m, tok = art.load(dtype="float32")

@@ -149,8 +149,10 @@ def q4_0_blocks(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.concatenate([d, qs], -1).reshape(rows, -1)
 
 
-def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str) -> dict:
-    """``f32`` (the converter's file of the dequantized model) with medslm's tensors as blocks."""
+def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: str = "f16") -> dict:
+    """``f32`` (the converter's file of the dequantized model) with medslm's tensors as blocks.
+    ``float_type``: how the 2-D tensors medslm kept in float (the embedding) are stored: f16, or
+    q8_0 (llama.cpp's own rounding: a requantization, listed in the result)."""
     import gguf
     from tqdm.auto import tqdm
 
@@ -176,7 +178,12 @@ def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str) -> dict:
             n, p = found
             match = (n, p, *todo[n][1:])
         if match is None:
-            if data.ndim == 2:
+            if data.ndim == 2 and float_type == "q8_0" and data.shape[1] % BLOCK == 0:
+                blocks = gguf.quants.quantize(data, Q.Q8_0)
+                writer.add_tensor(t.name, blocks, raw_dtype=Q.Q8_0)
+                written[t.name] = (Q.Q8_0, gguf.quants.dequantize(blocks, Q.Q8_0))
+                requantized.append(t.name)
+            elif data.ndim == 2:
                 writer.add_tensor(t.name, data.astype(np.float16))
                 written[t.name] = (Q.F16, data.astype(np.float16).astype(np.float32))
             else:
@@ -203,8 +210,8 @@ def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str) -> dict:
     writer.write_tensors_to_file()
     writer.close()
     exact = verify_blocks(out, written)
-    return {"medslm_integers": {"tensors": len(quantized) - len(requantized), "exact": exact,
-                                "requantized_to_q8_0": requantized}}
+    own = sum(1 for n, v in quantized.items() if v[3] != "embedding")
+    return {"medslm_integers": {"tensors": own, "exact": exact, "requantized_to_q8_0": requantized}}
 
 
 def verify_blocks(path: Path, expected: dict) -> bool:
