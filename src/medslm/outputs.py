@@ -54,7 +54,7 @@ def written_by_medslm(path: Path) -> str | None:
             return "empty"
         if isinstance(_json(path / ARTIFACT_META), dict):
             return "artifact"
-        if isinstance(_json(path / "index.json"), dict):
+        if isinstance(_json(path / "index.json"), dict) and (path / "chunks.jsonl").is_file():
             return "index"
         if (path / "recipe.json").is_file() and (path / "results").is_dir():
             return "run"
@@ -133,7 +133,7 @@ RESULT_SETTINGS = ("name", "requested_split", "limit", "fewshot", "seed")
 
 
 def check_result(target: str | os.PathLike, settings: dict, *, flag: str, overwrite: bool = False,
-                 backend: str | None = None) -> Path:
+                 backend: str | None = None, model: str | None = None) -> Path:
     """A result file may be written at ``target``: absent; or a medslm result of the same settings
     (a rerun, which reproduces it); or one of other settings with ``overwrite``. Anything else
     (a file medslm did not write, a folder) is refused."""
@@ -150,6 +150,9 @@ def check_result(target: str | os.PathLike, settings: dict, *, flag: str, overwr
                 if k in settings and t.get(k) != settings.get(k)]
         if backend and old["model"].get("backend") not in (None, backend):
             diff.append(f"backend {old['model'].get('backend')!r} there, {backend!r} now")
+        was = old["model"].get("label") or old["model"].get("model")
+        if model and was not in (None, model):
+            diff.append(f"model {was!r} there, {model!r} now")
         if diff and not overwrite:
             raise OutputError(f"{f} holds a result of other settings ({'; '.join(diff)}); pass "
                               f"--overwrite to replace it, or choose another {flag}")
@@ -208,8 +211,8 @@ def sweep_stale(target: Path, kinds: tuple[str, ...] = ("tmp", "old")) -> None:
         return
     for kind in kinds:
         prefix = f".{kind}-{target.name}-"
-        stale = [p for p in target.parent.glob(prefix + "*")
-                 if (m := _TEMP_TAIL.match(p.name[len(prefix):])) and not _alive(int(m[1]))]
+        stale = [p for p in target.parent.iterdir() if p.name.startswith(prefix)
+                 and (m := _TEMP_TAIL.match(p.name[len(prefix):])) and not _alive(int(m[1]))]
         if kind == "old" and stale and not target.exists():
             # killed between moving the old one aside and moving the new one in: the old comes back
             keep = max(stale, key=lambda p: p.stat().st_mtime)

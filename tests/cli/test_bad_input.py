@@ -222,6 +222,13 @@ CASES = [
                                 "{notes}/out"], 2, ["--output", "is a file, not a folder"]),
     ("eval-output-unwritable", ["eval", "--model", "{tmp}/nowhere", "--tasks", "pubmedqa", "--output",
                                 "/proc/medslm-results"], 2, ["--output", "cannot write in /proc", "writable"]),
+    ("eval-output-inside-model", EVAL + ["--tasks", "pubmedqa", "--output", "{model}/results"], 2,
+     ["lies inside the model directory", "outside it"]),
+    ("eval-result-file-in-model", EVAL + ["--tasks", "pubmedqa", "--result-file", "{model}/r.json"], 2,
+     ["--result-file", "lies inside the model directory"]),
+    ("eval-no-task", EVAL + ["--tasks", ","], 2, ["--tasks", "names no task"]),
+    ("eval-rag-fewshot", EVAL + ["--tasks", "pubmedqa", "--rag", "{tmp}/ix", "--fewshot", "2"], 2,
+     ["--fewshot does not apply to --rag"]),
     ("eval-result-file-user-file", ["eval", "--model", "{tmp}/nowhere", "--tasks", "pubmedqa", "--result-file",
                                     "{notes}"], 2, ["{notes}", "not a medslm result"]),
     ("eval-result-file-is-dir", ["eval", "--model", "{tmp}/nowhere", "--tasks", "pubmedqa", "--result-file",
@@ -304,6 +311,18 @@ def test_rerun_with_other_settings_refuses_then_overwrite_replaces(world, capsys
     assert code == 0, err
     assert json.loads(f.read_text())["task"]["limit"] == 3
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_result_of_another_model_is_not_replaced(world, capsys):
+    f = world["tmp"] / "r.json"
+    code, _, err = _eval(world, capsys, "--limit", "2", "--result-file", str(f))
+    assert code == 0, err
+    first = f.read_bytes()
+    argv = [a.format(**{k: str(v) for k, v in world.items()}) for a in EVAL + ["--tasks", "pubmedqa"]]
+    argv[argv.index(str(world["model"]))] = str(world["other"])
+    code, _, err = run_cli(argv + ["--limit", "2", "--result-file", str(f)], capsys)
+    assert code == 2 and "other settings" in err and "model" in err and "--overwrite" in err
+    assert f.read_bytes() == first
 
 
 def test_lenient_skips_the_bad_record_it_names(world, capsys):

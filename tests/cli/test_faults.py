@@ -149,3 +149,27 @@ def test_a_kill_between_the_two_renames_restores_the_old_artifact(tmp_path):
     sweep_stale(tmp_path / "a")
     assert ModelArtifact.open(tmp_path / "a").hash == want and not aside.exists() and not junk.exists()
     ModelArtifact.open(tmp_path / "a").verify()
+
+
+def test_an_interrupted_swap_puts_the_old_artifact_back(tmp_path, monkeypatch):
+    """--overwrite of an artifact interrupted between its two renames: the old one is in place."""
+    from pathlib import Path as P
+
+    from medslm.models.artifact import ModelArtifact
+
+    art = tiny.save_artifact("gpt2", tmp_path / "a")
+    want = art.hash
+    real = P.rename
+
+    def rename(self, target):
+        if self.name.startswith(".tmp-a-"):  # the new artifact moving in: interrupted
+            raise KeyboardInterrupt
+        return real(self, target)
+
+    monkeypatch.setattr(P, "rename", rename)
+    m = tiny.model("gpt2", seed=5)
+    with pytest.raises(KeyboardInterrupt):
+        ModelArtifact.save(m, tiny.tokenizer(), tmp_path / "a", source="x", overwrite=True)
+    monkeypatch.setattr(P, "rename", real)
+    assert ModelArtifact.open(tmp_path / "a").hash == want
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-a-")]

@@ -121,6 +121,13 @@ def check_outputs(args, names, split, limit) -> None:
     from medslm.evaluate.runner import result_filename
     from medslm.outputs import check_result, check_writable
 
+    model_dir = Path(args.model).expanduser()
+    for target in (args.output, args.result_file):
+        if target and model_dir.is_dir() and (Path(target).resolve() == model_dir.resolve()
+                                               or model_dir.resolve() in Path(target).resolve().parents):
+            raise MedslmError(f"{'--output' if target == args.output else '--result-file'} {target} lies inside "
+                              f"the model directory {args.model}; a result written there would change the "
+                              "artifact's files: choose a place outside it")
     if args.output:
         out = Path(args.output)
         if out.exists() and not out.is_dir():
@@ -134,7 +141,7 @@ def check_outputs(args, names, split, limit) -> None:
         settings = {"name": n, "requested_split": _per_task(split, n), "limit": _per_task(limit, n),
                     "fewshot": args.fewshot, "seed": args.seed}
         check_result(f, settings, flag="--result-file" if args.result_file else "--output",
-                     overwrite=args.overwrite, backend=args.backend)
+                     overwrite=args.overwrite, backend=args.backend, model=who)
 
 
 def check_rag_outputs(args, names, split, limit) -> None:
@@ -144,6 +151,9 @@ def check_rag_outputs(args, names, split, limit) -> None:
 
     from medslm.rag.evaluate import rag_tasks
 
+    for flag, v in (("--data", args.data), ("--fewshot", args.fewshot), ("--lenient", args.lenient)):
+        if v:
+            raise MedslmError(f"{flag} does not apply to --rag (both arms read the task's own data, zero-shot)")
     ok = rag_tasks()
     bad = [n for n in names if n not in ok]
     if bad:
@@ -186,6 +196,8 @@ def cmd_eval(args) -> int:
     from medslm.tasks import TASKS, get_task
 
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not names:
+        raise MedslmError(f"--tasks {args.tasks!r} names no task; see `medslm eval --tasks ls`")
     for n in names:
         if n not in TASKS:
             raise TASKS.unknown(n)

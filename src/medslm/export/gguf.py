@@ -239,7 +239,8 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
         raise ConfigError(f"--out {out}: a GGUF file name ending in .gguf")
     from medslm.outputs import check_target
 
-    check_target(out, flag="--out", kind="file", inputs=[art.path], overwrite=overwrite, replaceable=("gguf",))
+    inputs = [art.path] + ([Path(art.meta.extra["gguf_source"])] if art.meta.extra.get("gguf_source") else [])
+    check_target(out, flag="--out", kind="file", inputs=inputs, overwrite=overwrite, replaceable=("gguf",))
     if float_type not in ("f16", "q8_0"):
         raise ConfigError(f"--float-type {float_type!r}: choose f16 or q8_0")
     if q:  # medslm's own integers, written as GGUF blocks (no requantization)

@@ -118,7 +118,7 @@ class MethodRegistry:
         if len(algos) == 1 and "algorithm" not in next(iter(algos.values())).model_fields:
             return next(iter(algos.values()))
         alg = d.get("algorithm", self.default(method))
-        if alg not in algos:
+        if not isinstance(alg, str) or alg not in algos:
             raise ConfigError(f"{where or method}: algorithm={alg!r}: choose one of {', '.join(sorted(algos))}")
         return algos[alg]
 

@@ -82,15 +82,17 @@ def safetensors_problem(f: Path) -> str | None:
     try:
         with open(f, "rb") as h:
             n = int.from_bytes(h.read(8), "little")
-            if size < 8 or n <= 0 or 8 + n > size:
+            if size < 8 or n <= 0 or 8 + n > size or n > 100_000_000:
                 return f"its header claims {n} bytes but the file has {size}"
             header = json.loads(h.read(n))
     except (OSError, ValueError, UnicodeDecodeError) as e:
         return f"its header does not parse ({type(e).__name__})"
     if not isinstance(header, dict):
         return "its header is not a JSON object"
-    end = max((v["data_offsets"][1] for k, v in header.items()
-               if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
+    ends = [v.get("data_offsets") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    if any(not (isinstance(o, list) and len(o) == 2 and all(isinstance(x, int) for x in o)) for o in ends):
+        return "a tensor's data_offsets are not two integers"
+    end = max((o[1] for o in ends), default=0)
     if 8 + n + end > size:
         return f"its tensors need {8 + n + end} bytes but the file has {size} (truncated)"
     return None
@@ -318,6 +320,7 @@ def write_artifact(write_fn, out: str | os.PathLike, *, source: str, steps: list
     out.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(out)
     tmp = temp_name(out)
+    old = None
     try:
         tmp.mkdir()
         write_fn(tmp)
@@ -339,6 +342,8 @@ def write_artifact(write_fn, out: str | os.PathLike, *, source: str, steps: list
         else:
             tmp.rename(out)
     except BaseException:
+        if old is not None and old.exists() and not out.exists():  # interrupted mid-swap: the old comes back
+            old.rename(out)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ModelArtifact(out, meta)
