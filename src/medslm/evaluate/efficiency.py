@@ -8,9 +8,6 @@ import time
 from typing import Any
 
 from medslm.requests import GenerateRequest
-from medslm.system import peak_rss_bytes
-
-__all__ = ["decode_speed", "hardware", "peak_rss_bytes"]
 
 DECODE_PROMPT = "Question: What are the first-line treatments for type 2 diabetes mellitus?\nAnswer:"
 

@@ -20,9 +20,10 @@ from typing import Any
 
 from medslm.requests import GenerateRequest, LoglikelihoodRequest, RollingRequest
 from medslm.evaluate.cache import RequestCache, request_key
-from medslm.evaluate.efficiency import decode_speed, hardware, peak_rss_bytes
+from medslm.evaluate.efficiency import decode_speed, hardware
 from medslm.evaluate.metrics import bootstrap_ci
 from medslm.models.artifact import package_versions
+from medslm.system import peak_rss_bytes
 from medslm.tasks.base import Task, get_task
 
 SCHEMA_VERSION = 1
