@@ -1,6 +1,5 @@
 """GGUF export: fetching llama.cpp's converter, the SentencePiece vocabulary, and llama.cpp vs hf."""
 
-import functools
 import hashlib
 import http.server
 import io
@@ -95,27 +94,10 @@ def test_llamacpp_dir_override(tmp_path, monkeypatch):
     assert ex.converter_dir() == tmp_path
 
 
-@functools.lru_cache(maxsize=1)
-def spm_style_tokenizer():
-    """A Gemma-style vocabulary: byte-fallback BPE over '▁'-escaped text, with special tokens."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
-    tok.normalizer = normalizers.Replace(" ", "▁")
-    tok.pre_tokenizer = pre_tokenizers.Split("▁", "merged_with_previous")
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
-    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
-    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"] + bytes_)
-    tok.train_from_iterator(tiny.CORPUS, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>")
-
-
 def test_sentencepiece_vocabulary_tokenizes_like_the_hf_tokenizer(tmp_path):
     import sentencepiece as spm
 
-    tok = spm_style_tokenizer()
+    tok = tiny.spm_tokenizer()
     tok.save_pretrained(tmp_path)
     tj = json.loads((tmp_path / "tokenizer.json").read_text())
     ids = {"unk": tok.unk_token_id, "bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id}

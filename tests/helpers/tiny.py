@@ -35,10 +35,27 @@ def tokenizer():
                                    pad_token="<pad>")
 
 
-def config(arch: str):
+@functools.lru_cache(maxsize=None)
+def spm_tokenizer():
+    """A Gemma-style vocabulary: byte-fallback BPE over '▁'-escaped text, with special tokens."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = pre_tokenizers.Split("▁", "merged_with_previous")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"] + bytes_)
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>")
+
+
+def config(arch: str, vocab_size: int | None = None):
     import transformers as T
 
-    V = len(tokenizer())
+    V = vocab_size or len(tokenizer())
     common = dict(vocab_size=V, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     if arch == "gemma3":
         return T.Gemma3TextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -61,17 +78,24 @@ def config(arch: str):
     raise ValueError(arch)
 
 
-def model(arch: str, seed: int = 0):
+def model(arch: str, seed: int = 0, vocab_size: int | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    m = AutoModelForCausalLM.from_config(config(arch))
+    m = AutoModelForCausalLM.from_config(config(arch, vocab_size))
     m.eval()
     return m
 
 
-def save_artifact(arch: str, out, seed: int = 0):
+def save_artifact(arch: str, out, seed: int = 0, spm: bool = False):
+    """A tiny random model saved as an artifact; ``spm``: with the SentencePiece-style vocabulary
+    (byte fallback) that llama.cpp's converters read for Gemma and Llama."""
     from medslm.models.artifact import ModelArtifact
 
-    return ModelArtifact.save(model(arch, seed), tokenizer(), out, source=f"tiny-random:{arch}")
+    tok = spm_tokenizer() if spm else tokenizer()
+    m = model(arch, seed, len(tok) if spm else None)
+    if spm:
+        m.config.bos_token_id, m.config.eos_token_id, m.config.pad_token_id = (
+            tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    return ModelArtifact.save(m, tok, out, source=f"tiny-random:{arch}")

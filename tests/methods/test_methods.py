@@ -307,22 +307,65 @@ def test_distill_refuses_different_vocabularies(tmp_path, corpus):
 
 
 @pytest.mark.parametrize("arch", ["gemma3", "gpt2"])
-def test_int8_embeddings_with_tied_head(tmp_path, arch):
+@pytest.mark.parametrize("emb", ["int8", "int4"])
+def test_quantized_embeddings_with_tied_head(tmp_path, arch, emb):
     base = tiny.save_artifact(arch, tmp_path / "base")
-    q = compress(base, {"method": "quantize", "bits": 4, "group_size": 16, "embeddings": "int8"},
+    q = compress(base, {"method": "quantize", "bits": 4, "group_size": 16, "embeddings": emb},
                  tmp_path / "q")
-    plain = compress(base, {"method": "quantize", "bits": 4, "group_size": 16}, tmp_path / "plain")
+    plain = compress(base, {"method": "quantize", "bits": 4, "group_size": 16, "embeddings": "keep"},
+                     tmp_path / "plain")
     assert q.meta.bytes < plain.meta.bytes and q.meta.parameters == base.meta.parameters
+    assert q.meta.extra["quantization"]["embedding_group_size"] == 32  # GGUF blocks
     m0, tok = base.load()
     m1, _ = ModelArtifact.open(q.path).load()
     m2, _ = ModelArtifact.open(plain.path).load()
     from medslm.models.quantized import QuantEmbedding, QuantTiedHead
 
-    assert isinstance(m1.get_input_embeddings(), QuantEmbedding)
-    assert isinstance(m1.get_output_embeddings(), QuantTiedHead)
+    e = m1.get_input_embeddings()
+    assert isinstance(e, QuantEmbedding) and isinstance(m1.get_output_embeddings(), QuantTiedHead)
+    assert e.bits == int(emb[3:]) and e.scales.shape == (e.num_embeddings, e.embedding_dim // 32)
+    w = m0.get_input_embeddings().weight.detach()
+    rel = ((e.rows(slice(None)) - w).norm() / w.norm()).item()
+    assert rel < (0.01 if emb == "int8" else 0.15)  # per-block absmax rounding
     e_q = (logits(m0, tok) - logits(m1, tok)).abs().max().item()
     e_plain = (logits(m0, tok) - logits(m2, tok)).abs().max().item()
-    assert e_q < 2 * e_plain + 0.05  # int8 rows add little error on top of int4 layers
+    assert e_q < (2 if emb == "int8" else 4) * e_plain + 0.05  # the embedding adds little error
+
+
+def test_default_embeddings_follow_the_head(tmp_path):
+    """auto: a tied embedding (Gemma) is int8, an untied one (Llama) stays in float."""
+    tied = compress(tiny.save_artifact("gemma3", tmp_path / "g"), {"method": "quantize", "group_size": 16},
+                    tmp_path / "gq")
+    untied = compress(tiny.save_artifact("llama", tmp_path / "l"), {"method": "quantize", "group_size": 16},
+                      tmp_path / "lq")
+    assert tied.meta.extra["quantization"]["embeddings"] == "int8"
+    assert untied.meta.extra["quantization"]["embeddings"] == "keep"
+
+
+def test_artifacts_with_per_row_int8_embeddings_still_load(tmp_path):
+    """Artifacts written before embedding groups: int8 rows, one scale per row."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    q = compress(tiny.save_artifact("gemma3", tmp_path / "g"), {"method": "quantize", "group_size": 16}, tmp_path / "q")
+    m, _ = q.load()
+    w = m.get_input_embeddings().rows(slice(None))
+    s = (w.abs().amax(-1) / 127).half()
+    codes = torch.round(w / s.float()[:, None]).clamp(-127, 127).to(torch.int8)
+    f = q.path / "model.safetensors"
+    state = load_file(str(f))
+    key = next(k for k in state if k.endswith("embed_tokens.scales"))
+    state[key], state[key.replace("scales", "qweight")] = s, codes
+    save_file(state, str(f), metadata={"format": "pt"})
+    meta = json.loads((q.path / "medslm.json").read_text())
+    del meta["extra"]["quantization"]["embedding_group_size"]
+    meta["files"], meta["content_hash"] = {}, ""  # edited on purpose: no size or hash check
+    (q.path / "medslm.json").write_text(json.dumps(meta))
+    old, _ = ModelArtifact.open(q.path).load()
+    e = old.get_input_embeddings()
+    assert e.group is None and torch.equal(e.rows(slice(None)), codes.float() * s.float()[:, None])
 
 
 def test_int8_embeddings_need_a_tied_head(tmp_path):

@@ -21,9 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="gemma3-270m")
     p.add_argument("--out", required=True, metavar="FILE.gguf")
-    p.add_argument("--type", default=None, help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_s | q4_k_m | q5_k_m | "
-                   "q6_k (default q4_k_m for a dense model; for one medslm quantized with groups of 32, "
-                   "q4_0 or q8_0 from its own integers)")
+    p.add_argument("--type", default=None, help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q4_k_s | q4_k_m | "
+                   "q5_k_m | q6_k (default q4_k_m for a dense model; for one medslm quantized with groups of "
+                   "32, its own integers as q4_0, q4_1 (asymmetric) or q8_0)")
     p.add_argument("--float-type", default="f16", choices=("f16", "q8_0"),
                    help="medslm-quantized models: how the 2-D tensors kept in float (the embedding) are "
                         "stored; q8_0 is llama.cpp's rounding of them (default f16)")

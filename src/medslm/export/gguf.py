@@ -33,7 +33,7 @@ from medslm.errors import ArtifactError, ConfigError, MedslmError
 
 CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # written by convert_hf_to_gguf.py itself
 QUANT_TYPES = {  # made from f16 by llama.cpp's quantizer (llama_ftype values)
-    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1", "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
     "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
     "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
 }
@@ -198,6 +198,13 @@ def spm_from_tokenizer_json(tok_json: dict, special_ids: dict[str, int]) -> byte
     return mp.SerializeToString()
 
 
+def byte_fallback_bpe(tok_json: dict) -> bool:
+    """A SentencePiece-style vocabulary in tokenizer.json: BPE with byte fallback (Gemma, Llama 2,
+    Mistral); not a byte-level BPE (GPT-2, Llama 3), which llama.cpp reads as such."""
+    m = tok_json.get("model") or {}
+    return m.get("type") == "BPE" and bool(m.get("byte_fallback"))
+
+
 def _stage(art, tmp: Path) -> Path:
     """A folder the converter reads: the artifact's files (linked) plus a tokenizer.model if needed."""
     from transformers import AutoTokenizer
@@ -208,8 +215,10 @@ def _stage(art, tmp: Path) -> Path:
         if f.is_file() and f.name != "medslm.json":
             os.symlink(f.resolve(), stage / f.name)
     cfg = json.loads((art.path / "config.json").read_text())
-    if not (art.path / "tokenizer.model").is_file() and (art.path / "tokenizer.json").is_file() \
-            and "gemma" in str(cfg.get("model_type", "")):
+    # the architectures whose llama.cpp converter reads a SentencePiece vocabulary first
+    spm_arch = any(a in str(cfg.get("model_type", "")) for a in ("gemma", "llama", "mistral"))
+    if not (art.path / "tokenizer.model").is_file() and (art.path / "tokenizer.json").is_file() and spm_arch \
+            and byte_fallback_bpe(json.loads((art.path / "tokenizer.json").read_text())):
         tok = AutoTokenizer.from_pretrained(art.path)
         ids = {"unk": tok.unk_token_id, "bos": tok.bos_token_id, "eos": tok.eos_token_id,
                "pad": tok.pad_token_id}
@@ -223,7 +232,7 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
                 overwrite: bool = False, progress: bool = True, float_type: str = "f16") -> Path:
     """Write ``model`` (a reference or ModelArtifact) as a GGUF file of type ``qtype``: a dense model
     through llama.cpp's converter and quantizer (default q4_k_m); one medslm quantized on a GGUF
-    grid as blocks of its own integers (:mod:`medslm.export.gguf_blocks`; default q4_0/q8_0)."""
+    grid as blocks of its own integers (:mod:`medslm.export.gguf_blocks`; q4_0, q4_1 or q8_0)."""
     import tempfile
 
     from medslm.models.artifact import ModelArtifact, package_versions
@@ -231,7 +240,11 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
 
     art = model if isinstance(model, ModelArtifact) else resolve(str(model)).artifact()
     q = art.meta.extra.get("quantization")
-    qtype = (qtype or (f"q{q['bits']}_0" if q else "q4_k_m")).lower()
+    if q:
+        from medslm.export.gguf_blocks import default_type
+
+        qtype = (qtype or default_type(q)).lower()
+    qtype = (qtype or "q4_k_m").lower()
     if qtype not in TYPES:
         raise ConfigError(f"--type {qtype!r}: choose one of {', '.join(TYPES)}")
     out = Path(out)

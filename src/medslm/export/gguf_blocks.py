@@ -1,24 +1,31 @@
 """medslm's own integers as GGUF blocks, without requantization.
 
-A symmetric medslm quantization with groups of 32 already *is* a GGUF block grid: int8 codes and
-one fp16 scale per 32 weights are a ``Q8_0`` block (``w = d * q``), int4 codes in -8..7 and an
-fp16 scale are a ``Q4_0`` block (``w = d * (n - 8)`` with ``n = q + 8``). So the export keeps
-every integer and scale medslm chose (RTN, clip search or GPTQ) and llama.cpp computes with
-exactly medslm's dequantized weights; mixed precision (``--bits8``) becomes Q8_0 tensors in a
-Q4_0 file.
+A medslm quantization with groups of 32 already *is* a GGUF block grid:
+
+- symmetric int8 codes and one fp16 scale per 32 weights are a ``Q8_0`` block (``w = d * q``);
+- symmetric int4 codes in -8..7 and an fp16 scale are a ``Q4_0`` block (``w = d * (n - 8)`` with
+  ``n = q + 8``);
+- asymmetric int4 codes in 0..15, an fp16 scale and a zero point are a ``Q4_1`` block
+  (``w = d * q + m``) with ``m = -scale * zero``; exact when ``m`` is an fp16 number, which
+  ``medslm quantize --target gguf`` guarantees (it chooses the integers for the fp16-rounded ``m``);
+- an embedding quantized in groups of 32 (``--embeddings int8|int4``) is Q8_0 / Q4_0 in the same way.
+
+So the export keeps every integer and scale medslm chose (RTN, clip search or GPTQ) and llama.cpp
+computes with exactly medslm's dequantized weights; mixed precision (``--bits8``) becomes Q8_0
+tensors in a Q4_0/Q4_1 file.
 
 How: the dequantized model goes through llama.cpp's converter as f32 (so its metadata, tokenizer
 and tensor names are llama.cpp's own, and every value is exact); then each tensor medslm
 quantized is found in that file by its rows (a converter may permute rows, as it does for
 Llama's q/k projections) and replaced by medslm's blocks, written with the ``gguf`` package;
-other 2-D tensors are stored f16 and 1-D ones f32 (as llama.cpp's f16 export does), an int8
-embedding (``--embeddings int8``, one scale per row) as Q8_0 (the one requantization, stated in
-the sidecar). The blocks are read back and dequantized with ``gguf`` and checked equal to
-medslm's weights before the file is kept.
+other 2-D tensors are stored f16 (or ``--float-type q8_0``) and 1-D ones f32 (as llama.cpp's f16
+export does); an int8 embedding of an artifact from before groups (one scale per row) as Q8_0, the
+one requantization, listed in the sidecar. The blocks are read back and dequantized with ``gguf``
+and checked equal to medslm's weights before the file is kept.
 
 Why medslm packs the blocks itself: ``gguf.quants`` quantizes floats by its own rounding (Q4_0's
 scale is the signed max over -8), which would replace medslm's integers; only the block layout is
-needed, and it is two lines per type.
+needed, and it is a few lines per type.
 """
 
 from __future__ import annotations
@@ -31,45 +38,69 @@ import numpy as np
 from medslm.errors import ConfigError
 
 BLOCK = 32
-TYPES = {"q4_0": 4, "q8_0": 8}
+TYPES = ("q4_0", "q4_1", "q8_0")
+
+
+def default_type(q: dict) -> str:
+    """The GGUF type of an artifact's main (non-8-bit) tensors."""
+    if q["bits"] == 8:
+        return "q8_0"
+    return "q4_0" if q.get("symmetric", True) else "q4_1"
 
 
 def check_exportable(art, qtype: str) -> None:
     """A quantized artifact exports as ``qtype`` only if its integers sit on that grid."""
     q = art.meta.extra["quantization"]
-    fix = (f"quantize the dense model with `medslm quantize --bits {TYPES.get(qtype, 4)} --group-size 32` "
-           "(symmetric; RTN, --clip-search or --algorithm gptq), then export with "
-           f"--type {qtype if qtype in TYPES else 'q4_0'}")
+    fix = ("quantize the dense model with `medslm quantize --target gguf` (groups of 32; RTN, "
+           "--clip-search or --algorithm gptq; --asymmetric for q4_1), then export it")
     if qtype not in TYPES:
         raise ConfigError(f"--type {qtype}: {art.path} holds medslm's own integers ({q.get('scheme')}), which "
-                          f"export without requantization as {' or '.join(TYPES)} only; or export the dense "
-                          "model before `quantize` and let llama.cpp quantize it")
-    if not q.get("symmetric", True):
-        raise ConfigError(f"--type {qtype}: {art.path} is asymmetric (zero points); Q4_0/Q8_0 blocks are "
-                          f"symmetric: {fix}")
+                          f"export without requantization as {' / '.join(TYPES)} only (this one as "
+                          f"{default_type(q)}); or export the dense model before `quantize` and let llama.cpp "
+                          "quantize it")
     if q["group_size"] != BLOCK:
         raise ConfigError(f"--type {qtype}: {art.path} has groups of {q['group_size']}, GGUF blocks hold "
                           f"{BLOCK} weights: {fix}")
-    if q["bits"] != TYPES[qtype]:
-        raise ConfigError(f"--type {qtype}: {art.path} is {q['bits']}-bit; {qtype} holds "
-                          f"{TYPES[qtype]}-bit integers: export it as --type q{q['bits']}_0")
+    if q["bits"] == 8 and not q.get("symmetric", True):
+        raise ConfigError(f"--type {qtype}: {art.path} is asymmetric 8-bit; GGUF's 8-bit block (Q8_0) is "
+                          f"symmetric: {fix} (without --asymmetric)")
+    if qtype != default_type(q):
+        raise ConfigError(f"--type {qtype}: {art.path} is {q['bits']}-bit "
+                          f"{'symmetric' if q.get('symmetric', True) else 'asymmetric'}, so its blocks are "
+                          f"{default_type(q)}: export it with --type {default_type(q)} (or drop --type)")
 
 
-def _codes(m) -> tuple[np.ndarray, np.ndarray]:
-    """(integer codes (out, in) int8, fp16 scales (out, in/32)) of a symmetric QuantLinear."""
+def _codes(m):
+    """(GGUF type name, integer codes (rows, cols), fp16 scales (rows, cols/32), fp16 offsets or
+    None) of a QuantLinear or grouped QuantEmbedding, or None where it is not a block grid."""
     import torch
 
-    q = m.qweight
-    if m.bits == 4:
-        lo = (q & 0x0F).to(torch.int16) - 8
-        hi = (q >> 4).to(torch.int16) - 8
-        q = torch.stack([lo, hi], -1).reshape(m.out_features, m.in_features)
-    return q.to(torch.int8).numpy(), m.scales.numpy().astype(np.float16)
+    from medslm.models.quantized import QuantEmbedding, offset, unpack_codes
+
+    if isinstance(m, QuantEmbedding):
+        if m.group != BLOCK:
+            return None
+        codes = unpack_codes(m.qweight, m.bits, m.embedding_dim)
+        return ("q4_0" if m.bits == 4 else "q8_0"), codes.numpy(), m.scales.numpy().astype(np.float16), None
+    if m.group_size != BLOCK:
+        return None
+    codes = unpack_codes(m.qweight, m.bits, m.in_features, m.symmetric).numpy()
+    scales = m.scales.numpy().astype(np.float16)
+    if m.symmetric:
+        return ("q4_0" if m.bits == 4 else "q8_0"), codes, scales, None
+    if m.bits != 4:
+        return None
+    exact = -m.scales.float() * m.zeros.float()
+    mins = offset(m.scales, m.zeros)
+    if not m.fp16_min and not torch.equal(exact, mins):
+        return None  # (q - zero) * scale has offsets fp16 cannot hold: not exactly Q4_1
+    return "q4_1", codes, scales, mins.numpy().astype(np.float16)
 
 
 def dense_copy(art, out: Path):
     """The artifact's dequantized dense model written at ``out`` (an artifact the converter reads),
-    and {module name: (dequantized weight, codes, scales, bits)} of what medslm quantized."""
+    and {module name: (dequantized weight, GGUF type or None, codes, scales, offsets)} of what
+    medslm quantized (type None: not a block grid; requantized to Q8_0)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -82,14 +113,19 @@ def dense_copy(art, out: Path):
     for name, m in model.named_modules():
         if isinstance(m, QuantLinear):
             w = m.dequantize()
-            codes, scales = _codes(m)
-            quantized[name] = (w.numpy(), codes, scales, m.bits)
+            blocks = _codes(m)
+            if blocks is None:
+                raise ConfigError(f"export: {art.path}: {name} is asymmetric with offsets (-scale * zero) that "
+                                  "fp16 cannot hold, so it is not exactly Q4_1; quantize the dense model with "
+                                  "`medslm quantize --target gguf --asymmetric` (integers chosen for the fp16 "
+                                  "offsets), or symmetric for q4_0")
+            quantized[name] = (w.numpy(), *blocks)
             state[f"{name}.weight"] = w
             if m.bias is not None:
                 state[f"{name}.bias"] = m.bias.data
         elif isinstance(m, QuantEmbedding):
             w = m.rows(slice(None))
-            quantized[name] = (w.numpy(), None, None, "embedding")
+            quantized[name] = (w.numpy(), *(_codes(m) or (None, None, None, None)))
             state[f"{name}.weight"] = w
     for k, v in model.state_dict().items():  # norms, biases and whatever stayed in float
         if not any(k.startswith(n + ".") for n in quantized):
@@ -135,18 +171,38 @@ class RowIndex:
 
 def q8_0_blocks(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     rows, cols = codes.shape
-    d = scales.reshape(rows, cols // BLOCK, 1).view(np.uint8).reshape(rows, cols // BLOCK, 2)
-    qs = codes.reshape(rows, cols // BLOCK, BLOCK).view(np.uint8)
-    return np.concatenate([d, qs], -1).reshape(rows, -1)
+    qs = codes.astype(np.int8).reshape(rows, cols // BLOCK, BLOCK).view(np.uint8)
+    return np.concatenate([_halves(scales, rows, cols // BLOCK), qs], -1).reshape(rows, -1)
+
+
+def _halves(x: np.ndarray, rows: int, nb: int) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float16).reshape(rows, nb, 1).view(np.uint8).reshape(rows, nb, 2)
+
+
+def _nibbles(n: np.ndarray) -> np.ndarray:
+    """16 bytes per block: low nibbles hold weights 0..15, high nibbles 16..31 (ggml's order)."""
+    return n[..., :16] | (n[..., 16:] << 4)
 
 
 def q4_0_blocks(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """Per block: fp16 d, then 16 bytes whose low nibbles are weights 0..15 and high nibbles 16..31."""
+    """Per block: fp16 d, then the codes + 8 as nibbles."""
     rows, cols = codes.shape
     n = (codes.astype(np.int16) + 8).astype(np.uint8).reshape(rows, cols // BLOCK, BLOCK)
-    qs = n[..., :16] | (n[..., 16:] << 4)
-    d = scales.reshape(rows, cols // BLOCK, 1).view(np.uint8).reshape(rows, cols // BLOCK, 2)
-    return np.concatenate([d, qs], -1).reshape(rows, -1)
+    return np.concatenate([_halves(scales, rows, cols // BLOCK), _nibbles(n)], -1).reshape(rows, -1)
+
+
+def q4_1_blocks(codes: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> np.ndarray:
+    """Per block: fp16 d, fp16 m, then the codes 0..15 as nibbles (``w = d * q + m``)."""
+    rows, cols = codes.shape
+    n = codes.astype(np.uint8).reshape(rows, cols // BLOCK, BLOCK)
+    nb = cols // BLOCK
+    return np.concatenate([_halves(scales, rows, nb), _halves(mins, rows, nb), _nibbles(n)], -1).reshape(rows, -1)
+
+
+def pack(kind: str, codes: np.ndarray, scales: np.ndarray, mins: np.ndarray | None) -> np.ndarray:
+    if kind == "q4_1":
+        return q4_1_blocks(codes, scales, mins)
+    return (q4_0_blocks if kind == "q4_0" else q8_0_blocks)(codes, scales)
 
 
 def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: str = "f16") -> dict:
@@ -165,11 +221,13 @@ def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: 
             continue
         sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0 if qtype == "q4_0" else gguf.LlamaFileType.MOSTLY_Q8_0)
+    writer.add_file_type({"q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
+                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[qtype])
     todo = dict(quantized)
     index = RowIndex(quantized)
     written: dict[str, tuple[Any, np.ndarray]] = {}  # gguf name -> (type, expected dequantized values)
     requantized = []
+    types: dict[str, int] = {}
     for t in tqdm(reader.tensors, desc="gguf: medslm blocks", unit="tensor", leave=False):
         data = np.asarray(t.data)
         found = index.find(data) if data.ndim == 2 and data.dtype == np.float32 else None
@@ -190,18 +248,19 @@ def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: 
                 writer.add_tensor(t.name, data)
                 written[t.name] = (Q.F32, data)
             continue
-        n, p, codes, scales, bits = match
+        n, p, kind, codes, scales, mins = match
         del todo[n]
-        if bits == "embedding":  # int8 rows with a per-row scale: not a block grid
+        if kind is None:  # int8 rows with a per-row scale (artifacts before groups): not a block grid
             blocks = gguf.quants.quantize(data, Q.Q8_0)
             writer.add_tensor(t.name, blocks, raw_dtype=Q.Q8_0)
             written[t.name] = (Q.Q8_0, gguf.quants.dequantize(blocks, Q.Q8_0))
             requantized.append(t.name)
             continue
-        kind = Q.Q4_0 if bits == 4 else Q.Q8_0
-        blocks = (q4_0_blocks if bits == 4 else q8_0_blocks)(codes[p], scales[p])
-        writer.add_tensor(t.name, blocks, raw_dtype=kind)
-        written[t.name] = (kind, data)  # dequantized, these blocks must give back exactly data
+        blocks = pack(kind, codes[p], scales[p], None if mins is None else mins[p])
+        gtype = Q[kind.upper()]
+        writer.add_tensor(t.name, blocks, raw_dtype=gtype)
+        written[t.name] = (gtype, data)  # dequantized, these blocks must give back exactly data
+        types[kind] = types.get(kind, 0) + 1
     if todo:
         raise ConfigError(f"export: the converter's file has no tensor with the rows of {sorted(todo)[:3]}; "
                           "this architecture's converter transforms weights medslm cannot follow")
@@ -210,8 +269,8 @@ def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: 
     writer.write_tensors_to_file()
     writer.close()
     exact = verify_blocks(out, written)
-    own = sum(1 for n, v in quantized.items() if v[3] != "embedding")
-    return {"medslm_integers": {"tensors": own, "exact": exact, "requantized_to_q8_0": requantized}}
+    return {"medslm_integers": {"tensors": sum(types.values()), "types": types, "exact": exact,
+                                "requantized_to_q8_0": requantized}}
 
 
 def verify_blocks(path: Path, expected: dict) -> bool:

@@ -38,13 +38,15 @@ class GPTQConfig(QuantizeConfig, CalibratedConfig):
 
 
 def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float = 0.01,
-          blocksize: int = 128, symmetric: bool = True, act_order: bool = False, clip: bool = False):
+          blocksize: int = 128, symmetric: bool = True, act_order: bool = False, clip: bool = False,
+          fp16_min: bool = False):
     """GPTQ integers (out, in), fp16 group scales and (asymmetric) uint8 zero points for ``w``
     given the input Hessian ``H``.
 
     With ``act_order`` the columns are visited by decreasing Hessian diagonal; a group's scale is then
     fixed beforehand from the original weights (static groups) so that groups stay contiguous in
-    the original column order and the storage is the same as without it.
+    the original column order and the storage is the same as without it. ``fp16_min``: codes and
+    error on the GGUF grid (offsets rounded to fp16, as Q4_1 stores them).
     """
     W0 = w.detach().float()
     rows, cols = W0.shape
@@ -58,7 +60,7 @@ def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float =
     if act_order:  # static groups, from the original (dead inputs zeroed) weights
         Wg = torch.empty_like(W)
         Wg[:, perm] = W
-        s_all, z_all = qparams(Wg.reshape(rows, cols // group, group), bits, symmetric, clip)
+        s_all, z_all = qparams(Wg.reshape(rows, cols // group, group), bits, symmetric, clip, fp16_min)
         scales[:] = s_all
         if zeros is not None:
             zeros[:] = z_all
@@ -75,14 +77,14 @@ def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float =
                 g = int(perm[c]) // group
                 s, z = scales[:, g], None if zeros is None else zeros[:, g]
             elif c % group == 0:  # the group's scale from its (error-updated) weights
-                s, z = qparams(W1[:, i:i + group], bits, symmetric, clip)
+                s, z = qparams(W1[:, i:i + group], bits, symmetric, clip, fp16_min)
                 scales[:, c // group] = s
                 if zeros is not None:
                     zeros[:, c // group] = z
             col = W1[:, i]
-            q = round_codes(col, s, z, bits)
+            q = round_codes(col, s, z, bits, fp16_min)
             Q[:, c] = q
-            err = (col - dequant(q, s, z)) / Hinv1[i, i]
+            err = (col - dequant(q, s, z, fp16_min)) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
@@ -103,10 +105,11 @@ def quantize_linear(lin: nn.Module, bits: int, group_size: int, hessian: torch.T
 def _codes(cfg: GPTQConfig, hessians: dict[str, torch.Tensor]):
     def codes(name: str, w: torch.Tensor, bits: int):
         h = hessians.pop(name, None)
+        sym, fp16_min = cfg.layer_format(bits)
         if h is None:  # a module the calibration never reached: round to nearest
-            return rtn_codes(w, bits, cfg.group_size, cfg.symmetric, cfg.clip_search)
-        return gptq_(w, h, bits, cfg.group_size, cfg.damp, symmetric=cfg.symmetric,
-                     act_order=cfg.act_order, clip=cfg.clip_search)
+            return rtn_codes(w, bits, cfg.group_size, sym, cfg.clip_search, fp16_min)
+        return gptq_(w, h, bits, cfg.group_size, cfg.damp, symmetric=sym,
+                     act_order=cfg.act_order, clip=cfg.clip_search, fp16_min=fp16_min)
     return codes
 
 

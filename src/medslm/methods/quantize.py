@@ -23,13 +23,13 @@ import sys
 from typing import Callable, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from medslm.errors import MedslmError
 from medslm.methods.base import MethodConfig, Transformed, load_dense, register_method
 from medslm.models.anatomy import is_linear, linear_weight, set_submodule
-from medslm.models.quantized import QuantEmbedding, QuantLinear, QuantTiedHead, pack_codes, save_state
+from medslm.models.quantized import QuantEmbedding, QuantLinear, QuantTiedHead, offset, pack_codes, save_state
 
 
 @register_method("quantize", "rtn", default=True)
@@ -43,9 +43,10 @@ class QuantizeConfig(MethodConfig):
     skip: tuple[str, ...] = Field(("lm_head",), description="comma-separated module patterns kept in full "
                                   "precision; lm_head means the output layer whatever its name (a head tied "
                                   "to the embeddings is always kept)")
-    embeddings: Literal["keep", "int8"] = Field("keep", description="keep, or int8: the input embedding (and "
-                                                "a tied LM head read from it) as int8 rows; Gemma 3 270M's "
-                                                "embedding is 63% of its weights")
+    embeddings: Literal["auto", "keep", "int8", "int4"] = Field(
+        "auto", description="the input embedding (and a tied LM head read from it): int8 or int4 in blocks of "
+        "32 (GGUF's Q8_0/Q4_0), or keep (float); auto: int8 when the head is tied to it (Gemma 3 270M's "
+        "embedding is 63% of its weights), else keep")
     symmetric: bool = Field(True, description="signed integers; --asymmetric: unsigned with a zero point per "
                             "group (min-max range, as GPTQ's and llama.cpp's Q4_K 'min' formats)",
                             json_schema_extra={"flag": "--asymmetric"})
@@ -55,6 +56,11 @@ class QuantizeConfig(MethodConfig):
                                    "bits (mixed precision, as llama.cpp's Q4_K_M keeps attn_v and ffn_down at "
                                    "6), e.g. '*.v_proj,*.down_proj'")
 
+    target: Literal["medslm", "gguf"] = Field(
+        "medslm", description="gguf: integers chosen on the grid a GGUF block stores (groups of 32; fp16 "
+        "scales and, with --asymmetric, Q4_1's fp16 offsets; 8-bit layers symmetric as Q8_0), so `medslm "
+        "export` writes them as Q4_0/Q4_1/Q8_0 blocks exactly")
+
     @field_validator("group_size")
     @classmethod
     def _group(cls, v: int) -> int:
@@ -62,13 +68,40 @@ class QuantizeConfig(MethodConfig):
             raise ValueError(f"group_size={v}: must be a power of two >= 8 (e.g. 32, 64, 128)")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _gguf_group(cls, data):
+        if isinstance(data, dict) and data.get("target") == "gguf" and data.get("group_size") is None:
+            data = {**data, "group_size": GGUF_BLOCK}  # a GGUF block
+        return data
 
-def qparams(g: torch.Tensor, bits: int, symmetric: bool,
-             clip: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    @model_validator(mode="after")
+    def _gguf_grid(self):
+        if self.target == "gguf":
+            if self.group_size != GGUF_BLOCK:
+                raise ValueError(f"group_size={self.group_size} with target=gguf: GGUF's Q4_0, Q4_1 and Q8_0 "
+                                 f"blocks hold {GGUF_BLOCK} weights; use group_size {GGUF_BLOCK} (or drop it)")
+            if self.bits == 8 and not self.symmetric:
+                raise ValueError("bits=8 with symmetric=false and target=gguf: GGUF's 8-bit block (Q8_0) is "
+                                 "symmetric; drop --asymmetric, or use --bits 4 (Q4_1 has offsets)")
+        return self
+
+    def layer_format(self, bits: int) -> tuple[bool, bool]:
+        """(symmetric, fp16 offsets) of a layer quantized at ``bits``."""
+        gguf = self.target == "gguf"
+        return self.symmetric or (gguf and bits == 8), gguf and not self.symmetric and bits != 8
+
+
+GGUF_BLOCK = 32  # weights per Q4_0 / Q4_1 / Q8_0 block
+
+
+def qparams(g: torch.Tensor, bits: int, symmetric: bool, clip: bool = False,
+            fp16_min: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scale (fp16-representable) and zero point (integer, asymmetric only) of the rows of ``g``
     over its last dimension. ``clip``: shrink each range by the factor in 1.0 .. 0.75 that gives the
     least squared rounding error (outliers clipped when that helps the rest; the grid search of
-    llama.cpp's k-quants and AWQ's clipping)."""
+    llama.cpp's k-quants and AWQ's clipping). ``fp16_min``: the error is measured with the offsets
+    rounded to fp16 (the GGUF grid)."""
     best = None
     for shrink in (_SHRINKS if clip else (1.0,)):
         if symmetric:
@@ -82,7 +115,7 @@ def qparams(g: torch.Tensor, bits: int, symmetric: bool,
         if not clip:
             return s, z
         s1, z1 = s[..., None], None if z is None else z[..., None]
-        err = ((dequant(round_codes(g, s1, z1, bits), s1, z1) - g) ** 2).sum(-1)
+        err = ((dequant(round_codes(g, s1, z1, bits, fp16_min), s1, z1, fp16_min) - g) ** 2).sum(-1)
         if best is None:
             best = (err, s, z)
         else:
@@ -95,24 +128,31 @@ def qparams(g: torch.Tensor, bits: int, symmetric: bool,
 _SHRINKS = tuple(1.0 - 0.0125 * i for i in range(21))  # 1.0 down to 0.75
 
 
-def dequant(q: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-    return q * s if z is None else (q - z) * s
+def dequant(q: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, fp16_min: bool = False) -> torch.Tensor:
+    if z is None:
+        return q * s
+    return q * s + offset(s, z) if fp16_min else (q - z) * s
 
 
-def round_codes(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, bits: int) -> torch.Tensor:
-    """Integer codes of ``w`` for scale ``s`` (and zero point ``z``), broadcast over rows."""
+def round_codes(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, bits: int,
+                fp16_min: bool = False) -> torch.Tensor:
+    """Integer codes of ``w`` for scale ``s`` (and zero point ``z``), broadcast over rows;
+    ``fp16_min``: nearest to ``w`` on the grid ``q * s + fp16(-s * z)`` (GGUF's Q4_1)."""
     if z is None:
         qmax = 2 ** (bits - 1) - 1
         return torch.clamp(torch.round(w / s), -qmax - 1, qmax)
+    if fp16_min:
+        return torch.clamp(torch.round((w - offset(s, z)) / s), 0, 2 ** bits - 1)
     return torch.clamp(torch.round(w / s) + z, 0, 2 ** bits - 1)
 
 
-def rtn_codes(w: torch.Tensor, bits: int, group: int, symmetric: bool = True, clip: bool = False):
+def rtn_codes(w: torch.Tensor, bits: int, group: int, symmetric: bool = True, clip: bool = False,
+              fp16_min: bool = False):
     """Packed integer codes, fp16 scales and (asymmetric) uint8 zero points of ``w`` (out, in)."""
     out_f, in_f = w.shape
     g = w.float().reshape(out_f, in_f // group, group)
-    s, z = qparams(g, bits, symmetric, clip)
-    q = round_codes(g, s[..., None], None if z is None else z[..., None], bits).reshape(out_f, in_f)
+    s, z = qparams(g, bits, symmetric, clip, fp16_min)
+    q = round_codes(g, s[..., None], None if z is None else z[..., None], bits, fp16_min).reshape(out_f, in_f)
     return (pack_codes(q, bits, symmetric), s.to(torch.float16),
             None if z is None else z.to(torch.uint8))
 
@@ -128,19 +168,31 @@ def quantize_linear(lin: nn.Module, bits: int, group_size: int, symmetric: bool 
                                   w.shape[1], lin.bias)
 
 
-def quantize_embeddings_(model: nn.Module) -> int:
-    """In place: int8 input embedding, and a tied LM head reading it. Returns quantized weights."""
-    emb = model.get_input_embeddings()
-    head = model.get_output_embeddings()
-    tied = getattr(model.config, "tie_word_embeddings", False) and head is not None and \
-        head.weight.data_ptr() == emb.weight.data_ptr()
-    if not tied:
-        raise MedslmError("embeddings=int8 needs an LM head tied to the embeddings (Gemma, GPT-2); "
+def head_tied(model: nn.Module) -> bool:
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    return bool(getattr(model.config, "tie_word_embeddings", False)) and head is not None and \
+        isinstance(emb, nn.Embedding) and head.weight.data_ptr() == emb.weight.data_ptr()
+
+
+def embedding_group(dim: int) -> int:
+    """Weights per embedding scale: a GGUF block (32) where the row divides into them, else the row."""
+    return GGUF_BLOCK if dim % GGUF_BLOCK == 0 else dim
+
+
+def quantize_embeddings_(model: nn.Module, bits: int = 8, clip: bool = False) -> int:
+    """In place: the input embedding as symmetric ``bits``-bit codes in groups of 32 (each a GGUF
+    Q8_0/Q4_0 block), and a tied LM head reading it. Returns the quantized weights."""
+    if not head_tied(model):
+        raise MedslmError(f"embeddings=int{bits} needs an LM head tied to the embeddings (Gemma, GPT-2); "
                           "this model's head is separate: use embeddings=keep")
-    q = QuantEmbedding.from_embedding(emb)
-    model.set_input_embeddings(q)
-    model.set_output_embeddings(QuantTiedHead(q))
-    return q.n_quantized
+    emb = model.get_input_embeddings()
+    group = embedding_group(emb.embedding_dim)
+    with torch.no_grad():
+        q, s, _ = rtn_codes(emb.weight.data, bits, group, symmetric=True, clip=clip)
+    qe = QuantEmbedding.from_codes(emb, q, s, bits, group)
+    model.set_input_embeddings(qe)
+    model.set_output_embeddings(QuantTiedHead(qe))
+    return qe.n_quantized
 
 
 def selected(model: nn.Module, cfg: QuantizeConfig) -> list[str]:
@@ -164,10 +216,12 @@ def quantize_(model: nn.Module, cfg: QuantizeConfig, names: list[str] | None = N
     for n in names:
         lin = model.get_submodule(n)
         w, bits = linear_weight(lin), bits_of(n, cfg)
+        sym, fp16_min = cfg.layer_format(bits)
         with torch.no_grad():
             q, s, z = (codes(n, w, bits) if codes is not None
-                       else rtn_codes(w, bits, cfg.group_size, cfg.symmetric, cfg.clip_search))
-            set_submodule(model, n, QuantLinear.from_codes(q, s, z, bits, cfg.group_size, w.shape[1], lin.bias))
+                       else rtn_codes(w, bits, cfg.group_size, sym, cfg.clip_search, fp16_min))
+            set_submodule(model, n, QuantLinear.from_codes(q, s, z, bits, cfg.group_size, w.shape[1], lin.bias,
+                                                           fp16_min))
     return names
 
 
@@ -191,16 +245,29 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
     if cfg.bits8 and not eight:
         raise MedslmError(f"quantize: bits8={list(cfg.bits8)} matched no quantized module (bits={cfg.bits}; "
                           "patterns match module names such as model.layers.0.mlp.down_proj)")
+    embeddings = cfg.embeddings
+    if embeddings == "auto":
+        embeddings = "int8" if head_tied(model) else "keep"
+    elif embeddings != "keep" and not head_tied(model):  # refused before any calibration work
+        raise MedslmError(f"embeddings={embeddings} needs an LM head tied to the embeddings (Gemma, GPT-2); "
+                          "this model's head is separate: use embeddings=keep")
+    if cfg.target == "gguf" and embeddings != "keep" and model.get_input_embeddings().embedding_dim % GGUF_BLOCK:
+        raise MedslmError(f"target=gguf: the embedding width {model.get_input_embeddings().embedding_dim} is "
+                          f"not a multiple of {GGUF_BLOCK}, so it cannot be GGUF blocks; use embeddings=keep")
     # the algorithm's own choice of integers (its module's quantize_layers_); RTN's is here
     names, calib_tokens = sys.modules[type(cfg).__module__].quantize_layers_(model, tok, cfg, sel)
-    if cfg.embeddings == "int8":
-        quantize_embeddings_(model)
+    emb_group = None
+    if embeddings != "keep":
+        quantize_embeddings_(model, int(embeddings[3:]), cfg.clip_search)
+        emb_group = model.get_input_embeddings().group
     qn = sum(getattr(m, "n_quantized", 0) for m in model.modules())
     total = sum(p.numel() for p in model.parameters()) + qn
     q = {"scheme": f"int{cfg.bits}-{cfg.algorithm}-g{cfg.group_size}" + ("" if cfg.symmetric else "-asym")
-         + ("+emb-int8" if cfg.embeddings == "int8" else ""),
+         + ("" if embeddings == "keep" else f"+emb-{embeddings}") + ("+gguf" if cfg.target == "gguf" else ""),
          "bits": cfg.bits, "group_size": cfg.group_size, "symmetric": cfg.symmetric, "modules": names,
-         "embeddings": cfg.embeddings}
+         "embeddings": embeddings, "target": cfg.target}
+    if emb_group is not None:
+        q["embedding_group_size"] = emb_group
     if eight:
         q["modules_8bit"] = eight
         q["scheme"] += f"+{len(eight)}x8bit"

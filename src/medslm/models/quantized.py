@@ -7,11 +7,16 @@ The format sits in ``models/`` because ``models`` loads it, ``methods`` (quantiz
 
 - ``QuantLinear``: ``qweight`` (int4 packed two per byte, low nibble first; or int8/uint8),
   ``scales`` (out, in/group) fp16, ``zeros`` (out, in/group) uint8 when asymmetric:
-  ``w = (q - zero) * scale`` (symmetric: ``w = q * scale``, int4 codes stored offset by 8).
-- ``QuantEmbedding``: int8 rows with one fp16 scale per row; ``QuantTiedHead`` computes a tied LM
-  head from it in vocabulary chunks.
+  ``w = (q - zero) * scale`` (symmetric: ``w = q * scale``, int4 codes stored offset by 8). On the
+  GGUF grid (``fp16_min``) the offset is the one a Q4_1 block stores, ``-scale * zero`` rounded to
+  fp16: ``w = q * scale + fp16(-scale * zero)``.
+- ``QuantEmbedding``: int8 or int4 rows with fp16 scales per group of the row (32: a Q8_0/Q4_0
+  block), or, in artifacts written before groups, int8 with one scale per row; ``QuantTiedHead``
+  computes a tied LM head from it in vocabulary chunks.
 - An artifact's ``medslm.json`` ``extra.quantization`` lists the modules (``modules``,
-  ``modules_8bit``), ``bits``, ``group_size``, ``symmetric`` and ``embeddings``.
+  ``modules_8bit``), ``bits``, ``group_size``, ``symmetric``, ``target`` (``gguf``: scales and
+  offsets as a GGUF block stores them; 8-bit modules then symmetric, as Q8_0) and ``embeddings``
+  (``keep``, ``int8``, ``int4``) with ``embedding_group_size``.
 """
 
 from __future__ import annotations
@@ -36,10 +41,11 @@ class QuantLinear(nn.Module):
     """A Linear with integer weights and per-group fp16 scales; dequantized per forward call."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, bits: int, group_size: int,
-                 symmetric: bool = True):
+                 symmetric: bool = True, fp16_min: bool = False):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.bits, self.group_size, self.symmetric = bits, group_size, symmetric
+        self.fp16_min = fp16_min and not symmetric
         cols = in_features // 2 if bits == 4 else in_features
         dtype = torch.int8 if bits == 8 and symmetric else torch.uint8
         self.register_buffer("qweight", torch.zeros(out_features, cols, dtype=dtype))
@@ -53,10 +59,10 @@ class QuantLinear(nn.Module):
 
     @classmethod
     def from_codes(cls, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
-                   bits: int, group_size: int, in_features: int, bias: torch.Tensor | None = None
-                   ) -> "QuantLinear":
+                   bits: int, group_size: int, in_features: int, bias: torch.Tensor | None = None,
+                   fp16_min: bool = False) -> "QuantLinear":
         """A layer holding packed codes ``qweight``, fp16 ``scales`` and (asymmetric) ``zeros``."""
-        m = cls(in_features, qweight.shape[0], bias is not None, bits, group_size, zeros is None)
+        m = cls(in_features, qweight.shape[0], bias is not None, bits, group_size, zeros is None, fp16_min)
         m.qweight, m.scales = qweight, scales
         if zeros is not None:
             m.zeros = zeros
@@ -72,9 +78,12 @@ class QuantLinear(nn.Module):
             hi = (q >> 4).to(torch.int8) - off
             q = torch.stack([lo, hi], -1).reshape(self.out_features, self.in_features)
         g = q.float().reshape(self.out_features, -1, self.group_size)
+        s = self.scales.float()[..., None]
+        if self.fp16_min:
+            return (g * s + offset(self.scales, self.zeros)[..., None]).reshape(self.out_features, self.in_features)
         if not self.symmetric:
             g = g - self.zeros.float()[..., None]
-        return (g * self.scales.float()[..., None]).reshape(self.out_features, self.in_features)
+        return (g * s).reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.dequantize().to(x.dtype)
@@ -82,32 +91,57 @@ class QuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group={self.group_size}"
-                + ("" if self.symmetric else ", asymmetric"))
+                + ("" if self.symmetric else ", asymmetric") + (", fp16 min" if self.fp16_min else ""))
+
+
+def offset(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+    """The per-group offset a GGUF Q4_1 block stores: ``-scale * zero`` rounded to fp16, as float."""
+    return (-scales.float() * zeros.float()).half().float()
+
+
+def unpack_codes(q: torch.Tensor, bits: int, cols: int, symmetric: bool = True) -> torch.Tensor:
+    """The integer codes (rows, cols) of packed ``q`` (the inverse of :func:`pack_codes`)."""
+    if bits != 4:
+        return q.to(torch.int16)
+    off = 8 if symmetric else 0
+    lo = (q & 0x0F).to(torch.int16) - off
+    hi = (q >> 4).to(torch.int16) - off
+    return torch.stack([lo, hi], -1).reshape(q.shape[0], cols)
 
 
 class QuantEmbedding(nn.Module):
-    """An embedding table stored as int8 rows with one fp16 scale per row."""
+    """An embedding table stored as symmetric int8 or int4 codes with fp16 scales per group of each
+    row (``group`` None: one scale per row, int8 only, as artifacts before groups stored it)."""
 
-    def __init__(self, num: int, dim: int, embed_scale: float | None = None):
+    def __init__(self, num: int, dim: int, embed_scale: float | None = None, bits: int = 8,
+                 group: int | None = None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num, dim
-        self.register_buffer("qweight", torch.zeros(num, dim, dtype=torch.int8))
-        self.register_buffer("scales", torch.zeros(num, dtype=torch.float16))
+        self.bits, self.group = bits, group
+        cols = dim // 2 if bits == 4 else dim
+        self.register_buffer("qweight", torch.zeros(num, cols, dtype=torch.uint8 if bits == 4 else torch.int8))
+        self.register_buffer("scales", torch.zeros((num,) if group is None else (num, dim // group),
+                                                   dtype=torch.float16))
         self.embed_scale = embed_scale  # Gemma multiplies embeddings by sqrt(hidden)
         self.n_quantized = num * dim
 
     @classmethod
-    def from_embedding(cls, emb: nn.Embedding) -> "QuantEmbedding":
+    def from_codes(cls, emb: nn.Embedding, qweight: torch.Tensor, scales: torch.Tensor, bits: int,
+                   group: int) -> "QuantEmbedding":
+        """The quantized table of ``emb`` from packed symmetric codes and (num, dim/group) scales."""
         scale = getattr(emb, "embed_scale", None)
-        m = cls(emb.num_embeddings, emb.embedding_dim, None if scale is None else float(scale))
-        w = emb.weight.data.float()
-        s = (w.abs().amax(-1) / 127).clamp(min=1e-8)
-        m.qweight = torch.round(w / s[:, None]).clamp(-127, 127).to(torch.int8)
-        m.scales = s.to(torch.float16)
+        m = cls(emb.num_embeddings, emb.embedding_dim, None if scale is None else float(scale), bits, group)
+        m.qweight, m.scales = qweight, scales
         return m
 
     def rows(self, idx: slice | torch.Tensor) -> torch.Tensor:
-        return self.qweight[idx].float() * self.scales[idx].float()[..., None]
+        if self.group is None:
+            return self.qweight[idx].float() * self.scales[idx].float()[..., None]
+        q, s = self.qweight[idx], self.scales[idx]
+        lead = q.shape[:-1]
+        q = unpack_codes(q.reshape(-1, q.shape[-1]), self.bits, self.embedding_dim).float()
+        w = q.reshape(-1, self.embedding_dim // self.group, self.group) * s.reshape(-1, s.shape[-1]).float()[..., None]
+        return w.reshape(*lead, self.embedding_dim)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.rows(ids)
@@ -134,18 +168,21 @@ class QuantTiedHead(nn.Module):
 
 def empty_quantized_(model: nn.Module, q: dict) -> None:
     """In place: give ``model`` empty QuantLinear layers where an artifact recorded them (loading)."""
-    if q.get("embeddings") == "int8":
+    if q.get("embeddings", "keep") != "keep":
         emb = model.get_input_embeddings()
         scale = getattr(emb, "embed_scale", None)
-        qe = QuantEmbedding(emb.num_embeddings, emb.embedding_dim, None if scale is None else float(scale))
+        qe = QuantEmbedding(emb.num_embeddings, emb.embedding_dim, None if scale is None else float(scale),
+                            bits=int(q["embeddings"][3:]), group=q.get("embedding_group_size"))
         model.set_input_embeddings(qe)
         model.set_output_embeddings(QuantTiedHead(qe))
+    gguf = q.get("target") == "gguf"
     for n in q["modules"]:
         lin = model.get_submodule(n)
         out_f, in_f = linear_weight(lin).shape
         bits = 8 if n in q.get("modules_8bit", ()) else q["bits"]
+        sym = q.get("symmetric", True) or (gguf and bits == 8)  # GGUF's 8-bit block is symmetric (Q8_0)
         set_submodule(model, n, QuantLinear(in_f, out_f, lin.bias is not None, bits, q["group_size"],
-                                   q.get("symmetric", True)))
+                                            sym, fp16_min=gguf))
 
 
 def save_state(model: nn.Module, out: Path) -> None:

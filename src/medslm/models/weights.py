@@ -42,7 +42,7 @@ def _load_quantized(path: Path, q: dict, dtype: str):
     # assign: the loaded tensors become the weights (no second copy; peak memory = the model's)
     res = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False, assign=True)
     tied: set[str] = set()
-    if q.get("embeddings") != "int8":  # an int8 embedding and its head share one state
+    if q.get("embeddings", "keep") == "keep":  # a quantized embedding and its head share one state
         model.tie_weights()
         head = next(n for n, m in model.named_modules() if m is model.get_output_embeddings())
         tied = {f"{head}.weight"} if getattr(cfg, "tie_word_embeddings", False) else set()
