@@ -6,6 +6,8 @@ import random
 import time
 from typing import Any
 
+from medslm.evaluate.paired import mcnemar_p, paired_ci  # noqa: F401  (re-used here)
+
 
 def recall_at_k(index_path: str, n: int = 500, k: int = 5, seed: int = 1234,
                 modes: list[str] = ("bm25",)) -> dict[str, Any]:
@@ -39,30 +41,6 @@ def recall_at_k(index_path: str, n: int = 500, k: int = 5, seed: int = 1234,
 def rag_prompt(snippets: list[str], prompt: str) -> str:
     src = "".join(f"[{i}] {s}\n" for i, s in enumerate(snippets, 1))
     return f"Sources:\n{src}\n{prompt}"
-
-
-def mcnemar_p(b: int, c: int) -> float:
-    """Exact two-sided McNemar test: ``b`` items right only without, ``c`` right only with retrieval."""
-    from math import comb
-
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    p = 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, p)
-
-
-def paired_ci(a: list[int], b: list[int], n_boot: int = 2000, seed: int = 1234) -> tuple[float, float]:
-    """95% percentile-bootstrap CI of mean(b) - mean(a), resampling items (paired)."""
-    rng = random.Random(seed)
-    n = len(a)
-    diffs = []
-    for _ in range(n_boot):
-        idx = [rng.randrange(n) for _ in range(n)]
-        diffs.append(sum(b[i] - a[i] for i in idx) / n)
-    diffs.sort()
-    return diffs[int(0.025 * n_boot)], diffs[int(0.975 * n_boot) - 1]
 
 
 def rag_tasks() -> list[str]:

@@ -2,7 +2,11 @@
 
 The HTML is self-contained (styles and SVG plots inline; no network). Plots: for each accuracy
 task, accuracy vs bytes on disk and vs decode tokens/s, 95% CI error bars, every point labelled
-with its variant and step chain, the Pareto front (no other model both better and cheaper) drawn.
+with its variant and step chain, the Pareto front (no other model both better and cheaper) drawn,
+and for accuracy the chance and majority-class lines of the items evaluated. Every model is compared
+with the base on the same items (``medslm.evaluate.paired``: exact McNemar for accuracy, a paired
+bootstrap CI of the difference otherwise), and the report says in words which differences are
+significant and which are within noise.
 """
 
 from __future__ import annotations
@@ -98,7 +102,49 @@ def pareto(points: list[tuple[float, float]], higher_x_better: bool) -> list[int
     return out
 
 
-def plot_svg(rws: list[dict], task: str, xkey: str) -> str:
+def baselines(results: list[dict], task: str) -> dict[str, float]:
+    """Chance (1 / options) and majority-class accuracy of the items a task's results were scored on."""
+    from collections import Counter
+
+    for r in results:
+        ex = r.get("examples") or []
+        if r["task"]["name"] != task or not ex or "gold" not in ex[0]:
+            continue
+        golds = [e["gold"] for e in ex]
+        out = {"majority": Counter(golds).most_common(1)[0][1] / len(golds)}
+        if ex[0].get("probs"):
+            out["chance"] = 1 / len(ex[0]["probs"])
+        return out
+    return {}
+
+
+def paired_rows(results: list[dict], rws: list[dict], tasks: list[str]) -> list[dict]:
+    """Each model against the base (the row labelled base, else the first) on each task."""
+    from medslm.evaluate.paired import compare
+
+    base = next((r["label"] for r in rws if r["label"] == "base"), rws[0]["label"] if rws else None)
+    by = {((r["model"].get("label") or r["model"].get("model")), r["task"]["name"]): r for r in results}
+    out = []
+    for t in tasks:
+        agg = _aggregate(t)
+        for r in rws:
+            if r["label"] == base or (base, t) not in by or (r["label"], t) not in by:
+                continue
+            c = compare(by[(base, t)], by[(r["label"], t)], agg)
+            out.append({"model": r["label"], "task": t, **c, "against": base})
+    return out
+
+
+def _aggregate(task: str):
+    try:
+        from medslm.tasks import get_task
+
+        return get_task(task).aggregate
+    except Exception:  # a result of a task this medslm no longer has: compared on 0/1 metrics only
+        return None
+
+
+def plot_svg(rws: list[dict], task: str, xkey: str, lines: dict[str, float] | None = None) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,11 +161,17 @@ def plot_svg(rws: list[dict], task: str, xkey: str) -> str:
     hi = [(m["ci95"][1] - m["value"]) * scale if m.get("ci95") else 0 for _, m in pts]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color="#1f6feb", ecolor="#8fb3f0", capsize=4, ms=7)
+    if scale == 100:
+        for name, v, style in (("chance", (lines or {}).get("chance"), ":"),
+                               ("majority class", (lines or {}).get("majority"), "-.")):
+            if v is not None:
+                ax.axhline(100 * v, ls=style, color="#6e7781", lw=1, label=f"{name} ({100 * v:.0f}%)")
     lower_better = metric.endswith("perplexity") or metric in ("bits_per_byte", "ece")
     front = pareto([(x, -y if lower_better else y) for x, y in zip(xs, ys)], higher_x_better=(xkey != "bytes"))
     if len(front) > 1:
         fx, fy = zip(*sorted((xs[i], ys[i]) for i in front))
         ax.plot(fx, fy, "--", color="#d9480f", lw=1.2, label="Pareto front")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize=8)
     for (r, _), x, y in zip(pts, xs, ys):
         text = r["label"] if r["chain"] in ("base", r["label"]) else f"{r['label']}\n{r['chain']}"
@@ -139,6 +191,15 @@ def plot_svg(rws: list[dict], task: str, xkey: str) -> str:
     plt.close(fig)
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]
+
+
+def _paired_html(paired: list[dict]) -> str:
+    if not paired:
+        return ""
+    esc = html.escape
+    items = "".join(f"<li><b>{esc(c['model'])}</b>, {esc(c['task'])}: {esc(c['words'])}</li>" for c in paired)
+    return (f"<h2>Against {esc(paired[0]['against'])}, item by item</h2><p class=\"note\">Exact McNemar test for "
+            "accuracy, paired bootstrap 95% CI of the difference otherwise.</p><ul>" + items + "</ul>")
 
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1b1f24}
@@ -162,8 +223,9 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     hw = results[0]["efficiency"]
     hardware = f"{hw.get('cpu') or hw.get('gpu')}, {hw.get('threads')} threads"
+    paired = paired_rows(results, rws, tasks)
     lb = {"schema_version": 1, "created": created, "hardware": hardware, "tasks": tasks, "models": rws,
-          "sources": sorted(r.get("path", "") for r in results)}
+          "paired": paired, "sources": sorted(r.get("path", "") for r in results)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.json").write_text(json.dumps(lb, indent=1, default=float) + "\n")
     md = ["# medslm report", "", f"{len(rws)} models x {len(tasks)} tasks; {hardware}; {created}", "",
@@ -171,13 +233,19 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
     md += ["| " + " | ".join(row) + " |" for row in body]
     md += ["", "Accuracy in % ± half the 95% bootstrap CI; perplexity with its CI. Reproduce from the "
            "result JSONs (task and prompt version, seed, artifact hash, package versions)."]
+    if paired:
+        md += ["", f"## Against {paired[0]['against']}, item by item", "",
+               "Exact McNemar test for accuracy, paired bootstrap 95% CI of the difference otherwise; "
+               "significant at p < 0.05 / a CI excluding 0.", ""]
+        md += [f"- {c['model']}, {c['task']}: {c['words']}" for c in paired]
     if any(r["overlap_allowed"] for r in rws):
         md.append("WARNING: some models were trained with --allow-overlap (test contamination possible).")
     (out / "report.md").write_text("\n".join(md) + "\n")
     plots = []
     for t in tasks:
+        lines = baselines(results, t)
         for xkey in ("bytes", "decode_tok_s"):
-            svg = plot_svg(rws, t, xkey)
+            svg = plot_svg(rws, t, xkey, lines)
             if svg:
                 plots.append(f"<figure>{svg}</figure>")
     esc = html.escape
@@ -188,6 +256,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
 <table><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr></thead><tbody>{rows_html}</tbody></table>
 <p class="note">Accuracy in % ± half the 95% bootstrap CI. Dashed line: Pareto front. Every number traces
 to a result JSON in {esc(str(results_dir))} (task and prompt version, seed, artifact hash, packages).</p>
+{_paired_html(paired)}
 <div class="plots">{''.join(plots)}</div></body></html>"""
     (out / "report.html").write_text(page)
     return {"html": str(out / "report.html"), "md": str(out / "report.md"),
