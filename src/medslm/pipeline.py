@@ -107,8 +107,9 @@ class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
     steps: list[dict[str, Any]] = Field(default_factory=list)
-    # llamacpp: evaluate on llama.cpp. Without steps, the model's own GGUF; with steps, the final
-    # artifact exported to GGUF of type `gguf` (default q4_k_m; dense steps only, llama.cpp quantizes)
+    # llamacpp: evaluate on llama.cpp, where it ships. Without steps, the model's own GGUF; with
+    # steps, the final artifact exported to GGUF: a dense one as type `gguf` (default q4_k_m, llama.cpp
+    # quantizes), one medslm quantized as blocks of its own integers (q4_0 / q4_1 / q8_0 by its grid)
     backend: str = "hf"  # a registered backend (medslm.backends.base.BACKENDS)
     gguf: str | None = None
     # hf: the dtype the model is evaluated in (default fp32 on CPU); e.g. the base in bf16
@@ -134,9 +135,18 @@ class Variant(BaseModel):
                 raise ValueError(f"gguf={self.gguf!r}: choose one of {', '.join(TYPES)}")
         if self.dtype is not None and self.backend != "hf":
             raise ValueError("dtype: applies to the hf backend; a GGUF's type is `gguf:`")
-        if self.backend == "llamacpp" and any(s.get("method") == "quantize" for s in self.steps):
-            raise ValueError("backend llamacpp: drop the quantize step; llama.cpp quantizes the exported "
-                             "model itself (gguf: q4_k_m)")
+        quantized = any(s.get("method") == "quantize" for s in self.steps)
+        if self.backend == "llamacpp" and quantized:
+            from medslm.export.gguf_blocks import TYPES as BLOCKS
+
+            if self.gguf is not None and self.gguf not in BLOCKS:
+                raise ValueError(f"gguf={self.gguf!r}: after a quantize step the GGUF holds medslm's own "
+                                 f"integers, as {' / '.join(BLOCKS)}; drop gguf (its grid decides) or the "
+                                 "quantize step (llama.cpp then quantizes)")
+            last = next(s for s in reversed(self.steps) if s.get("method") == "quantize")
+            if last.get("group_size", 32 if last.get("target") == "gguf" else 128) != 32:
+                raise ValueError("backend llamacpp after a quantize step: GGUF blocks hold 32 weights; give "
+                                 "the step target: gguf (or group_size: 32)")
         return self
 
 
@@ -369,7 +379,14 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
             from medslm.system import sha256_file
 
             if v.steps or v.gguf:
-                gguf_model = str(export_variant(art, v.gguf or "q4_k_m", v.name, log))
+                q = art.meta.extra.get("quantization")
+                if q:
+                    from medslm.export.gguf_blocks import default_type
+
+                    qtype = v.gguf or default_type(q)
+                else:
+                    qtype = v.gguf or "q4_k_m"
+                gguf_model = str(export_variant(art, qtype, v.name, log))
             else:
                 gguf_model = recipe.model
             want_hash = "sha256:" + sha256_file(find_gguf(gguf_model))

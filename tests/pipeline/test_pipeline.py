@@ -102,7 +102,9 @@ def test_kill_during_run_then_resume(setup):
     (lambda s: s.replace("version: 1", "version: 7"), r":1: version=7: recipe version 7 is not supported"),
     (lambda s: s.replace("- name: base", "- name: base\n    stepz: []"), r":9: variants.0.stepz: unknown key"),
     (lambda s: s.replace("- name: trim+int4", "- name: trim+int4\n    backend: llamacpp"),
-     r":9: variants.1: .*drop the quantize step; llama.cpp quantizes"),
+     r":9: variants.1: .*GGUF blocks hold 32 weights; give the step target: gguf"),
+    (lambda s: s.replace("- name: trim+int4", "- name: trim+int4\n    backend: llamacpp\n    gguf: q4_k_m"),
+     r":9: variants.1: .*after a quantize step the GGUF holds medslm's own integers"),
     (lambda s: s.replace("- name: base", "- name: base\n    gguf: q4_k_m"), r":8: variants.0: .*only applies with backend: llamacpp"),
     (lambda s: s.replace("- name: base", "- name: base\n    backend: llamacpp\n    dtype: bf16"),
      r":8: variants.0: .*dtype: applies to the hf backend"),
@@ -176,3 +178,45 @@ def test_pareto_front():
     assert pareto(pts, higher_x_better=False) == [2, 3]
     # speed (higher is better): the fastest and the most accurate survive
     assert pareto([(10, 30.0), (5, 40.0), (4, 35.0)], higher_x_better=True) == [0, 1]
+
+
+def test_a_quantized_variant_ships_and_is_measured_as_gguf(tmp_path, monkeypatch):
+    """backend: llamacpp after a quantize step: the artifact is exported as blocks of its own
+    integers, evaluated on llama.cpp, and reported with the GGUF's hash and bytes; its scores
+    follow the same artifact's on the hf backend."""
+    pytest.importorskip("llama_cpp")
+    root = tmp_path / "mirror"
+    fixtures.pubmedqa(root / "pubmedqa")
+    monkeypatch.setenv("MEDSLM_DATA_DIR", str(root))
+    tiny.save_artifact("gemma3", tmp_path / "model", spm=True)
+    step = "{method: quantize, bits: 4, target: gguf, embeddings: int4}"
+    recipe = tmp_path / "ship.yaml"
+    recipe.write_text(f"""version: 1
+name: ship
+model: {tmp_path / "model"}
+eval:
+  tasks: [medppl]
+variants:
+  - name: base
+  - name: q4-hf
+    steps: [{step}]
+  - name: q4-gguf
+    backend: llamacpp
+    steps: [{step}]
+""")
+    p = run(recipe, tmp_path / "out")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "q4-gguf: quantize cached" in p.stdout and "q4-gguf: export to GGUF q4_0" in p.stdout
+    res = {f.name.split("__")[0]: json.loads(f.read_text()) for f in (tmp_path / "out" / "results").glob("*.json")}
+    g, h = res["q4-gguf"], res["q4-hf"]
+    from medslm import settings
+    from medslm.system import sha256_file
+
+    gguf = next((settings.cache_dir() / "gguf").glob("*-q4_0.gguf"))
+    assert g["model"]["hash"] == "sha256:" + sha256_file(gguf) and g["model"]["bytes"] == gguf.stat().st_size
+    assert g["model"]["bytes"] < h["model"]["bytes"]
+    # per word of each document; llama.cpp's 8-bit activations: near, not equal
+    diffs = [abs(a["loglik"] - b["loglik"]) / a["words"] for a, b in zip(g["examples"], h["examples"])]
+    assert len(diffs) >= 2 and max(diffs) < 0.1, diffs  # (the tiny vocabulary: ~3 tokens a word)
+    lb = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    assert {c["model"] for c in lb["paired"]} == {"q4-hf", "q4-gguf"}
