@@ -144,7 +144,7 @@ class Variant(BaseModel):
                                  f"integers, as {' / '.join(BLOCKS)}; drop gguf (its grid decides) or the "
                                  "quantize step (llama.cpp then quantizes)")
             last = next(s for s in reversed(self.steps) if s.get("method") == "quantize")
-            if last.get("group_size", 32 if last.get("target") == "gguf" else 128) != 32:
+            if last.get("group_size", 32) != 32:
                 raise ValueError("backend llamacpp after a quantize step: GGUF blocks hold 32 weights; give "
                                  "the step target: gguf (or group_size: 32)")
         return self

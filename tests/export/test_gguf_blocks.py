@@ -98,7 +98,7 @@ def test_gguf_target_defaults_to_blocks_of_32():
     from medslm.methods.base import parse_config
 
     assert parse_config({"method": "quantize", "target": "gguf"}).group_size == 32
-    assert parse_config({"method": "quantize"}).group_size == 128
+    assert parse_config({"method": "quantize"}).group_size == 32  # every default exports to GGUF
 
 
 # llama.cpp's converter reads these architectures with a SentencePiece vocabulary; GPT-2's needs a

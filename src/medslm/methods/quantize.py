@@ -39,7 +39,8 @@ class QuantizeConfig(MethodConfig):
     method: Literal["quantize"] = "quantize"
     algorithm: Literal["rtn"] = Field("rtn", description="rtn (default) or gptq (calibrated; --calibration, --samples)")
     bits: Literal[4, 8] = Field(8, description="4 or 8")
-    group_size: int = Field(128, description="weights per scale (a power of two >= 8)")
+    group_size: int = Field(32, description="weights per scale (a power of two >= 8); 32 is a GGUF block, so "
+                            "the integers export to llama.cpp as they are")
     skip: tuple[str, ...] = Field(("lm_head",), description="comma-separated module patterns kept in full "
                                   "precision; lm_head means the output layer whatever its name (a head tied "
                                   "to the embeddings is always kept)")
@@ -67,13 +68,6 @@ class QuantizeConfig(MethodConfig):
         if v < 8 or v & (v - 1):
             raise ValueError(f"group_size={v}: must be a power of two >= 8 (e.g. 32, 64, 128)")
         return v
-
-    @model_validator(mode="before")
-    @classmethod
-    def _gguf_group(cls, data):
-        if isinstance(data, dict) and data.get("target") == "gguf" and data.get("group_size") is None:
-            data = {**data, "group_size": GGUF_BLOCK}  # a GGUF block
-        return data
 
     @model_validator(mode="after")
     def _gguf_grid(self):
