@@ -8,8 +8,15 @@ rerun only computes what is missing.
 
     MEDSLM_DATA_DIR=../shared/data python bench/compression.py [--pubmedqa 500 --medmcqa 500 --medppl 100]
 
-With --gguf, also on llama.cpp: the model's own GGUF, the base exported to f16 and to q4_k_m,
-and the trimmed vocabulary exported to q4_k_m (medslm export); --variants can name them too.
+With --gguf, also on llama.cpp, where a compressed model ships: the model's own GGUF (llama.cpp's
+Q4_K_M of Gemma 3 270M), the base exported to f16, q4_0, q4_1 and q4_k_m by llama.cpp's quantizer,
+the trimmed vocabulary exported to q4_k_m, and medslm's GPTQ integers written as GGUF blocks (Q4_0,
+Q4_1, and trimmed + int4 embedding); --variants can name them too. Then a speed and size table
+against llama.cpp's Q4_K_M of the base (same threads, same run) and the paired tests against the
+base (from the report).
+
+    MEDSLM_DATA_DIR=../shared/data python bench/compression.py --gguf --threads 2 \
+        --variants base --pubmedqa 100 --medmcqa 100 --medppl 20
 """
 
 from __future__ import annotations
@@ -44,12 +51,22 @@ VARIANTS = {
     "trim+int4": [{"method": "trim"}, {"method": "quantize", "bits": 4, "embeddings": "int8"}],
 }
 DTYPES = {"base-bf16": "bf16"}
+# GPTQ on the GGUF grid: act-order, block-sequential, 64 medical calibration texts, groups of 32
+GPTQ_GGUF = {"method": "quantize", "bits": 4, "algorithm": "gptq", "target": "gguf", "act_order": True,
+             "sequential": True, "samples": 64, "calibration": "pubmedqa,medquad"}
 GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
     "gguf-own": {"backend": "llamacpp"},  # the model's own GGUF (Q4_K_M for gemma3-270m)
     "gguf-f16": {"backend": "llamacpp", "gguf": "f16"},
+    "gguf-q4_0": {"backend": "llamacpp", "gguf": "q4_0"},
+    "gguf-q4_1": {"backend": "llamacpp", "gguf": "q4_1"},
     "gguf-q4_k_m": {"backend": "llamacpp", "gguf": "q4_k_m"},
     "trim+gguf-q4_k_m": {"backend": "llamacpp", "gguf": "q4_k_m", "steps": [{"method": "trim"}]},
+    # medslm's integers as GGUF blocks (no requantization); the embedding int8 (Q8_0) or int4 (Q4_0)
+    "medslm-gptq-q4_0": {"backend": "llamacpp", "steps": [GPTQ_GGUF]},
+    "medslm-gptq-q4_1": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"symmetric": False}]},
+    "trim+medslm-gptq-q4_0": {"backend": "llamacpp", "steps": [{"method": "trim"}, GPTQ_GGUF | {"embeddings": "int4"}]},
 }
+PEER = "gguf-own"  # llama.cpp's Q4_K_M of the base: the speed and size reference
 
 
 def main() -> None:
@@ -89,9 +106,21 @@ def main() -> None:
     base = next(m for m in lb["models"] if m["label"] == "base")
     for m in lb["models"]:
         m["bytes_vs_base"] = round(m["bytes"] / base["bytes"], 4)
+    peer = next((m for m in lb["models"] if m["label"] == PEER), None)
+    if peer and peer.get("decode_tok_s"):
+        print(f"\nagainst {PEER} (llama.cpp's Q4_K_M of the base), same threads, same run:")
+        print(f"{'variant':28} {'MB':>8} {'x bytes':>8} {'tok/s':>8} {'x speed':>8}")
+        for m in lb["models"]:
+            tok = m.get("decode_tok_s") or 0
+            m["speed_vs_peer"] = round(tok / peer["decode_tok_s"], 3) if tok else None
+            print(f"{m['label']:28} {m['bytes'] / 1e6:8.1f} {m['bytes'] / peer['bytes']:8.3f} {tok:8.1f} "
+                  f"{(m['speed_vs_peer'] or 0):8.2f}")
+    for c in lb.get("paired", []):
+        print(f"{c['model']}, {c['task']}: {c['words']}")
     print(json.dumps({"bench": "compression", "models": [
         {k: m[k] for k in ("label", "chain", "bytes", "bytes_vs_base", "parameters", "peak_rss_bytes",
-                           "decode_tok_s")} | {t: v["value"] for t, v in m["metrics"].items()}
+                           "decode_tok_s")} | {"speed_vs_peer": m.get("speed_vs_peer")}
+        | {t: v["value"] for t, v in m["metrics"].items()}
         for m in lb["models"]]}))
 
 

@@ -362,6 +362,14 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
     from medslm.models.loading import resolve
     from medslm.outputs import replace_file
 
+    ships = [v.name for v in recipe.variants if v.backend == "llamacpp"]
+    if ships:  # checked before any work: those variants are exported and evaluated on llama.cpp
+        import importlib.util
+
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise MedslmError(f"recipe {recipe.name}: variants {', '.join(ships)} run on llama.cpp, which needs "
+                              "llama-cpp-python: pip install -e '.[llamacpp]' -c constraints.txt (it compiles "
+                              "llama.cpp once, about 13 minutes on 2 cores)")
     out = run_output(recipe, output)
     results = out / "results"
     results.mkdir(parents=True, exist_ok=True)

@@ -493,6 +493,31 @@ def test_sequential_gptq_sees_the_quantized_blocks(tmp_path, corpus):
     assert 0 < err < 0.5
 
 
+def test_gptq_chooses_the_tied_embedding_integers_for_the_head(tmp_path, corpus):
+    """With a GPTQ config, an int4 tied embedding gets GPTQ's integers against the Hessian of the
+    head's inputs (the final hidden states): on those inputs the head's output error is lower than
+    with round-to-nearest integers for the same table and scales' grid."""
+    base = tiny.save_artifact("gemma3", tmp_path / "base")
+    cfg = {"method": "quantize", "bits": 8, "algorithm": "gptq", "calibration": corpus, "samples": 8,
+           "seq_len": 64, "embeddings": "int4"}
+    g = compress(base, cfg, tmp_path / "g")
+    from medslm.methods.quantize import rtn_codes
+    from medslm.models.quantized import QuantEmbedding
+
+    m0, tok = base.load()
+    mg, _ = ModelArtifact.open(g.path).load()
+    eg = mg.get_input_embeddings()
+    w = m0.get_input_embeddings().weight.detach()
+    q, sc, _ = rtn_codes(w, 4, eg.group)
+    er = QuantEmbedding.from_codes(m0.get_input_embeddings(), q, sc, 4, eg.group)
+    assert not torch.equal(eg.qweight, er.qweight)
+    with torch.no_grad():  # the head's inputs on the calibration text, in the quantized model
+        ids = torch.tensor([tok(open(corpus).read()).input_ids])
+        x = mg.model(ids).last_hidden_state[0]
+    err = {k: ((x @ (e.rows(slice(None)) - w).T) ** 2).sum().item() for k, e in (("gptq", eg), ("rtn", er))}
+    assert err["gptq"] < err["rtn"], err
+
+
 @pytest.mark.parametrize("arch", tiny.ARCHS)
 def test_sequential_gptq_replays_blocks_as_the_model_runs_them(arch, corpus):
     """Running each block alone on recorded inputs (the fast path) gives the same integers as

@@ -141,8 +141,10 @@ def test_quickstart_recipe_is_valid(monkeypatch, tmp_path):
     from medslm.commands.run import default_recipe
 
     r = load_recipe(default_recipe())
-    assert [v.name for v in r.variants] == ["base", "int8", "int4", "wanda50", "trim+int4"]
+    assert [v.name for v in r.variants] == ["base", "llamacpp-q4_k_m", "int4-gguf", "trim+int4-gguf"]
     assert r.eval.tasks == ["pubmedqa", "medmcqa", "medppl"]
+    assert [v.backend for v in r.variants] == ["hf", "llamacpp", "llamacpp", "llamacpp"]  # where it ships
+    assert r.eval.limit_for("medmcqa") >= 300  # a 5-point difference is detectable
 
 
 def test_report_renders_plots_in_chromium(setup):

@@ -10,7 +10,10 @@ METHODS = ("quantize", "prune", "distill", "trim")
 HELP = {"quantize": "weight-only int8/int4 quantization", "prune": "unstructured, N:M, depth, width (MLP) or attention-head pruning",
         "distill": "knowledge distillation from a teacher (logit or sequence-level)",
         "trim": "trim the vocabulary to a domain corpus"}
-EXAMPLES = {"quantize": ["medslm quantize --model gemma3-270m --bits 4 --out runs/q4"],
+EXAMPLES = {"quantize": ["medslm quantize --model gemma3-270m --bits 4 --out runs/q4",
+                         "medslm quantize --model gemma3-270m --bits 4 --algorithm gptq --target gguf --act-order "
+                         "--sequential --out runs/q4-gptq",
+                         "medslm export --model runs/q4-gptq --out runs/q4-gptq.gguf  (its own integers, Q4_0)"],
             "prune": ["medslm prune --model gemma3-270m --algorithm wanda --sparsity 0.5 --out runs/wanda50",
                       "medslm prune --model gemma3-270m --algorithm depth --sparsity 0.25 --out runs/depth25"],
             "trim": ["medslm trim --model gemma3-270m --out runs/trim"],

@@ -49,8 +49,10 @@ def add_flags(p: argparse.ArgumentParser, method: str) -> None:
         shown = ",".join(default) if isinstance(default, tuple) else default
         algo = cls.model_fields.get("algorithm")
         only = f"[{algo.default}] " if algo is not None and name not in _common(method) else ""
-        h = f"{only}{desc} (default: {shown if shown not in ('', None, ()) else 'none'})"
         flag = flag_of(name, info)
+        if kind == "bool":  # the flag sets the field to the opposite of its default: say if it is set
+            shown = "off"
+        h = f"{only}{desc} (default: {shown if shown not in ('', None, ()) else 'none'})"
         if kind == "bool":
             p.add_argument(flag, dest=name, action="store_const", const=not default, default=None, help=h)
         elif kind == "choice":

@@ -94,9 +94,15 @@ def _raise_stop(mod, args, out):
     raise _Stop
 
 
-def forward_until(model, batches, stop: nn.Module | None = None, **kwargs) -> None:
-    """Run ``model`` on each batch without gradients, ending each pass after module ``stop``."""
-    hs = [] if stop is None else [stop.register_forward_hook(_raise_stop)]
+def _raise_stop_before(mod, args):
+    raise _Stop
+
+
+def forward_until(model, batches, stop: nn.Module | None = None, before: bool = False, **kwargs) -> None:
+    """Run ``model`` on each batch without gradients, ending each pass after module ``stop`` (or,
+    ``before``, as it is called: its input hooks still run, the module itself does not)."""
+    hs = [] if stop is None else [stop.register_forward_pre_hook(_raise_stop_before) if before
+                                  else stop.register_forward_hook(_raise_stop)]
     try:
         with torch.no_grad():
             for b in batches:

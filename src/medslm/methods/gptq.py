@@ -19,13 +19,14 @@ from torch import nn
 
 from medslm.methods.base import CalibratedConfig, register_method
 from medslm.methods.calibration import (block_calls, calibration_batches, calibration_texts, collect_stat,
-                                        hessian_factor, input_hessians)
+                                        forward_until, hessian_factor, input_hessians)
 from medslm.methods.quantize import (QuantizeConfig, apply, dequant, qparams, quantize_, round_codes,
                                      rtn_codes, selected)
 from medslm.models.anatomy import blocks_prefix, decoder_layers, linear_weight
 from medslm.models.quantized import QuantLinear, pack_codes
 
-__all__ = ["GPTQConfig", "apply", "gptq_", "gptq_sequential_", "quantize_layers_", "quantize_linear"]
+__all__ = ["GPTQConfig", "apply", "embedding_codes", "gptq_", "gptq_sequential_", "quantize_layers_",
+           "quantize_linear"]
 
 
 @register_method("quantize", "gptq")
@@ -111,6 +112,20 @@ def _codes(cfg: GPTQConfig, hessians: dict[str, torch.Tensor]):
         return gptq_(w, h, bits, cfg.group_size, cfg.damp, symmetric=sym,
                      act_order=cfg.act_order, clip=cfg.clip_search, fp16_min=fp16_min)
     return codes
+
+
+def embedding_codes(model: nn.Module, tok, cfg: GPTQConfig, bits: int, group: int):
+    """GPTQ's integers for a tied embedding table, chosen for its use as the LM head: the Hessian
+    of the head's inputs (the final hidden states of the model as quantized so far) over the
+    calibration texts; the head's 262k-way product itself is never computed. The lookups read the
+    same rows. (packed codes, fp16 scales)"""
+    head = model.get_output_embeddings()
+    batches = calibration_batches(tok, calibration_texts(cfg.calibration, cfg.samples, cfg.seed), cfg.seq_len)
+    h = collect_stat({"head": head}, lambda x: x.t() @ x,
+                     lambda: forward_until(model, batches, stop=head, before=True))["head"]
+    w = model.get_input_embeddings().weight
+    q, s, _ = gptq_(w, h, bits, group, cfg.damp, symmetric=True, act_order=cfg.act_order, clip=cfg.clip_search)
+    return q, s
 
 
 def quantize_layers_(model: nn.Module, tok, cfg: GPTQConfig, names: list[str]) -> tuple[list[str], int]:

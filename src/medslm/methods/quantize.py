@@ -98,13 +98,18 @@ def qparams(g: torch.Tensor, bits: int, symmetric: bool, clip: bool = False,
     rounded to fp16 (the GGUF grid)."""
     best = None
     for shrink in (_SHRINKS if clip else (1.0,)):
-        if symmetric:
-            qmax = 2 ** (bits - 1) - 1  # 127 or 7
-            s, z = (g.abs().amax(-1) * shrink / qmax).clamp(min=1e-8).half().float(), None
+        if symmetric and bits == 4:
+            # the signed extreme maps to -8 (llama.cpp's Q4_0 rule): the whole -8..7 range is used,
+            # where absmax / 7 leaves code -8 empty; the scale's sign follows the extreme's
+            ext = g.gather(-1, g.abs().argmax(-1, keepdim=True))[..., 0] * shrink
+            s, z = _fp16_scale(ext / -8), None
+        elif symmetric:
+            qmax = 2 ** (bits - 1) - 1  # 127
+            s, z = _fp16_scale(g.abs().amax(-1) * shrink / qmax), None
         else:
             levels = 2 ** bits - 1  # 255 or 15
             lo, hi = g.amin(-1).clamp(max=0) * shrink, g.amax(-1).clamp(min=0) * shrink  # 0 exact
-            s = ((hi - lo) / levels).clamp(min=1e-8).half().float()
+            s = _fp16_scale((hi - lo) / levels)
             z = torch.round(-lo / s).clamp(0, levels)
         if not clip:
             return s, z
@@ -117,6 +122,13 @@ def qparams(g: torch.Tensor, bits: int, symmetric: bool, clip: bool = False,
             best = (torch.where(better, err, best[0]), torch.where(better, s, best[1]),
                     None if z is None else torch.where(better, z, best[2]))
     return best[1], best[2]
+
+
+def _fp16_scale(s: torch.Tensor) -> torch.Tensor:
+    """``s`` rounded to fp16 as stored, never 0 (a group of zeros, or one below fp16's range, gets
+    the smallest fp16 step, so its codes are 0 and it dequantizes to 0)."""
+    s = s.half().float()
+    return torch.where(s == 0, torch.full_like(s, 2.0 ** -24), s)
 
 
 _SHRINKS = tuple(1.0 - 0.0125 * i for i in range(21))  # 1.0 down to 0.75
@@ -173,16 +185,21 @@ def embedding_group(dim: int) -> int:
     return GGUF_BLOCK if dim % GGUF_BLOCK == 0 else dim
 
 
-def quantize_embeddings_(model: nn.Module, bits: int = 8, clip: bool = False) -> int:
+def quantize_embeddings_(model: nn.Module, bits: int = 8, clip: bool = False,
+                         codes: Callable[[int, int], tuple] | None = None) -> int:
     """In place: the input embedding as symmetric ``bits``-bit codes in groups of 32 (each a GGUF
-    Q8_0/Q4_0 block), and a tied LM head reading it. Returns the quantized weights."""
+    Q8_0/Q4_0 block), and a tied LM head reading it. ``codes(bits, group)`` chooses the integers
+    (default: round to nearest). Returns the quantized weights."""
     if not head_tied(model):
         raise MedslmError(f"embeddings=int{bits} needs an LM head tied to the embeddings (Gemma, GPT-2); "
                           "this model's head is separate: use embeddings=keep")
     emb = model.get_input_embeddings()
     group = embedding_group(emb.embedding_dim)
     with torch.no_grad():
-        q, s, _ = rtn_codes(emb.weight.data, bits, group, symmetric=True, clip=clip)
+        if codes is not None:
+            q, s = codes(bits, group)
+        else:
+            q, s, _ = rtn_codes(emb.weight.data, bits, group, symmetric=True, clip=clip)
     qe = QuantEmbedding.from_codes(emb, q, s, bits, group)
     model.set_input_embeddings(qe)
     model.set_output_embeddings(QuantTiedHead(qe))
@@ -249,10 +266,13 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
         raise MedslmError(f"target=gguf: the embedding width {model.get_input_embeddings().embedding_dim} is "
                           f"not a multiple of {GGUF_BLOCK}, so it cannot be GGUF blocks; use embeddings=keep")
     # the algorithm's own choice of integers (its module's quantize_layers_); RTN's is here
-    names, calib_tokens = sys.modules[type(cfg).__module__].quantize_layers_(model, tok, cfg, sel)
+    algo = sys.modules[type(cfg).__module__]
+    names, calib_tokens = algo.quantize_layers_(model, tok, cfg, sel)
     emb_group = None
-    if embeddings != "keep":
-        quantize_embeddings_(model, int(embeddings[3:]), cfg.clip_search)
+    if embeddings != "keep":  # the algorithm's own integers for the table where it has them (GPTQ)
+        own = getattr(algo, "embedding_codes", None)
+        quantize_embeddings_(model, int(embeddings[3:]), cfg.clip_search,
+                             None if own is None else (lambda bits, group: own(model, tok, cfg, bits, group)))
         emb_group = model.get_input_embeddings().group
     qn = sum(getattr(m, "n_quantized", 0) for m in model.modules())
     total = sum(p.numel() for p in model.parameters()) + qn
