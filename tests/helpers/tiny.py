@@ -38,16 +38,18 @@ def tokenizer():
 @functools.lru_cache(maxsize=None)
 def spm_tokenizer():
     """A Gemma-style vocabulary: byte-fallback BPE over '▁'-escaped text, with special tokens."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
     tok.normalizer = normalizers.Replace(" ", "▁")
-    tok.pre_tokenizer = pre_tokenizers.Split("▁", "merged_with_previous")
+    tok.pre_tokenizer = pre_tokenizers.Split("▁", "merged_with_next")  # "▁word", as SentencePiece
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     bytes_ = [f"<0x{i:02X}>" for i in range(256)]
     trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"] + bytes_)
     tok.train_from_iterator(CORPUS, trainer)
+    tok.post_processor = processors.TemplateProcessing(  # BOS first, as Gemma's tokenizer adds it
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
                                    pad_token="<pad>", unk_token="<unk>")
 
@@ -98,4 +100,8 @@ def save_artifact(arch: str, out, seed: int = 0, spm: bool = False):
     if spm:
         m.config.bos_token_id, m.config.eos_token_id, m.config.pad_token_id = (
             tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+        if getattr(m.config, "query_pre_attn_scalar", None):  # llama.cpp scales Gemma 3's attention by
+            m.config.query_pre_attn_scalar = m.config.head_dim  # 1/sqrt(head_dim), as Gemma 3 270M has it
+        if getattr(m.config, "sliding_window", None):  # longer than these tests' texts, as Gemma 3
+            m.config.sliding_window = 256  # 270M's 512 is: llama.cpp and transformers differ at the edge
     return ModelArtifact.save(m, tok, out, source=f"tiny-random:{arch}")

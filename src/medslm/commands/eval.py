@@ -21,7 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="gemma3-270m", help="model reference (default gemma3-270m)")
     p.add_argument("--tasks", required=True, help="comma-separated task names, or 'ls'")
-    p.add_argument("--backend", default="hf", help="hf (default), llamacpp, ...")
+    p.add_argument("--backend", default="hf", help="hf (default), llamacpp, openai (an OpenAI-compatible server: "
+                   "--base-url), ...")
+    p.add_argument("--base-url", default=None, metavar="URL", help="--backend openai: the server, e.g. "
+                   "http://127.0.0.1:8000/v1 (key from $MEDSLM_OPENAI_API_KEY or $OPENAI_API_KEY)")
+    p.add_argument("--concurrency", type=positive_int, default=4, help="--backend openai: requests in flight "
+                   "(default 4)")
     p.add_argument("--split", default=None,
                    help="override the tasks' split: S or task=S,task=S; fit@N/dev@N carve a seeded "
                         "held-out part (e.g. pubmedqa=dev@50,medmcqa=dev@500)")
@@ -215,9 +220,12 @@ def cmd_eval(args) -> int:
     else:
         check_outputs(args, names, split, limit)
     check_data(args, tasks, split, limit)  # splits, limits and the few-shot pool: before the model loads
+    if args.base_url and args.backend != "openai":
+        raise MedslmError(f"--base-url applies to --backend openai (this is --backend {args.backend})")
+    remote = {"base_url": args.base_url, "concurrency": args.concurrency} if args.backend == "openai" else {}
     backend = get_backend(args.backend)(args.model, dtype=args.dtype, device=args.device,
                                         batch_size=args.batch_size, threads=args.threads,
-                                        shared_context=args.scoring == "shared-context")
+                                        shared_context=args.scoring == "shared-context", **remote)
     if args.rag:
         return rag_eval(args, backend, names, split, limit)
     results = evaluate(backend, tasks, split=split, limit=limit, seed=args.seed,

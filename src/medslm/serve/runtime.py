@@ -62,6 +62,9 @@ class BackendRuntime(Runtime):
         return {**self.backend.describe(), "n_ctx": self.n_ctx}
 
 
+NOT_SERVING = ("dummy", "openai")  # no token-level calls (a fake; a remote server)
+
+
 def load_runtime(model: str, backend: str = "auto", **kw: Any) -> Runtime:
     """``backend``: a registered backend name, or auto (llamacpp when the model is or holds a .gguf
     and llama-cpp-python is installed, else hf)."""
@@ -76,9 +79,9 @@ def load_runtime(model: str, backend: str = "auto", **kw: Any) -> Runtime:
 
             if importlib.util.find_spec("llama_cpp") is None:
                 backend = "hf"
-    if backend not in BACKENDS or backend == "dummy":
+    if backend not in BACKENDS or backend in NOT_SERVING:
         raise MedslmError(f"--backend {backend!r}: choose auto or a serving backend "
-                          f"({', '.join(n for n in BACKENDS.names() if n != 'dummy')})")
+                          f"({', '.join(n for n in BACKENDS.names() if n not in NOT_SERVING)})")
     if backend == "llamacpp":
         kw.pop("device", None), kw.pop("dtype", None)
         kw.setdefault("n_ctx", 2048)
