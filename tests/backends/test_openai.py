@@ -146,3 +146,18 @@ def test_flags_are_checked(tmp_path):
     p = subprocess.run([sys.executable, "-m", "medslm", "eval", "--backend", "hf", "--base-url", "http://x/v1",
                         "--tasks", "pubmedqa"], capture_output=True, text=True, env=env())
     assert p.returncode != 0 and "--base-url applies to --backend openai" in p.stderr
+
+
+def test_an_amega_judge_can_be_a_served_model(fake):
+    """--judge URL#MODEL: the rubric's True/False log-likelihoods come from the server."""
+    from medslm.tasks import get_task
+
+    h, url = fake
+    lp = {"tokens": ["Met", ":", " True", "!"], "token_logprobs": [None, -0.1, -0.2, -1.0],
+          "top_logprobs": [None, {":": -0.1}, {" True": -0.2}, {"!": -1.0}], "text_offset": [0, 3, 4, 9]}
+    h.script = [(200, {}, _completion("!", lp))]
+    task = get_task("amega", judge=url + "#judge-model")
+    be = task.judge_backend()
+    assert be.name == "openai" and be.model == "judge-model" and be.url == url
+    assert be.loglikelihood([LoglikelihoodRequest("Met:", " True")]) == [(-0.2, True)]
+    assert h.calls == 1

@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scoring", default="shared-context", help="shared-context (default: a context shared "
                    "by several continuations is computed once) | pairwise (each context + continuation in "
                    "one pass, exactly as a server scoring lm-eval's echo requests)")
-    p.add_argument("--judge", default="semantic", help="amega judge: 'semantic' or a model reference")
+    p.add_argument("--judge", default="semantic", help="amega judge: 'semantic', a model reference "
+                   "(BACKEND:REF), or an OpenAI-compatible server URL[#MODEL] (e.g. http://127.0.0.1:8000/v1#judge)")
     p.add_argument("--output", default=None, metavar="DIR", help="write one results JSON per task here")
     p.add_argument("--data", default=None, metavar="PATH", help="read the task's dataset from PATH")
     p.add_argument("--cache", default=None, metavar="FILE", help="request cache (default in MEDSLM_CACHE)")

@@ -106,11 +106,11 @@ class Amega(Task):
     def judge_backend(self):
         if self._judge_backend is None:
             ref = self.judge
-            if ref.startswith(("http://", "https://")):
-                from medslm.errors import MedslmError
+            if ref.startswith(("http://", "https://")):  # an OpenAI-compatible server: URL[#MODEL]
+                from medslm.backends.base import BACKENDS
 
-                raise MedslmError("--judge URL (an OpenAI-compatible server) needs the openai "
-                                  "backend, which is not built yet; pass a model reference or 'semantic'")
+                url, _, model = ref.partition("#")
+                self._judge_backend = BACKENDS.get("openai")(model or "default", base_url=url)
             else:  # BACKEND:REF (e.g. llamacpp:judge.gguf), or a model reference for the hf backend
                 from medslm.backends.base import BACKENDS
 
