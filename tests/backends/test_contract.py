@@ -21,7 +21,19 @@ REQS = [LoglikelihoodRequest("The patient presented with chest pain and", " dysp
         LoglikelihoodRequest("Question: Which vitamin deficiency causes scurvy? Answer:", " Vitamin C.")]
 
 
-def make(name: str, tmp_path_factory):
+def make(name: str, tmp_path_factory, request=None):
+    if name == "openai":  # a tiny model behind medslm serve on loopback, for the life of the fixture
+        pytest.importorskip("openai")
+        pytest.importorskip("fastapi")
+        from helpers.serving import make_app, running
+
+        from medslm.serve.runtime import load_runtime
+
+        art = tiny.save_artifact("gemma3", tmp_path_factory.mktemp("oa") / "m")
+        cm = running(make_app(load_runtime(str(art.path), "hf"), max_tokens=64))
+        base = cm.__enter__()
+        request.addfinalizer(lambda: cm.__exit__(None, None, None))
+        return BACKENDS.get("openai")("test-model", base_url=base + "/v1")
     if name == "hf":
         art = tiny.save_artifact("gemma3", tmp_path_factory.mktemp("hf") / "m")
         return BACKENDS.get("hf")(str(art.path), batch_size=2)
@@ -36,16 +48,18 @@ PARAMS = [pytest.param(n, marks=pytest.mark.integration) if n == "llamacpp" else
 
 @pytest.fixture(scope="module", params=PARAMS)
 def backend(request, tmp_path_factory):
-    return request.param, make(request.param, tmp_path_factory)
+    return request.param, make(request.param, tmp_path_factory, request)
 
 
-# the dummy backend's scores are hashes: it answers the shape-and-order part of the contract only
-REAL = [p for p in PARAMS if (p.values[0] if hasattr(p, "values") else p) != "dummy"]
+# the dummy backend's scores are hashes: it answers the shape-and-order part of the contract only;
+# the openai backend has no tokenizer of its own (its scores against in-process llama.cpp through a
+# server are in test_openai.py)
+REAL = [p for p in PARAMS if (p.values[0] if hasattr(p, "values") else p) not in ("dummy", "openai")]
 
 
 @pytest.fixture(scope="module", params=REAL)
 def real_backend(request, tmp_path_factory):
-    return request.param, make(request.param, tmp_path_factory)
+    return request.param, make(request.param, tmp_path_factory, request)
 
 
 def test_every_backend_is_in_the_table():

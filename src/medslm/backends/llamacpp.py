@@ -198,11 +198,22 @@ class LlamaCppBackend(Backend):
             self._hash = "sha256:" + sha256_file(self.path)
         from medslm.system import cpu_name
 
-        return {"backend": self.name, "model": self.ref, "path": str(self.path), "hash": self._hash,
-                "bytes": self.path.stat().st_size, "parameters": int(self.llm.metadata.get("general.parameter_count", 0) or 0),
-                "dtype": self.llm.metadata.get("general.file_type", "gguf"), "device": "cpu",
-                "threads": self.threads, "cpu": cpu_name(),
-                "scoring": "shared-context" if self.shared_context else "pairwise"}
+        out = {"backend": self.name, "model": self.ref, "path": str(self.path), "hash": self._hash,
+               "bytes": self.path.stat().st_size, "parameters": int(self.llm.metadata.get("general.parameter_count", 0) or 0),
+               "dtype": self.llm.metadata.get("general.file_type", "gguf"), "device": "cpu",
+               "threads": self.threads, "cpu": cpu_name(),
+               "scoring": "shared-context" if self.shared_context else "pairwise"}
+        side = self.path.with_name(self.path.name + ".medslm.json")  # written by medslm export
+        if side.is_file():
+            import json
+
+            try:
+                s = json.loads(side.read_text())
+            except (OSError, ValueError):
+                s = {}
+            if s.get("sha256") and "sha256:" + s["sha256"] == self._hash:  # the sidecar of these bytes
+                out |= {"chain": f"{s.get('chain', 'base')} -> export {s.get('type')}", "source_hash": s.get("source_hash")}
+        return out
 
 
 BACKEND = LlamaCppBackend
