@@ -269,21 +269,6 @@ def build_variant(base, variant: Variant, log) -> Any:
     return art
 
 
-def export_variant(art, qtype: str, name: str, log) -> Path:
-    """The artifact as GGUF ``qtype``, cached by (artifact hash, type)."""
-    from medslm.export.gguf import export_gguf, export_key
-
-    out = settings.cache_dir() / "gguf" / f"{export_key(art.hash, qtype)}-{qtype}.gguf"
-    if out.is_file():
-        log(f"  {name}: export {qtype} cached ({out.name})")
-        return out
-    t = time.perf_counter()
-    log(f"  {name}: export to GGUF {qtype} ...")
-    export_gguf(art, out, qtype, progress=False)
-    log(f"  {name}: export done in {time.perf_counter() - t:.0f}s ({out.stat().st_size / 2**20:.0f} MiB)")
-    return out
-
-
 TORCH_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -387,14 +372,9 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
             from medslm.system import sha256_file
 
             if v.steps or v.gguf:
-                q = art.meta.extra.get("quantization")
-                if q:
-                    from medslm.export.gguf_blocks import default_type
+                from medslm.export.gguf import cached_export
 
-                    qtype = v.gguf or default_type(q)
-                else:
-                    qtype = v.gguf or "q4_k_m"
-                gguf_model = str(export_variant(art, qtype, v.name, log))
+                gguf_model = str(cached_export(art, v.gguf, v.name, log))
             else:
                 gguf_model = recipe.model
             want_hash = "sha256:" + sha256_file(find_gguf(gguf_model))

@@ -347,3 +347,27 @@ def export_key(art_hash: str, qtype: str) -> str:
 
 
 __all__ = ["TYPES", "converter_dir", "export_gguf", "sidecar", "spm_from_tokenizer_json"]
+
+
+def cached_export(art, qtype: str | None, name: str, log) -> Path:
+    """The artifact as GGUF ``qtype`` (default: its own integers' type if medslm quantized it,
+    else q4_k_m), cached by (artifact hash, type) in the medslm cache; a recipe variant's export."""
+    import time
+
+    from medslm import settings
+
+    q = art.meta.extra.get("quantization")
+    if q and not qtype:
+        from medslm.export.gguf_blocks import default_type
+
+        qtype = default_type(q)
+    qtype = qtype or "q4_k_m"
+    out = settings.cache_dir() / "gguf" / f"{export_key(art.hash, qtype)}-{qtype}.gguf"
+    if out.is_file():
+        log(f"  {name}: export {qtype} cached ({out.name})")
+        return out
+    t = time.perf_counter()
+    log(f"  {name}: export to GGUF {qtype} ...")
+    export_gguf(art, out, qtype, progress=False)
+    log(f"  {name}: export done in {time.perf_counter() - t:.0f}s ({out.stat().st_size / 2**20:.0f} MiB)")
+    return out
