@@ -15,6 +15,7 @@ Prints one line per model (MB on disk, tok/s, ratio to the peer) and a JSON line
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -58,8 +59,6 @@ def hf_tok_s(model: str, threads: int, tokens: int, runs: int) -> float:
         out = m(ids, use_cache=True)  # prefill, outside the timing
         for r in range(runs + 1):
             past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-            import copy
-
             past = copy.deepcopy(past)
             t0 = time.perf_counter()
             for _ in range(tokens):

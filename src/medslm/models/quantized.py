@@ -71,12 +71,7 @@ class QuantLinear(nn.Module):
         return m
 
     def dequantize(self) -> torch.Tensor:
-        q = self.qweight
-        if self.bits == 4:
-            off = 8 if self.symmetric else 0
-            lo = (q & 0x0F).to(torch.int8) - off
-            hi = (q >> 4).to(torch.int8) - off
-            q = torch.stack([lo, hi], -1).reshape(self.out_features, self.in_features)
+        q = unpack_codes(self.qweight, self.bits, self.in_features, self.symmetric)
         g = q.float().reshape(self.out_features, -1, self.group_size)
         s = self.scales.float()[..., None]
         if self.fp16_min:

@@ -6,7 +6,7 @@ import random
 import time
 from typing import Any
 
-from medslm.evaluate.paired import mcnemar_p, paired_ci  # noqa: F401  (re-used here)
+from medslm.evaluate.paired import mcnemar_p, paired_ci
 
 
 def recall_at_k(index_path: str, n: int = 500, k: int = 5, seed: int = 1234,
