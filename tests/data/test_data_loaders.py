@@ -245,7 +245,8 @@ def server(tmp_path):
 
         def do_GET(self):
             hits.append(self.path)
-            name = self.path.rsplit("/", 1)[-1]
+            rel = self.path.split("/data/", 1)[-1]  # a file by its path, else by its name
+            name = rel if rel in files else self.path.rsplit("/", 1)[-1]
             if name not in files:
                 self.send_response(404)
                 self.end_headers()
@@ -330,3 +331,81 @@ def test_overlap_exact_and_near():
          OpenQA(id="b2", question="what causes asthma", answer="")]
     m = {(x.a, x.b): x.kind for x in find_overlap(a, b, threshold=0.8)}
     assert m[("a1", "b1")] == "exact" and m[("a2", "b1")] == "near" and len(m) == 2
+
+
+# ------------------------------------------------------------ MeQSum (xlsx) and MedSafetyBench (CSV)
+def test_meqsum_workbook_and_fixed_dev_split(tmp_path):
+    ex = load_dataset("meqsum", path=fixtures.meqsum(tmp_path / "q"))
+    assert len(ex) == 40 and all(isinstance(e, OpenQA) for e in ex)
+    e = next(e for e in ex if e.id == "meqsum-1003.txt")
+    assert e.question.startswith("SUBJECT: drug 3\nMESSAGE:") and e.answer == "Who manufactures drug 3?"
+    assert e.meta["row"] == 5  # the sheet's own row number (header is row 1)
+    dev = load_dataset("meqsum", split="dev", path=tmp_path / "q")
+    again = load_dataset("meqsum", split="dev", path=fixtures.meqsum(tmp_path / "q2"))
+    assert 0 < len(dev) < 40 and [e.id for e in dev] == [e.id for e in again]  # by hash: same everywhere
+
+
+def test_meqsum_bad_rows_name_the_row(tmp_path):
+    import openpyxl
+
+    root = fixtures.meqsum(tmp_path / "q", n=3)
+    f = root / "MeQSum_ACL2019_BenAbacha_Demner-Fushman.xlsx"
+    wb = openpyxl.load_workbook(f)
+    wb.active["C3"] = None  # row 3's summary
+    wb.save(f)
+    with pytest.raises(DataError, match=r"row 3, field 'Summary': missing|row 3, field 'Summary': empty"):
+        load_dataset("meqsum", path=root)
+    assert len(load_dataset("meqsum", path=root, lenient=True)) == 2
+    wb.active["C1"] = "Summ"  # the header names no Summary column
+    wb.save(f)
+    with pytest.raises(DataError, match="lacks column"):
+        load_dataset("meqsum", path=root)
+    f.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a readable .xlsx"):
+        load_dataset("meqsum", path=root)
+
+
+def test_medsafety_categories_generators_and_splits(tmp_path):
+    root = fixtures.medsafety(tmp_path / "s")
+    ex = load_dataset("medsafety", path=root)
+    assert len(ex) == 24 and len({e.id for e in ex}) == 24
+    assert {e.meta["category"] for e in ex} == {1, 4} and {e.meta["generator"] for e in ex} == {"gpt4", "llama2"}
+    assert {e.split for e in ex} <= {"train", "dev"} and ex[0].answer.startswith("I'm sorry")
+    t = root / "test" / "gpt4"  # the upstream test part, when a user has it, is its own split
+    t.mkdir(parents=True)
+    (t / "med_safety_demonstrations_category_2.csv").write_text(
+        ',harmful_medical_request,safe_response\n0,"Request?","I cannot."\n')
+    test = load_dataset("medsafety", split="test", path=root)
+    assert [e.meta["category"] for e in test] == [2]
+
+
+def test_medsafety_bad_files(tmp_path):
+    root = fixtures.medsafety(tmp_path / "s", per_file=2)
+    f = root / "train" / "gpt4" / "med_safety_demonstrations_category_1.csv"
+    f.write_text(',harmful_medical_request,safe_response\n0,"Hide this error?",""\n')
+    with pytest.raises(DataError, match=r"category_1.csv: record line 2, field 'safe_response': empty"):
+        load_dataset("medsafety", path=root)
+    f.rename(root / "train" / "gpt4" / "demonstrations.csv")
+    with pytest.raises(DataError, match="names no category"):
+        load_dataset("medsafety", path=root)
+
+
+@pytest.mark.parametrize("name,fixture,n", [("meqsum", "meqsum", 40), ("medsafety", "medsafety", 24)])
+def test_new_sets_download_from_their_repositories(tmp_path, monkeypatch, server, name, fixture, n):
+    url, files, hits = server
+    src = getattr(fixtures, fixture)(tmp_path / "upstream")
+    if name == "medsafety":  # upstream has all nine categories of both generators
+        for g in ("gpt4", "llama2"):
+            for c in range(1, 10):
+                f = src / "train" / g / f"med_safety_demonstrations_category_{c}.csv"
+                if not f.exists():
+                    f.write_text(f',harmful_medical_request,safe_response\n0,"Request {g} {c}?","I cannot."\n')
+        n = 24 + 14
+    for p in src.rglob("*"):
+        if p.is_file():
+            files[p.relative_to(src).as_posix()] = p.read_bytes()
+    monkeypatch.setenv("MEDSLM_DATA_DIR", str(tmp_path / "no-mirror"))
+    monkeypatch.setenv("MEDSLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(f"MEDSLM_UPSTREAM_{name.upper()}", url)
+    ex = load_dataset(name)
+    assert len(ex) == n and hits

@@ -64,3 +64,36 @@ def test_cli_ls_and_show(data_dir):
     p = subprocess.run([sys.executable, "-m", "medslm", "data", "show", "pubmedqa", "--n", "1"],
                        capture_output=True, text=True)
     assert p.returncode == 0 and "pubmedqa-" in p.stdout and "question" in p.stdout
+
+
+def test_meqsum(data_dir):
+    ex = load_dataset("meqsum")
+    assert len(ex) == 1000 and len({e.id for e in ex}) == 1000
+    assert Counter(e.split for e in ex) == {"train": 902, "dev": 98}
+    assert all(e.question.strip() and e.answer.strip() for e in ex)
+
+
+def test_medsafety(data_dir):
+    ex = load_dataset("medsafety")
+    assert len(ex) == 900 and len({e.id for e in ex}) == 900
+    assert Counter(e.meta["generator"] for e in ex) == {"gpt4": 450, "llama2": 450}
+    assert sorted(Counter(e.meta["category"] for e in ex).items()) == [
+        (1, 109), (2, 107), (3, 81), (4, 106), (5, 100), (6, 74), (7, 111), (8, 114), (9, 98)]
+    assert Counter(e.split for e in ex) == {"train": 804, "dev": 96}
+
+
+@pytest.mark.parametrize("name,split,n,counts", [
+    ("ncbi_disease", "train", 5424, {"Disease": 5134}), ("ncbi_disease", "devel", 923, {"Disease": 787}),
+    ("bc5cdr", "train", 4560, {"Chemical": 5203, "Disease": 4182}),
+    ("bc5cdr", "devel", 4581, {"Chemical": 5347, "Disease": 4246}),
+])
+def test_ner_corpora(data_dir, name, split, n, counts):
+    ex = load_dataset(name, split=split)
+    assert len(ex) == n and Counter(t for e in ex for t, _ in e.mentions) == counts
+
+
+def test_chemprot(data_dir):
+    dev = load_dataset("chemprot", split="dev")
+    assert len(load_dataset("chemprot", split="train")) == 4169 and len(dev) == 2427
+    assert Counter(e.meta["group"] for e in dev) == {"CPR:4": 1103, "CPR:3": 552, "CPR:9": 457, "CPR:6": 199,
+                                                     "CPR:5": 116}

@@ -103,3 +103,29 @@ def test_report_lists_paired_tests_and_draws_chance_and_majority(tmp_path):
     assert lb["paired"][0]["only_base"] == 1 and lb["paired"][0]["only_other"] == 0
     page = open(rep["html"]).read()
     assert "majority class (60%)" in page and "chance (33%)" in page and "item by item" in page
+
+
+def test_report_groups_tasks_by_the_surveys_task_families(tmp_path):
+    import json
+
+    from medslm.report.build import build_report
+
+    res = tmp_path / "results"
+    res.mkdir()
+    fams = {"medppl": ("perplexity", "language modelling"), "bc5cdr": ("ner", "named-entity recognition"),
+            "meqsum": ("open_generation", "summarization"), "pubmedqa": ("multiple_choice", "question answering"),
+            "medmcqa": ("multiple_choice", None)}  # None: a result written before groups were recorded
+    for t, (fam, group) in fams.items():
+        r = acc_result([1, 0, 1])
+        r["task"] |= {"name": t, "family": fam, **({"group": group} if group else {})}
+        r["model"] = {"label": "base", "chain": "base", "bytes": 10, "hash": "h"}
+        r["efficiency"] = {"cpu": "x", "threads": 2}
+        (res / f"base__{t}.json").write_text(json.dumps(r))
+    build_report(res, tmp_path, task_order=["medppl", "meqsum", "medmcqa", "bc5cdr", "pubmedqa"])
+    lb = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert lb["tasks"] == ["medmcqa", "pubmedqa", "bc5cdr", "meqsum", "medppl"]  # families, then recipe order
+    assert lb["groups"]["medmcqa"] == "question answering" and lb["groups"]["bc5cdr"] == "named-entity recognition"
+    md = (tmp_path / "report.md").read_text()
+    assert "| task family |  | question answering | question answering | named-entity recognition |" in md
+    page = (tmp_path / "report.html").read_text()
+    assert '<th colspan="2">question answering</th><th colspan="1">named-entity recognition</th>' in page

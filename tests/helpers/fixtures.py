@@ -91,6 +91,66 @@ def medtext(root: Path) -> Path:
     return root
 
 
+def meqsum(root: Path, n: int = 40) -> Path:
+    """The MeQSum workbook's layout: sheet QS, columns File, CHQ, Summary (and empty columns after)."""
+    import openpyxl
+
+    root.mkdir(parents=True, exist_ok=True)
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "QS"
+    ws.append(["File", "CHQ", "Summary", None])
+    for i in range(n):
+        ws.append([f"{1000 + i}.txt", f"SUBJECT: drug {i}\nMESSAGE: who makes drug {i}? my pharmacy ran out.",
+                   f"Who manufactures drug {i}?", None])
+    wb.save(root / "MeQSum_ACL2019_BenAbacha_Demner-Fushman.xlsx")
+    return root
+
+
+def medsafety(root: Path, per_file: int = 6) -> Path:
+    """MedSafetyBench's layout: train/{gpt4,llama2}/med_safety_demonstrations_category_N.csv."""
+    for gen in ("gpt4", "llama2"):
+        d = root / "train" / gen
+        d.mkdir(parents=True, exist_ok=True)
+        for cat in (1, 4):
+            with open(d / f"med_safety_demonstrations_category_{cat}.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["", "harmful_medical_request", "safe_response"])
+                for i in range(per_file):
+                    w.writerow([i, f"How can a {gen} doctor hide error {cat}-{i} from a patient?",
+                                "I'm sorry, but I cannot help with that; honesty with patients is required."])
+    return root
+
+
+IOB_SENTENCES = [
+    [("Germline", "O"), ("mutations", "O"), ("cause", "O"), ("breast", "B-Disease"), ("cancer", "I-Disease"),
+     ("and", "O"), ("ataxia", "B-Disease"), (".", "O")],
+    [("Aspirin", "B-Chemical"), ("induced", "O"), ("asthma", "B-Disease"), ("in", "O"), ("two", "O"),
+     ("patients", "O"), (".", "O")],
+    [("No", "O"), ("adverse", "O"), ("events", "O"), ("occurred", "O"), (".", "O")],
+]
+
+
+def iob(root: Path, files=("train.tsv", "devel.tsv")) -> Path:
+    """MTL-Bioinformatics-2016's IOB layout: token<TAB>tag lines, blank lines between sentences."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        text = "\n\n".join("\n".join(f"{w}\t{t}" for w, t in s) for s in IOB_SENTENCES) + "\n\n"
+        (root / name).write_text(text)
+    return root
+
+
+def chemprot(root: Path) -> Path:
+    """SciBERT's ChemProt release: JSON lines with << chemical >> and [[ protein ]] marked."""
+    root.mkdir(parents=True, exist_ok=True)
+    labels = ["INHIBITOR", "ACTIVATOR", "AGONIST", "ANTAGONIST", "SUBSTRATE", "INDIRECT-DOWNREGULATOR"]
+    for name in ("train.txt", "dev.txt"):
+        rows = [{"text": f"<< drug{i} >> acts on [[ protein{i} ]] in cells.", "label": lab, "metadata": []}
+                for i, lab in enumerate(labels)]
+        (root / name).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return root
+
+
 def amega(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "cases.csv").write_text("case_id;case_str;specialty;title\n1;A 60-year-old with chest pain.;"

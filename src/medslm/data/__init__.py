@@ -15,13 +15,13 @@ import pkgutil
 import sys
 from pathlib import Path
 
-from medslm.data.examples import (Classification, Criterion, Document, Example, MultipleChoice,
+from medslm.data.examples import (Classification, Criterion, Document, Entities, Example, MultipleChoice,
                                   OpenQA, Rubric)
 from medslm.registry import Registry
 
 # every module of this package is a dataset (its SPEC), named as the module, except these helpers;
 # found by file name, so listing datasets imports none of them
-HELPERS = {"examples", "overlap", "reader", "sources", "splits"}
+HELPERS = {"examples", "iob", "overlap", "reader", "sources", "splits"}
 DATASETS = Registry("dataset")
 for _m in pkgutil.iter_modules([str(Path(__file__).parent)]):
     if _m.name not in HELPERS and not _m.name.startswith("_"):
@@ -55,5 +55,5 @@ def load_dataset(name: str, split: str | None = None, path: str | None = None,
     return out
 
 
-__all__ = ["DATASETS", "Classification", "Criterion", "Document", "Example", "Examples",
+__all__ = ["DATASETS", "Classification", "Criterion", "Document", "Entities", "Example", "Examples",
            "MultipleChoice", "OpenQA", "Rubric", "get_spec", "load_dataset"]

@@ -88,3 +88,21 @@ class Document(Example):
 
     def text_for_overlap(self) -> str:
         return self.text
+
+
+@dataclass(kw_only=True)
+class Entities(Example):
+    """A tokenized sentence with its entity mentions (from IOB tags): ``mentions`` holds
+    ``(type, text)`` pairs in order, the text being the mention's tokens joined by spaces."""
+
+    tokens: list[str]
+    tags: list[str]
+    mentions: list[tuple[str, str]] = field(default_factory=list)
+    kind = "entities"
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.tokens)
+
+    def text_for_overlap(self) -> str:
+        return self.text

@@ -21,7 +21,7 @@ from math import comb
 from typing import Any, Callable
 
 ALPHA = 0.05
-BINARY = ("acc", "acc_norm", "exact_match", "refusal")
+BINARY = ("acc", "acc_norm", "exact_match", "refusal", "refusal_rate")
 LOWER_IS_BETTER = ("word_perplexity", "byte_perplexity", "token_perplexity", "bits_per_byte", "ece")
 
 

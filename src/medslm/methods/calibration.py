@@ -33,8 +33,8 @@ def calibration_texts(spec: str, n: int, seed: int) -> list[str]:
                 texts += generic_texts()
                 continue
             for e in load_dataset(name):
-                if e.split == "test":
-                    continue  # never calibrate on evaluation data
+                if e.split in ("test", "dev"):
+                    continue  # never calibrate on evaluation data (held-out test or dev parts)
                 t = next((getattr(e, a) for a in ("context", "answer", "text", "question")
                           if isinstance(getattr(e, a, None), str) and getattr(e, a).strip()), "")
                 if t:

@@ -46,6 +46,7 @@ def rows(results: list[dict]) -> tuple[list[dict], list[str]]:
         row = by.setdefault(label, {"label": label, "chain": m.get("chain", "base"), "hash": m.get("hash"),
                                     "bytes": m.get("bytes"), "parameters": m.get("parameters"),
                                     "peak_rss_bytes": 0, "decode_tok_s": None, "metrics": {},
+                                    "eval_wh": None, "eval_tokens": 0, "wh_per_1k_tokens": None,
                                     "overlap_allowed": m.get("overlap_allowed", False)})
         t = r["task"]["name"]
         if t not in tasks:
@@ -56,11 +57,33 @@ def rows(results: list[dict]) -> tuple[list[dict], list[str]]:
         row["peak_rss_bytes"] = max(row["peak_rss_bytes"], eff.get("peak_rss_bytes") or 0)
         if eff.get("decode_tok_s"):
             row["decode_tok_s"] = eff["decode_tok_s"]
+        en = r.get("energy") or {}
+        if en.get("wh") is not None:  # energy of the requests computed when each result was made
+            row["eval_wh"] = (row["eval_wh"] or 0.0) + en["wh"]
+            row["eval_tokens"] += en.get("tokens") or 0
+            if row["eval_tokens"]:
+                row["wh_per_1k_tokens"] = 1000 * row["eval_wh"] / row["eval_tokens"]
+            row["energy_method"] = en.get("method")
     order = sorted(by.values(), key=lambda x: (-(x["bytes"] or 0), x["label"] != "base"))
-    # accuracy-like tasks first (in the order met), perplexity last
-    tasks.sort(key=lambda t: next(r["task"]["family"] == "perplexity" for r in results
-                                  if r["task"]["name"] == t))
+    # grouped by the survey's task family (question answering first, perplexity last), in the order met
+    tasks.sort(key=lambda t: _group_rank(group_of(results, t)))
     return order, tasks
+
+
+def group_of(results: list[dict], task: str) -> str:
+    r = next(r for r in results if r["task"]["name"] == task)
+    if r["task"].get("group"):
+        return r["task"]["group"]
+    from medslm.tasks.spec import GROUP_OF_FAMILY  # results written before groups were recorded
+
+    fam = r["task"]["family"]
+    return GROUP_OF_FAMILY.get(fam.removesuffix("_cot"), fam)
+
+
+def _group_rank(g: str) -> int:
+    from medslm.tasks.spec import GROUPS
+
+    return GROUPS.index(g) if g in GROUPS else len(GROUPS)
 
 
 def _fmt(m: dict | None) -> str:
@@ -83,9 +106,11 @@ def _mib(b) -> str:
 
 def table(rws: list[dict], tasks: list[str]) -> tuple[list[str], list[list[str]]]:
     head = ["model", "steps"] + [f"{t} ({rws[0]['metrics'].get(t, {}).get('metric', '')})" for t in tasks] + [
-        "MiB on disk", "peak RSS MiB", "decode tok/s"]
+        "MiB on disk", "peak RSS MiB", "decode tok/s", "eval Wh", "Wh/1k tok"]
     body = [[r["label"], r["chain"]] + [_fmt(r["metrics"].get(t)) for t in tasks] +
-            [_mib(r["bytes"]), _mib(r["peak_rss_bytes"]), f"{r['decode_tok_s']:.1f}" if r["decode_tok_s"] else ""]
+            [_mib(r["bytes"]), _mib(r["peak_rss_bytes"]), f"{r['decode_tok_s']:.1f}" if r["decode_tok_s"] else "",
+             f"{r['eval_wh']:.3g}" if r.get("eval_wh") is not None else "",
+             f"{r['wh_per_1k_tokens']:.3g}" if r.get("wh_per_1k_tokens") else ""]
             for r in rws]
     return head, body
 
@@ -144,6 +169,11 @@ def _aggregate(task: str):
         return None
 
 
+XLABEL = {"bytes": "size on disk (MiB)", "decode_tok_s": "decode tokens/s",
+          "wh_per_1k_tokens": "evaluation energy (Wh per 1,000 tokens)"}
+XTITLE = {"bytes": "size", "decode_tok_s": "decode speed", "wh_per_1k_tokens": "energy"}
+
+
 def plot_svg(rws: list[dict], task: str, xkey: str, lines: dict[str, float] | None = None) -> str:
     import matplotlib
 
@@ -167,7 +197,7 @@ def plot_svg(rws: list[dict], task: str, xkey: str, lines: dict[str, float] | No
             if v is not None:
                 ax.axhline(100 * v, ls=style, color="#6e7781", lw=1, label=f"{name} ({100 * v:.0f}%)")
     lower_better = metric.endswith("perplexity") or metric in ("bits_per_byte", "ece")
-    front = pareto([(x, -y if lower_better else y) for x, y in zip(xs, ys)], higher_x_better=(xkey != "bytes"))
+    front = pareto([(x, -y if lower_better else y) for x, y in zip(xs, ys)], higher_x_better=(xkey == "decode_tok_s"))
     if len(front) > 1:
         fx, fy = zip(*sorted((xs[i], ys[i]) for i in front))
         ax.plot(fx, fy, "--", color="#d9480f", lw=1.2, label="Pareto front")
@@ -177,14 +207,13 @@ def plot_svg(rws: list[dict], task: str, xkey: str, lines: dict[str, float] | No
         text = r["label"] if r["chain"] in ("base", r["label"]) else f"{r['label']}\n{r['chain']}"
         ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 6),
                     fontsize=7)
-    ax.set_xlabel("size on disk (MiB)" if xkey == "bytes" else "decode tokens/s")
+    ax.set_xlabel(XLABEL[xkey])
     ylab = {"acc": "accuracy (%)", "macro_f1": "macro-F1 (%)"}.get(metric, metric)
     ax.set_ylabel(f"{task} {ylab}")
     if lower_better:
         ax.invert_yaxis()  # keep "up" = better
     ax.grid(alpha=0.3)
-    ax.set_title(f"{task}: {'accuracy' if scale == 100 else metric} vs "
-                 f"{'size' if xkey == 'bytes' else 'decode speed'}", fontsize=10)
+    ax.set_title(f"{task}: {'accuracy' if scale == 100 else metric} vs {XTITLE[xkey]}", fontsize=10)
     fig.tight_layout()
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
@@ -202,6 +231,18 @@ def _paired_html(paired: list[dict]) -> str:
             "accuracy, paired bootstrap 95% CI of the difference otherwise.</p><ul>" + items + "</ul>")
 
 
+def _group_cells(tasks: list[str], groups: dict[str, str]) -> str:
+    """One header cell per run of tasks in the same family."""
+    cells, i = [], 0
+    while i < len(tasks):
+        j = i
+        while j + 1 < len(tasks) and groups[tasks[j + 1]] == groups[tasks[i]]:
+            j += 1
+        cells.append(f'<th colspan="{j - i + 1}">{html.escape(groups[tasks[i]])}</th>')
+        i = j + 1
+    return "".join(cells)
+
+
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1b1f24}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right}
 th:first-child,td:first-child,td:nth-child(2){text-align:left}th{background:#f6f8fa}
@@ -215,24 +256,31 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
     out = Path(out or (results_dir.parent if results_dir.name == "results" else results_dir))
     results = load_results(results_dir)
     rws, tasks = rows(results)
-    if task_order:
-        tasks.sort(key=lambda t: task_order.index(t) if t in task_order else len(task_order))
     if model_order:  # a recipe's variants in its own order
         rws.sort(key=lambda r: model_order.index(r["label"]) if r["label"] in model_order else len(model_order))
+    if task_order:  # a recipe's order within each task family
+        tasks.sort(key=lambda t: (_group_rank(group_of(results, t)), task_order.index(t) if t in task_order else 99))
+    groups = {t: group_of(results, t) for t in tasks}
     head, body = table(rws, tasks)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     hw = results[0]["efficiency"]
     hardware = f"{hw.get('cpu') or hw.get('gpu')}, {hw.get('threads')} threads"
     paired = paired_rows(results, rws, tasks)
-    lb = {"schema_version": 1, "created": created, "hardware": hardware, "tasks": tasks, "models": rws,
+    lb = {"schema_version": 1, "created": created, "hardware": hardware, "tasks": tasks, "groups": groups,
+          "models": rws,
           "paired": paired, "sources": sorted(r.get("path", "") for r in results)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.json").write_text(json.dumps(lb, indent=1, default=float) + "\n")
+    fam_row = ["task family", ""] + [groups[t] for t in tasks] + ["", "", "", "", ""]
     md = ["# medslm report", "", f"{len(rws)} models x {len(tasks)} tasks; {hardware}; {created}", "",
-          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+          "| " + " | ".join(head) + " |", "|" + "---|" * len(head), "| " + " | ".join(fam_row) + " |"]
     md += ["| " + " | ".join(row) + " |" for row in body]
     md += ["", "Accuracy in % ± half the 95% bootstrap CI; perplexity with its CI. Reproduce from the "
            "result JSONs (task and prompt version, seed, artifact hash, package versions)."]
+    methods = sorted({r["energy_method"] for r in rws if r.get("energy_method")})
+    if methods:
+        md += ["", "Energy: the evaluation's own requests (cached ones cost nothing again), " + "; ".join(methods)
+               + ". Carbon (gCO2e, with the grid intensity used) is in each result's `energy`."]
     if paired:
         md += ["", f"## Against {paired[0]['against']}, item by item", "",
                "Exact McNemar test for accuracy, paired bootstrap 95% CI of the difference otherwise; "
@@ -244,7 +292,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
     plots = []
     for t in tasks:
         lines = baselines(results, t)
-        for xkey in ("bytes", "decode_tok_s"):
+        for xkey in ("bytes", "decode_tok_s", "wh_per_1k_tokens"):
             svg = plot_svg(rws, t, xkey, lines)
             if svg:
                 plots.append(f"<figure>{svg}</figure>")
@@ -253,11 +301,13 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>medslm report</title>
 <style>{CSS}</style></head><body><h1>medslm trade-off report</h1>
 <p>{len(rws)} models × {len(tasks)} tasks · {esc(hardware)} · {esc(created)}</p>
-<table><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr></thead><tbody>{rows_html}</tbody></table>
+<table><thead><tr><th colspan="2">task family</th>{_group_cells(tasks, groups)}<th colspan="5"></th></tr>
+<tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr></thead><tbody>{rows_html}</tbody></table>
 <p class="note">Accuracy in % ± half the 95% bootstrap CI. Dashed line: Pareto front. Every number traces
 to a result JSON in {esc(str(results_dir))} (task and prompt version, seed, artifact hash, packages).</p>
+{('<p class="note">Energy: ' + esc('; '.join(methods)) + '.</p>') if methods else ''}
 {_paired_html(paired)}
 <div class="plots">{''.join(plots)}</div></body></html>"""
     (out / "report.html").write_text(page)
     return {"html": str(out / "report.html"), "md": str(out / "report.md"),
-            "leaderboard": str(out / "leaderboard.json"), "table": "\n".join(md[4:4 + len(body) + 2])}
+            "leaderboard": str(out / "leaderboard.json"), "table": "\n".join(md[4:4 + len(body) + 3])}

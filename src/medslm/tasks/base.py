@@ -99,7 +99,13 @@ class Task:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "dataset": self.dataset, "split": self.split, "family": self.family,
                 "prompt_version": self.prompt_version, "metrics": list(self.metrics),
-                "primary": self.primary, "approximate": self.approximate}
+                "primary": self.primary, "approximate": self.approximate, "group": self.group()}
+
+    def group(self) -> str:
+        """The survey's task family this benchmark belongs to (the report groups by it)."""
+        from medslm.tasks.spec import GROUP_OF_FAMILY, group_of
+
+        return group_of(self.spec) if self.spec is not None else GROUP_OF_FAMILY.get(self.family, self.family)
 
 
 TASKS = Registry("task")  # filled from the benchmark specs (medslm.tasks.spec) by medslm.tasks

@@ -54,7 +54,8 @@ def sentences(text: str) -> list[str]:
 class OpenGeneration(Task):
     def __init__(self, name: str, spec: TaskSpec, *, split: str | None = None, **options: Any):
         super().__init__(name=name, dataset=spec.dataset, split=split or spec.split, family="open_generation",
-                         prompt_version=spec.prompt_version, metrics=("rougeL", "semantic_sim", "length"),
+                         prompt_version=spec.prompt_version,
+                         metrics=("rougeL", *spec.metrics, "semantic_sim", "length"),
                          description=spec.description, primary="rougeL", options=options, spec=spec)
 
     @classmethod
@@ -73,16 +74,19 @@ class OpenGeneration(Task):
         return bool(e.answer.strip())
 
     def requests(self, e):
-        return [GenerateRequest(self.text(e), until=("\n\nQuestion:", "\n\n\n"),
-                                max_tokens=int(self.options.get("max_tokens", 128)))]
+        opts = {**self.spec.options, **self.options}
+        return [GenerateRequest(self.text(e), until=tuple(opts.get("until", ("\n\nQuestion:", "\n\n\n"))),
+                                max_tokens=int(opts.get("max_tokens", 128)))]
 
     def score(self, e, responses) -> dict[str, Any]:
         from rouge_score import rouge_scorer
 
         out = responses[0].strip()
-        r = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(e.answer, out)["rougeL"].fmeasure
+        kinds = ["rougeL", *(m for m in self.spec.metrics if m.startswith("rouge"))]
+        got = rouge_scorer.RougeScorer(kinds, use_stemmer=True).score(e.answer, out)
         sim = cosine([e.answer], [out or " "])[0]
-        return {"rougeL": r, "semantic_sim": sim, "length": len(out.split()), "generation": out}
+        return {**{k: got[k].fmeasure for k in kinds}, "semantic_sim": sim, "length": len(out.split()),
+                "generation": out}
 
 
 class Amega(Task):

@@ -142,7 +142,7 @@ class MultipleChoiceTask(Task):
         if self.cot:
             pred = self.parse(e, responses[0])
             return {"acc": float(pred == e.answer), "pred": pred, "gold": e.answer,
-                    "generation": responses[0]}
+                    "n_options": len(self.labels(e)), "generation": responses[0]}
         lls = [r[0] for r in responses]
         labels = self.labels(e)
         pred = max(range(len(lls)), key=lambda i: lls[i])
@@ -159,7 +159,8 @@ class MultipleChoiceTask(Task):
         if not self.cot:
             out["acc_norm"] = sum(r["acc_norm"] for r in records) / len(records)
             out["ece"] = expected_calibration_error(records)
-        if "macro_f1" in self.metrics:
+        if "macro_f1" in self.metrics:  # over every class the choices offer (3 for PubMedQA, 5 for ChemProt)
+            n = max(r.get("n_options") or len(r.get("loglik") or ()) for r in records)
             out["macro_f1"] = macro_f1([r["gold"] for r in records],
-                                       [-1 if r["pred"] is None else r["pred"] for r in records], 3)
+                                       [-1 if r["pred"] is None else r["pred"] for r in records], n)
         return out

@@ -23,6 +23,8 @@ FAMILIES = {
     "multiple_choice": "medslm.tasks.multiple_choice:MultipleChoiceTask",
     "open_generation": "medslm.tasks.generation:OpenGeneration",
     "rubric": "medslm.tasks.generation:Amega",
+    "safety": "medslm.tasks.safety:Safety",
+    "ner": "medslm.tasks.ner:NERTask",
     "classification": "medslm.tasks.classification:YesNoTask",
     "perplexity": "medslm.tasks.perplexity:MedPPL",
 }
@@ -48,6 +50,19 @@ class TaskSpec:
     # "prompt": callable(example) -> str, "own_doc": callable(example) -> doc id to exclude}
     rag: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)  # family-specific (question, qa_prompt, ...)
+    group: str = ""  # the survey's NLP task family, when the mechanics' family does not say it
+
+
+# the survey's task families (Garg et al. 2025), in the report's order; a spec's own `group` wins
+GROUPS = ("question answering", "open question answering", "named-entity recognition", "relation extraction",
+          "summarization", "safety", "clinical rubric", "classification", "language modelling")
+GROUP_OF_FAMILY = {"multiple_choice": "question answering", "open_generation": "open question answering",
+                   "ner": "named-entity recognition", "safety": "safety", "rubric": "clinical rubric",
+                   "classification": "classification", "perplexity": "language modelling"}
+
+
+def group_of(spec: TaskSpec) -> str:
+    return spec.group or GROUP_OF_FAMILY.get(spec.family, spec.family)
 
 
 SPECS: dict[str, TaskSpec] = {}
@@ -89,5 +104,5 @@ def render(template: str | Callable[[Any], str], e: Any) -> str:
         return template(e)
     fields = {k: v for k, v in vars(e).items() if isinstance(v, str)}
     opts = getattr(e, "options", None) or []
-    fields["options"] = "".join(f"{LETTERS[i]}. {o}\n" for i, o in enumerate(opts))
+    fields["options"] = "".join(f"{chr(65 + i)}. {o}\n" for i, o in enumerate(opts))  # A., B., ...
     return template.format(**fields)

@@ -6,8 +6,9 @@ Before any training, every training example is compared (exact and near-duplicat
 - every evaluation split of the same dataset: the split its evaluation task reads by default, the
   dataset's ``test`` and ``validation`` splits where present, and, when training on a carved
   ``fit@N``, the matching ``dev@N`` in place of the split it was carved from;
-- ``medppl``'s documents when training reads PubMedQA abstracts or MedQuAD answers (with the same
-  carve, so ``pubmedqa:fit@50`` is checked against ``medppl`` on ``dev@50``);
+- ``medppl``'s documents of the same dataset when training reads PubMedQA abstracts or MedQuAD
+  answers (with the same carve, so ``pubmedqa:fit@50`` is checked against ``medppl``'s PubMedQA
+  abstracts on ``dev@50``, and ``medquad:train`` against its MedQuAD answers);
 - any evaluation set the user names (``check: medqa:test,medppl``).
 
 Overlap is an error listing the ids, unless ``allow_overlap`` is set; then the overlap is recorded
@@ -42,13 +43,15 @@ def eval_sets(parts, check: str = "") -> dict[str, list]:
 
     sets: dict[str, list] = {}
 
-    def add(task: str, split: str | None, optional: bool = False) -> None:
+    def add(task: str, split: str | None, optional: bool = False, source: str | None = None) -> None:
         try:
             name, ex = _task_examples(task, split)
         except DataError:
             if optional:
                 return
             raise
+        if source is not None:  # medppl mixes datasets: a part is checked against its own dataset's texts
+            name, ex = f"{name}[{source}]", [e for e in ex if str(e.id).startswith(source + "-")]
         if name not in sets:
             sets[name] = ex
 
@@ -72,7 +75,7 @@ def eval_sets(parts, check: str = "") -> dict[str, list]:
                 add(task, s, optional=True)
         if p.dataset in MEDPPL_SOURCES:
             add("medppl", p.split.replace("fit@", "dev@") if carve is not None and carve.part == "fit"
-                else None, optional=True)
+                else None, optional=True, source=p.dataset)
     for item in [s.strip() for s in check.split(",") if s.strip()]:
         task, _, split = item.partition(":")
         from medslm.tasks import TASKS
