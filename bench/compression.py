@@ -84,7 +84,8 @@ def main() -> None:
 
     import yaml
 
-    from medslm.pipeline import load_recipe, run_recipe
+    from medslm.pipeline import run_recipe
+    from medslm.recipe_load import load_recipe
 
     names = a.variants.split(",")
     if a.gguf:

@@ -27,6 +27,8 @@ def _isolated_cache(tmp_path, monkeypatch, request):
     # unit tests never touch the user's cache; integration tests use the real one (conversion is slow)
     if "integration" not in request.keywords:
         monkeypatch.setenv("MEDSLM_CACHE", str(tmp_path / "medslm-cache"))
+    if "energy" not in request.keywords:  # the meter's hardware probe costs a second a run
+        monkeypatch.setenv("MEDSLM_ENERGY", "0")
 
 
 @pytest.fixture

@@ -31,6 +31,8 @@ COMMANDS = {
     "serve": "medslm.commands.serve",
     "rag": "medslm.commands.rag",
     "bench": "medslm.commands.bench",
+    "card": "medslm.commands.share",
+    "push": "medslm.commands.share",
 }
 
 

@@ -1,6 +1,7 @@
 """Run a recipe: a model, variants (chains of method steps), evaluations, one report.
 
-A recipe (YAML, versioned, unknown keys rejected, every error naming its line and key)::
+A recipe (YAML, versioned, unknown keys rejected, every error naming its line and key: see
+:mod:`medslm.recipe_load`)::
 
     version: 1
     name: quickstart
@@ -34,11 +35,10 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medslm import settings
-from medslm.errors import ConfigError, MedslmError
+from medslm.errors import MedslmError
 
 RECIPE_VERSION = 1
 
@@ -53,6 +53,7 @@ class EvalSpec(BaseModel):
     fewshot: int = 0
     batch_size: int = 8
     decode_bench: bool = True
+    chat_template: Literal["off", "auto", "on"] = "off"  # auto: chat-tuned variants are asked in turns
 
     @field_validator("tasks")
     @classmethod
@@ -159,6 +160,14 @@ class Recipe(BaseModel):
     eval: EvalSpec
     variants: list[Variant] = Field(min_length=1)
     output: str | None = None
+    serve: str | None = None  # a variant `medslm serve` runs by default once the recipe has built it
+
+    @model_validator(mode="after")
+    def _serve(self):
+        names = [v.name for v in self.variants]
+        if self.serve is not None and self.serve not in names:
+            raise ValueError(f"serve={self.serve!r} names no variant; choose one of {', '.join(names)}")
+        return self
 
     @field_validator("version")
     @classmethod
@@ -166,73 +175,6 @@ class Recipe(BaseModel):
         if v != RECIPE_VERSION:
             raise ValueError(f"recipe version {v} is not supported (this medslm reads version {RECIPE_VERSION})")
         return v
-
-
-# --------------------------------------------------------------------------------- loading
-def _lines(node, path=()) -> dict[tuple, int]:
-    """Map every key path of a YAML document to its 1-based line."""
-    out = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            out[path + (k.value,)] = k.start_mark.line + 1
-            out.update(_lines(v, path + (k.value,)))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            out.update(_lines(v, path + (i,)))
-    return out
-
-
-def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
-    loc = tuple(loc)
-    while loc and loc not in lines:
-        loc = loc[:-1]
-    return lines.get(loc, 1)
-
-
-def load_recipe(path: str | os.PathLike) -> Recipe:
-    """Parse and validate a recipe; any problem is one ConfigError naming file, line and key."""
-    from medslm.methods.base import format_validation_error, parse_config
-
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(f"recipe {p}: cannot read ({e.strerror})") from e
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"{p}:{mark.line + 1 if mark else '?'}: not valid YAML ({getattr(e, 'problem', e)})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}:1: a recipe is a mapping with version, name, model, eval, variants")
-    lines = _lines(node)
-    try:
-        recipe = Recipe(**data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(err["loc"])
-        one = ValidationError.from_exception_data(e.title, [err])
-        raise ConfigError(f"{p}:{_line_of(lines, loc)}: {format_validation_error(one)}") from None
-    seen = set()
-    for i, v in enumerate(recipe.variants):
-        if v.name in seen:
-            raise ConfigError(f"{p}:{_line_of(lines, ('variants', i, 'name'))}: variants.{i}.name: "
-                              f"duplicate variant name {v.name!r}")
-        seen.add(v.name)
-        for j, s in enumerate(v.steps):
-            try:
-                parse_config(s)
-            except MedslmError as e:
-                raise ConfigError(f"{p}:{_line_of(lines, ('variants', i, 'steps', j))}: "
-                                  f"variants.{i}.steps.{j}: {e}") from None
-    from medslm.models.loading import resolve
-
-    try:
-        resolve(recipe.model, pull=False)
-    except MedslmError as e:
-        raise ConfigError(f"{p}:{_line_of(lines, ('model',))}: model: {e}") from None
-    return recipe
 
 
 # --------------------------------------------------------------------------------- running
@@ -286,7 +228,8 @@ def _result_ok(f: Path, art_hash: str, task: str, spec: EvalSpec, dtype: str | N
     if dtype and r.get("model", {}).get("dtype") != TORCH_DTYPE[dtype]:
         return False
     return (r.get("model", {}).get("hash") == art_hash and t.get("limit") == spec.limit_for(task)
-            and t.get("seed") == spec.seed and t.get("fewshot") == spec.fewshot)
+            and t.get("seed") == spec.seed and t.get("fewshot") == spec.fewshot
+            and t.get("chat_mode", "off") == spec.chat_template)
 
 
 def evaluate_variant(art, label: str, tasks: list[str], spec: EvalSpec, results: Path,
@@ -308,6 +251,8 @@ def evaluate_variant(art, label: str, tasks: list[str], spec: EvalSpec, results:
         cmd += ["--split", ",".join(f"{t}={s}" for t, s in splits.items())]
     if not spec.decode_bench:
         cmd.append("--no-decode-bench")
+    if spec.chat_template != "off":
+        cmd += ["--chat-template", spec.chat_template]
     if threads:
         cmd += ["--threads", str(threads)]
     if dtype:
@@ -387,6 +332,12 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
         if todo:
             evaluate_variant(art, v.name, todo, recipe.eval, results, threads, log, backend=v.backend,
                              model=gguf_model, dtype=v.dtype)
+        if v.name == recipe.serve:
+            from medslm.serve.default_model import register
+
+            e = register(find_gguf(gguf_model) if v.backend == "llamacpp" else art.path, recipe=recipe.name,
+                         variant=v.name, run=out)
+            log(f"  {v.name}: `medslm serve` now serves {e['path']} by default")
     from medslm.report.build import build_report
 
     rep = build_report(results, out, task_order=recipe.eval.tasks,

@@ -36,8 +36,9 @@ def tokenizer():
 
 
 @functools.lru_cache(maxsize=None)
-def spm_tokenizer():
-    """A Gemma-style vocabulary: byte-fallback BPE over '▁'-escaped text, with special tokens."""
+def spm_tokenizer(turns: bool = False):
+    """A Gemma-style vocabulary: byte-fallback BPE over '▁'-escaped text, with special tokens;
+    ``turns``: also Gemma's turn markers (as the real vocabulary has them, ids after the others)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -46,7 +47,8 @@ def spm_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.Split("▁", "merged_with_next")  # "▁word", as SentencePiece
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     bytes_ = [f"<0x{i:02X}>" for i in range(256)]
-    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"] + bytes_)
+    marks = ["<start_of_turn>", "<end_of_turn>"] if turns else []
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"] + marks + bytes_)
     tok.train_from_iterator(CORPUS, trainer)
     tok.post_processor = processors.TemplateProcessing(  # BOS first, as Gemma's tokenizer adds it
         single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
@@ -90,12 +92,12 @@ def model(arch: str, seed: int = 0, vocab_size: int | None = None):
     return m
 
 
-def save_artifact(arch: str, out, seed: int = 0, spm: bool = False):
+def save_artifact(arch: str, out, seed: int = 0, spm: bool = False, turns: bool = False):
     """A tiny random model saved as an artifact; ``spm``: with the SentencePiece-style vocabulary
     (byte fallback) that llama.cpp's converters read for Gemma and Llama."""
     from medslm.models.artifact import ModelArtifact
 
-    tok = spm_tokenizer() if spm else tokenizer()
+    tok = spm_tokenizer(turns) if spm else tokenizer()
     m = model(arch, seed, len(tok) if spm else None)
     if spm:
         m.config.bos_token_id, m.config.eos_token_id, m.config.pad_token_id = (

@@ -12,7 +12,7 @@ import pytest
 from helpers import tiny
 
 from medslm.errors import ConfigError
-from medslm.pipeline import load_recipe
+from medslm.recipe_load import load_recipe
 
 RECIPE = """\
 version: 1
@@ -109,6 +109,8 @@ def test_kill_during_run_then_resume(setup):
     (lambda s: s.replace("- name: base", "- name: base\n    backend: llamacpp\n    dtype: bf16"),
      r":8: variants.0: .*dtype: applies to the hf backend"),
     (lambda s: s.replace("- name: base", "- name: base\n    dtype: int3"), r":9: variants.0.dtype='int3': .*'fp32', 'bf16' or 'fp16'"),
+    (lambda s: s.replace("version: 1", "version: 1\nserve: nope"), r"serve='nope' names no variant; choose one of base, trim\+int4"),
+    (lambda s: s.replace("  decode_bench: true", "  decode_bench: true\n  chat_template: always"), r"eval.chat_template"),
 ])
 def test_recipe_errors_name_line_and_key(setup, edit, msg):
     tmp, recipe = setup
@@ -145,6 +147,26 @@ def test_quickstart_recipe_is_valid(monkeypatch, tmp_path):
     assert r.eval.tasks == ["pubmedqa", "medmcqa", "medppl"]
     assert [v.backend for v in r.variants] == ["hf", "llamacpp", "llamacpp", "llamacpp"]  # where it ships
     assert r.eval.limit_for("medmcqa") >= 100
+
+
+def test_a_recipe_registers_the_model_serve_runs_by_default(setup, monkeypatch):
+    """serve: VARIANT registers that variant's model once built; `medslm serve` without --model
+    takes the newest registered one that still exists unchanged, else the base with a note."""
+    from medslm.serve.default_model import BASE, BASE_NOTE, default_model
+
+    tmp, recipe = setup
+    monkeypatch.setenv("MEDSLM_CACHE", str(tmp / "cache"))  # the cache the recipe's run used
+    assert default_model() == (BASE, BASE_NOTE) and "not instruction-tuned" in BASE_NOTE
+    recipe.write_text(recipe.read_text().replace("version: 1", "version: 1\nserve: trim+int4"))
+    p = run(recipe, tmp / "out")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "`medslm serve` now serves" in p.stdout
+    model, note = default_model()
+    art = json.loads((tmp / "cache" / "served.json").read_text())["models"][0]
+    assert model == art["path"] and art["variant"] == "trim+int4" and "trim+int4" in note
+    assert (Path(model) / "medslm.json").is_file()  # the built variant's artifact
+    shutil.rmtree(model)  # gone: back to the base
+    assert default_model() == (BASE, BASE_NOTE)
 
 
 def test_report_renders_plots_in_chromium(setup):

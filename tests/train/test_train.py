@@ -281,3 +281,27 @@ def test_no_eos_option(tmp_path, data):
     assert a[-1] == tok.eos_token_id and b == a[:-1] and lb == la[:-1]
     cfg = parse_config({"method": "finetune", "eos": False})
     assert cfg.eos is False
+
+
+def test_report_to_tensorboard_logs_the_losses_that_provenance_records(tmp_path, data, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("MEDSLM_CACHE", str(tmp_path / "cache"))
+    art = tiny.save_artifact("llama", tmp_path / "base")
+    ft = compress(art, {"method": "finetune", "tuning": "lora", "data": "pubmedqa:fit@6", "max_steps": 4,
+                        "batch_size": 2, "seq_len": 64, "report_to": "tensorboard"}, tmp_path / "ft")
+    step = ft.meta.steps[-1]
+    logdir = Path(step["tensorboard_logdir"])
+    assert logdir.is_dir() and str(logdir).startswith(str(tmp_path / "cache"))  # kept after the checkpoints go
+    ev = EventAccumulator(str(logdir))
+    ev.Reload()
+    loss = [e.value for e in ev.Scalars("train/loss")]
+    assert len(loss) == step["steps"] and loss[0] == pytest.approx(step["first_loss"], rel=1e-4)
+    assert loss[-1] == pytest.approx(step["last_loss"], rel=1e-4)
+    # the default stays off
+    ft2 = compress(art, {"method": "finetune", "tuning": "lora", "data": "pubmedqa:fit@6", "max_steps": 1,
+                         "batch_size": 2, "seq_len": 64}, tmp_path / "ft2")
+    assert "tensorboard_logdir" not in ft2.meta.steps[-1]

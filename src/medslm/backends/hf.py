@@ -288,7 +288,7 @@ class HFBackend(Backend):
                                   f"context of {self.max_length}")
             ids = ids[-budget:]
             gc = GenerationConfig(max_new_tokens=r.max_tokens, do_sample=False, num_beams=1,
-                                  pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id)
+                                  pad_token_id=pad, eos_token_id=sorted(self.eos_ids) or None)
             kwargs: dict[str, Any] = {}
             if r.until:
                 gc.stop_strings = list(r.until)

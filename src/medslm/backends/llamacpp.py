@@ -84,7 +84,9 @@ class LlamaCppBackend(Backend):
         self._serving_facts()
 
     def tokens(self, text: str, bos: bool) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False)
+        # special-token strings (a chat template's turn markers) parse as those tokens, as the hf
+        # backend's tokenizer parses them
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=True)
 
     def _eval(self, tokens: list[int], keep: int):
         """Evaluate ``tokens`` after the first ``keep`` already in the KV cache; return all scores."""

@@ -46,7 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "one pass, exactly as a server scoring lm-eval's echo requests)")
     p.add_argument("--judge", default="semantic", help="amega judge: 'semantic', a model reference "
                    "(BACKEND:REF), or an OpenAI-compatible server URL[#MODEL] (e.g. http://127.0.0.1:8000/v1#judge)")
+    p.add_argument("--chat-template", default="off", choices=("off", "auto", "on"),
+                   help="ask each prompt as a user turn of the model's chat template (auto: when it has "
+                        "one; on: it must), as lm-eval's --apply_chat_template; default off (plain prompts)")
     p.add_argument("--output", default=None, metavar="DIR", help="write one results JSON per task here")
+    p.add_argument("--export-lm-eval", default=None, metavar="DIR",
+                   help="write the tasks (--tasks ls: every task) as lm-evaluation-harness task folders "
+                        "(JSONL of medslm's exact prompts + YAML) instead of evaluating; run them with "
+                        "lm_eval --include_path DIR --tasks medslm_NAME")
     p.add_argument("--data", default=None, metavar="PATH", help="read the task's dataset from PATH")
     p.add_argument("--cache", default=None, metavar="FILE", help="request cache (default in MEDSLM_CACHE)")
     p.add_argument("--bootstrap", type=nonneg_int, default=1000, help="bootstrap resamples for CIs (0: none)")
@@ -194,6 +201,8 @@ def check_data(args, tasks, split, limit) -> None:
 
 
 def cmd_eval(args) -> int:
+    if args.export_lm_eval:
+        return export_lm_eval(args)
     if args.tasks.strip() == "ls":
         return list_tasks()
     from medslm.backends.base import BACKENDS, get_backend
@@ -232,7 +241,7 @@ def cmd_eval(args) -> int:
     results = evaluate(backend, tasks, split=split, limit=limit, seed=args.seed,
                        fewshot=args.fewshot, output=None, cache_path=args.cache,
                        data_path=args.data, bootstrap=args.bootstrap,
-                       measure_decode=not args.no_decode_bench)
+                       measure_decode=not args.no_decode_bench, chat_template=args.chat_template)
     from medslm.evaluate.runner import write_result
 
     for r in results:
@@ -251,6 +260,24 @@ def cmd_eval(args) -> int:
             if r.get("path"):
                 print(f"wrote {r['path']}")
     return 0
+
+
+def export_lm_eval(args) -> int:
+    from medslm.evaluate.lm_eval_export import export
+    from medslm.tasks import TASKS
+
+    names = TASKS.names() if args.tasks.strip() == "ls" else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    for n in names:
+        if n not in TASKS:
+            raise TASKS.unknown(n)
+    done = export(names, args.export_lm_eval, split=parse_split(args.split, names),
+                  limit=parse_limit(args.limit, names), seed=args.seed)
+    skipped = {n: why for n, why in done.items() if why.startswith("skipped")}
+    for n, why in skipped.items():
+        print(f"  {n}: {why}")
+    print(f"exported {len(done) - len(skipped)} task(s) to {args.export_lm_eval}; run: lm_eval --model hf "
+          f"--model_args pretrained=DIR --include_path {args.export_lm_eval} --tasks medslm_NAME")
+    return 0 if len(done) > len(skipped) else 1
 
 
 def rag_eval(args, backend, names, split, limit) -> int:

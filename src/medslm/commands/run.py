@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args) -> int:
-    from medslm.pipeline import load_recipe, run_output, run_recipe
+    from medslm.pipeline import run_output, run_recipe
+    from medslm.recipe_load import load_recipe
 
     path = Path(args.recipe) if args.recipe else default_recipe()
     recipe = load_recipe(path)

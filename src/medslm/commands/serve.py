@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' "
                         "-d '{\"messages\":[{\"role\":\"user\",\"content\":\"What is scurvy?\"}]}'"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="gemma3-270m")
+    p.add_argument("--model", default=None, help="model reference or .gguf (default: the newest model a recipe "
+                   "registered to serve, e.g. the medical assistant; else the embedded base gemma3-270m)")
     p.add_argument("--backend", default="auto", help="auto (default: llamacpp for GGUF) | llamacpp | hf")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -57,6 +58,13 @@ def cmd_serve(args) -> int:
             raise MedslmError(f"{flag} {v}: must be at least {lo}")
     if args.request_timeout <= 0:
         raise MedslmError(f"--request-timeout {args.request_timeout}: must be positive")
+    if args.model is None:
+        import sys
+
+        from medslm.serve.default_model import default_model
+
+        args.model, note = default_model()
+        print(f"medslm serve: {note}", file=sys.stderr, flush=True)
     limits = Limits(slots=args.slots, queue=args.queue, max_tokens_default=args.max_tokens,
                     max_tokens_cap=args.max_tokens_cap, request_seconds=args.request_timeout,
                     max_body_bytes=args.max_body)

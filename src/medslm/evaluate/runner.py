@@ -23,6 +23,7 @@ from medslm.evaluate.cache import RequestCache, request_key
 from medslm.evaluate.efficiency import decode_speed, hardware
 from medslm.evaluate.metrics import bootstrap_ci
 from medslm.models.artifact import package_versions
+from medslm.models.chat_template import digest
 from medslm.system import peak_rss_bytes
 from medslm.tasks.base import Task, get_task
 
@@ -45,8 +46,9 @@ def _tokens(backend, req) -> int:
 
 
 def run_requests(backend, reqs: list, cache: RequestCache | None, progress: bool = True,
-                 desc: str = "") -> tuple[list, list[float]]:
-    """Answer ``reqs`` (in order), using and filling the cache. Returns (answers, seconds)."""
+                 desc: str = "") -> tuple[list, list[float], list[bool]]:
+    """Answer ``reqs`` (in order), using and filling the cache. Returns (answers, seconds, computed
+    now rather than read from the cache)."""
     from tqdm.auto import tqdm
 
     bkey = backend.cache_key()
@@ -77,13 +79,47 @@ def run_requests(backend, reqs: list, cache: RequestCache | None, progress: bool
                 known[k] = (a, s)
             bar.update(len(chunk))
     bar.close()
-    return [known[k][0] for k in keys], [known[k][1] for k in keys]
+    fresh = {k for v in todo.values() for k, _ in v}
+    return [known[k][0] for k in keys], [known[k][1] for k in keys], [k in fresh for k in keys]
+
+
+def chat_template_of(backend, mode: str) -> str | None:
+    """The template ``--chat-template`` asks for: ``off`` none, ``auto`` the model's own if it has
+    one, ``on`` the model's own (an error without one)."""
+    if mode not in ("off", "auto", "on"):
+        from medslm.errors import ConfigError
+
+        raise ConfigError(f"--chat-template {mode!r}: choose off, auto or on")
+    tpl = getattr(backend, "chat_template", None) or None
+    if mode == "on" and not tpl:
+        from medslm.errors import ConfigError
+
+        raise ConfigError("--chat-template on: this model has no chat template (a base model; fine-tune "
+                          "it with chat_template: true, or use --chat-template auto/off)")
+    return tpl if mode != "off" else None
+
+
+def as_chat(backend, template: str, reqs: list) -> list:
+    """Each prompt as one user turn of ``template`` (the answer is the model's turn, so a scored
+    continuation loses its leading space, as training in chat form writes it); perplexity text
+    stays plain."""
+    from medslm.models.chat_template import user_turn
+
+    bos, eos = backend.special_tokens.get("bos_token", ""), backend.special_tokens.get("eos_token", "")
+    out = []
+    for r in reqs:
+        if isinstance(r, LoglikelihoodRequest):
+            r = LoglikelihoodRequest(user_turn(template, r.context, bos, eos), r.continuation.lstrip())
+        elif isinstance(r, GenerateRequest):
+            r = GenerateRequest(user_turn(template, r.context, bos, eos), r.until, r.max_tokens)
+        out.append(r)
+    return out
 
 
 def evaluate_task(backend, task: Task, *, split: str | None = None, limit: int | None = None,
                   seed: int = 1234, fewshot: int = 0, cache: RequestCache | None = None,
                   data_path: str | None = None, bootstrap: int = 1000, progress: bool = True,
-                  decode: dict | None = None) -> dict[str, Any]:
+                  decode: dict | None = None, chat_template: str = "off") -> dict[str, Any]:
     t0 = time.perf_counter()
     examples = task.examples(split, limit, seed, path=data_path)
     if not examples:
@@ -92,8 +128,11 @@ def evaluate_task(backend, task: Task, *, split: str | None = None, limit: int |
         raise MedslmError(f"task {task.name}: no examples in split {split or task.split!r}")
     task.prepare(examples, fewshot=fewshot, seed=seed, path=data_path)
     per_ex = [task.requests(e) for e in examples]
+    template = chat_template_of(backend, chat_template)
+    if template:
+        per_ex = [as_chat(backend, template, rs) for rs in per_ex]
     flat = [r for rs in per_ex for r in rs]
-    answers, seconds = run_requests(backend, flat, cache, progress, desc=task.name)
+    answers, seconds, fresh = run_requests(backend, flat, cache, progress, desc=task.name)
     records, lat = [], []
     i = 0
     for e, rs in zip(examples, per_ex):
@@ -106,6 +145,11 @@ def evaluate_task(backend, task: Task, *, split: str | None = None, limit: int |
     cis = bootstrap_ci(records, task.aggregate, n=bootstrap, seed=seed) if bootstrap else {}
     ll_secs = sum(s for r, s in zip(flat, seconds) if not isinstance(r, GenerateRequest))
     ll_toks = sum(_tokens(backend, r) for r in flat if not isinstance(r, GenerateRequest))
+    gen_toks = sum(_tokens(backend, r) + backend.count_tokens(a) for r, a in zip(flat, answers)
+                   if isinstance(r, GenerateRequest) and isinstance(a, str))
+    # what this run computed (cached requests cost nothing now): the tokens its energy is divided by
+    computed = sum(_tokens(backend, r) + (backend.count_tokens(a) if isinstance(a, str) else 0)
+                   for r, a, f in zip(flat, answers, fresh) if f)
     lat_sorted = sorted(lat)
     desc = backend.describe()
     eff = {
@@ -114,14 +158,16 @@ def evaluate_task(backend, task: Task, *, split: str | None = None, limit: int |
         "prefill_tok_s": round(ll_toks / ll_secs, 1) if ll_secs > 0 else None,
         "latency_mean_s": round(sum(lat) / len(lat), 4),
         "latency_p95_s": round(lat_sorted[min(len(lat) - 1, int(0.95 * len(lat)))], 4),
-        "wall_seconds": round(time.perf_counter() - t0, 2),
+        "wall_seconds": round(time.perf_counter() - t0, 2), "tokens": ll_toks + gen_toks,
+        "tokens_computed": computed,
         **(decode or {}), **hardware(backend),
     }
     return {
         "schema_version": SCHEMA_VERSION,
         "task": {**task.describe(), "split": task.resolved_split or split or task.split,
                  "requested_split": split,
-                 "n": len(examples), "limit": limit, "fewshot": fewshot, "seed": seed},
+                 "n": len(examples), "limit": limit, "fewshot": fewshot, "seed": seed,
+                 "chat_template": digest(template), "chat_mode": chat_template},
         "model": desc,
         "metrics": {k: {"value": v, "ci95": list(cis[k]) if k in cis else None}
                     for k, v in metrics.items()},
@@ -155,27 +201,34 @@ def evaluate(backend, tasks: list[str | Task], *, split: str | dict[str, str] | 
              limit: int | dict[str, int] | None = None,
              seed: int = 1234, fewshot: int = 0, output: str | Path | None = None,
              cache_path: str | Path | None = None, data_path: str | None = None,
-             bootstrap: int = 1000, progress: bool = True, measure_decode: bool = True) -> list[dict]:
+             bootstrap: int = 1000, progress: bool = True, measure_decode: bool = True,
+             chat_template: str = "off") -> list[dict]:
     """Evaluate ``backend`` on ``tasks``; write one JSON per task under ``output`` if given.
     ``limit``: one number for every task, or {task: number}; ``split`` likewise (e.g.
     ``{"pubmedqa": "dev@50", "medmcqa": "dev@500"}``; tasks not named keep their own split)."""
     from medslm import settings
 
     task_objs = [t if isinstance(t, Task) else get_task(t) for t in tasks]
+    from medslm.energy import Meter, per_tokens
+
     cache = RequestCache(cache_path or settings.cache_dir() / "requests.sqlite")
     decode = decode_speed(backend) if measure_decode else None
     results = []
+    meter = Meter()
     try:
         for t in task_objs:
             lim = limit.get(t.name) if isinstance(limit, dict) else limit
             sp = split.get(t.name) if isinstance(split, dict) else split
-            res = evaluate_task(backend, t, split=sp, limit=lim, seed=seed, fewshot=fewshot,
-                                cache=cache, data_path=data_path, bootstrap=bootstrap,
-                                progress=progress, decode=decode)
+            with meter.task(t.name) as energy:
+                res = evaluate_task(backend, t, split=sp, limit=lim, seed=seed, fewshot=fewshot,
+                                    cache=cache, data_path=data_path, bootstrap=bootstrap,
+                                    progress=progress, decode=decode, chat_template=chat_template)
+            res["energy"] = per_tokens(energy, res["efficiency"]["tokens_computed"])
             if output is not None:
                 res["path"] = str(write_result(res, output))
             results.append(res)
     finally:
+        meter.close()
         cache.close()
     return results
 

@@ -302,11 +302,16 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
                 "sha256": digest.hexdigest(), "converter": str(conv / "convert_hf_to_gguf.py"),
                 "packages": package_versions(("llama-cpp-python",)),
                 "extra": {k: v for k, v in art.meta.extra.items() if k in ("trained_on", "contamination_allowed")},
+                "source_meta": {k: getattr(art.meta, k) for k in ("source", "steps", "parameters", "dtype",
+                                                                   "content_hash", "packages", "extra")},
                 **extra_side}
         side_tmp = tmp / "side.json"
         side_tmp.write_text(json.dumps(side, indent=1) + "\n")
         os.replace(final, out)  # same filesystem: atomic
         os.replace(side_tmp, sidecar(out))
+    from medslm.models.card import write_gguf_card
+
+    write_gguf_card(out, side["source_meta"], qtype=qtype)  # <file>.gguf.README.md, the Hub card
     return out
 
 

@@ -244,9 +244,18 @@ def compress(model: str | Any, config: dict[str, Any] | MethodConfig, out: str |
     cfg = parse_config(config)
     art = model if isinstance(model, ModelArtifact) else resolve(str(model)).artifact()
     out = check_target(out, flag="--out", inputs=input_dirs(art, cfg), overwrite=overwrite)
+    from medslm.energy import Meter
+
     t = time.perf_counter()
-    res: Transformed = handler(cfg)(art, cfg)
+    meter = Meter()
+    try:
+        with meter.task(cfg.method) as energy:
+            res: Transformed = handler(cfg)(art, cfg)
+    finally:
+        meter.close()
     seconds = round(time.perf_counter() - t, 2)
+    if energy:
+        res.info["energy"] = energy
 
     def write(tmp: Path) -> None:
         if res.write is not None:

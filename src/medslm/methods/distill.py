@@ -38,6 +38,8 @@ class DistillConfig(MethodConfig):
     alpha: float = Field(0.5, description='weight of the distillation loss against cross-entropy (1: distillation only)')
     seed: int = Field(1234, description='seed of the data order')
     checkpoint_every: int = Field(25, description='steps between checkpoints (an interrupted run resumes)')
+    report_to: str = Field("none", description="training metrics to: none, tensorboard, or transformers' other "
+                           "integrations (wandb, mlflow, ...), comma-separated")
     @field_validator("steps", "batch_size", "seq_len", "checkpoint_every")
     @classmethod
     def _pos(cls, v: int) -> int:
@@ -192,7 +194,8 @@ def apply(art, cfg: DistillConfig) -> Transformed:
                          batch_size=cfg.batch_size, grad_accum=1, lr=cfg.lr, schedule="constant", warmup=0.0,
                          seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, device=device,
                          desc=f"distill ({cfg.mode})",
-                         loss=kd_objective(teacher, cfg) if cfg.mode == "logit" else None)
+                         loss=kd_objective(teacher, cfg) if cfg.mode == "logit" else None,
+                         report_to=cfg.report_to)
     student.eval()
     after = held_out(student, teacher, held, cfg)
     engine.finished(ckdir)

@@ -41,6 +41,11 @@ class TrainingConfig(MethodConfig):
     seed: int = Field(1234, description='seed of the data order and initialisation')
     checkpoint_every: int = Field(50, description='steps between checkpoints (an interrupted run resumes)')
     device: str = Field("auto", description='auto | cpu | cuda')
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 mixed precision on a CUDA GPU that has it, else fp32; bf16: also on "
+                            "a CPU with AVX512-BF16/AMX (about 2x faster training there; fp32 master weights)")
+    report_to: str = Field("none", description="training metrics to: none, tensorboard, or transformers' other "
+                           "integrations (wandb, mlflow, ...), comma-separated")
     @field_validator("batch_size", "grad_accum", "seq_len", "lora_r", "lora_alpha", "checkpoint_every")
     @classmethod
     def _pos(cls, v: int) -> int:
@@ -90,7 +95,9 @@ class FinetuneConfig(TrainingConfig):
     explanations: bool = Field(True, description='train on explanations/long answers too (--no-explanations: the answer only)')
     # this teaches EOS everywhere: measured on Gemma 3 270M, P(EOS) 0.0002 -> 0.15 on medical text
     eos: bool = Field(True, description="close answers with EOS (--no-eos keeps the LM's EOS rate on plain text)")
-    chat_template: bool = Field(False, description="wrap prompts in the model's chat template")
+    chat_template: bool = Field(False, description="train in chat form: each prompt a user turn, the answer the "
+                                "model's turn (a base model without a template gets its family's built-in one, "
+                                "saved in the artifact)")
     @field_validator("limit")
     @classmethod
     def _limit(cls, v: int) -> int:
@@ -175,6 +182,11 @@ def apply(art, cfg: FinetuneConfig, *, stop_after: int | None = None) -> Transfo
     guard = check_contamination(parts, cfg.check, cfg.allow_overlap, drop_overlap=cfg.drop_overlap)
     device = engine.device_of(cfg.device)
     model, tok = load_for_training(art, cfg, device)
+    chat = None
+    if cfg.chat_template:
+        from medslm.models.chat_template import install
+
+        chat = install(tok, model, getattr(model.config, "model_type", ""))
     rows, stats = build_sft(parts, tok, model.config, seq_len=cfg.seq_len,
                             explanations=cfg.explanations, chat_template=cfg.chat_template, eos=cfg.eos)
     ckdir = engine.checkpoint_dir("finetune", art.hash, cfg.to_dict(), stats["parts"])
@@ -184,7 +196,7 @@ def apply(art, cfg: FinetuneConfig, *, stop_after: int | None = None) -> Transfo
                        schedule=cfg.schedule, warmup=cfg.warmup, seed=cfg.seed,
                        checkpoint_every=cfg.checkpoint_every, device=device,
                        desc=f"finetune ({cfg.tuning})", stop_after=stop_after,
-                       weight_decay=cfg.weight_decay)
+                       weight_decay=cfg.weight_decay, precision=cfg.precision, report_to=cfg.report_to)
     if stop_after is not None and run["steps"] < run["total_steps"]:
         raise KeyboardInterrupt(f"stopped after step {run['steps']} (checkpoint kept in {ckdir})")
     info = {"data": stats["parts"], "examples": stats["examples"], "truncated": stats["truncated"],
@@ -192,6 +204,8 @@ def apply(art, cfg: FinetuneConfig, *, stop_after: int | None = None) -> Transfo
             "contamination": guard, "lr": cfg.learning_rate(), **run,
             "peak_rss_mib": round(peak_rss_bytes() / 2**20)}
     extra = {"trained_on": stats["parts"]}
+    if chat:
+        info["chat_template"] = extra["chat_template"] = chat
     if guard["allowed"]:
         extra["contamination_allowed"] = guard["overlap"]
     model = model.to("cpu")

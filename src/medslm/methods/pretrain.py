@@ -88,7 +88,8 @@ def apply(art, cfg: PretrainConfig, *, stop_after: int | None = None) -> Transfo
                        batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, lr=cfg.learning_rate(),
                        schedule=cfg.schedule, warmup=cfg.warmup, seed=cfg.seed,
                        checkpoint_every=cfg.checkpoint_every, device=device,
-                       desc="pretrain", stop_after=stop_after, weight_decay=cfg.weight_decay)
+                       desc="pretrain", stop_after=stop_after, weight_decay=cfg.weight_decay,
+                       precision=cfg.precision, report_to=cfg.report_to)
     if stop_after is not None and run["steps"] < run["total_steps"]:
         raise KeyboardInterrupt(f"stopped after step {run['steps']} (checkpoint kept in {ckdir})")
     if cfg.tuning == "lora":

@@ -31,7 +31,7 @@ from medslm.errors import ArtifactError
 SCHEMA_VERSION = 1
 FORMAT_STEPS = {"convert_gguf"}  # provenance, but not a change a report should label
 META_FILE = "medslm.json"
-_HASH_SKIP = {META_FILE}
+_HASH_SKIP = {META_FILE, "README.md"}  # the model card is rebuilt from results; not the model's content
 PACKAGES = ("torch", "transformers", "safetensors", "tokenizers", "accelerate", "peft", "gguf")
 
 
@@ -219,7 +219,7 @@ class ModelArtifact:
         from medslm import settings
 
         stamp = [(f.relative_to(self.path).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
-                 for f in sorted(self.path.rglob("*")) if f.is_file() and f.name != META_FILE]
+                 for f in sorted(self.path.rglob("*")) if f.is_file() and f.relative_to(self.path).as_posix() not in _HASH_SKIP]
         key = hashlib.sha256(json.dumps([str(self.path.resolve()), self.meta.content_hash, stamp]).encode())
         mark = settings.cache_dir() / "verified" / key.hexdigest()[:32]
         if mark.is_file():
@@ -334,6 +334,10 @@ def write_artifact(write_fn, out: str | os.PathLike, *, source: str, steps: list
         meta.bytes = dir_bytes(tmp)
         meta.files = file_sizes(tmp)
         (tmp / META_FILE).write_text(json.dumps(asdict(meta), indent=2) + "\n")
+        from medslm.models.card import CARD, build_card
+
+        (tmp / CARD).write_text(str(build_card(asdict(meta), name=out.name, model_hash=meta.content_hash,
+                                               results=[])))
         if out.exists():
             old = temp_name(out, "old")
             out.rename(old)

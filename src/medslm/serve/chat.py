@@ -14,8 +14,7 @@ template + tokenizer cannot slip through (tested).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-
+from medslm.models.chat_template import compile_template
 from medslm.serve.runtime import Runtime
 
 FALLBACK_NAME = "medslm-plain-v1"
@@ -27,19 +26,6 @@ class Rendered:
     ids: list[int]
     template: str          # "model" or FALLBACK_NAME
     stop: tuple[str, ...]  # stop strings the template needs
-
-
-@lru_cache(maxsize=8)
-def _compile(source: str):
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(msg: str) -> None:
-        raise TemplateError(msg)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(source)
 
 
 def fallback_text(messages: list[dict[str, str]]) -> str:
@@ -57,7 +43,7 @@ def fallback_text(messages: list[dict[str, str]]) -> str:
 def render(rt: Runtime, messages: list[dict[str, str]]) -> Rendered:
     if rt.chat_template:
         try:
-            text = _compile(rt.chat_template).render(messages=messages, add_generation_prompt=True,
+            text = compile_template(rt.chat_template).render(messages=messages, add_generation_prompt=True,
                                                      **rt.special_tokens)
         except Exception as e:  # noqa: BLE001 - a template's own error is the user's message
             raise ValueError(f"the model's chat template rejected these messages: {e}") from None

@@ -111,6 +111,17 @@ def prompt_and_target(dataset: str, e, explanations: bool = True) -> tuple[str, 
     return _task_for(dataset).train_pair(e, explanations)
 
 
+def training_pairs(dataset: str, e, explanations: bool = True) -> list[tuple[str, str]]:
+    """Every (prompt, target) an example trains: one, or one per entity type for NER; none for an
+    unlabelled record."""
+    t = _task_for(dataset)
+    if hasattr(t, "train_pairs"):
+        return t.train_pairs(e)
+    if getattr(e, "answer", None) is None:
+        return []
+    return [t.train_pair(e, explanations)]
+
+
 _TASKS: dict = {}
 
 
@@ -135,21 +146,24 @@ def wants_bos(tokenizer, model_config) -> bool:
 def encode_sft(tokenizer, prompt: str, target: str, *, add_bos: bool, seq_len: int,
                chat_template: bool = False, eos: bool = True) -> tuple[list[int], list[int], bool]:
     """(input_ids, labels, truncated). Labels are -100 on the prompt; ``eos`` closes the answer."""
-    if chat_template:
+    if chat_template:  # one user turn, the answer as the model's turn (closed by its end-of-turn)
+        from medslm.models.chat_template import end_of_turn_id, user_turn
+
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError("chat_template: true, but this model's tokenizer has no chat template")
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt.rstrip()}],
-                                               tokenize=False, add_generation_prompt=True)
-        enc = lambda t: tokenizer(t, add_special_tokens=False).input_ids  # noqa: E731 (template has BOS)
-    else:
-        enc = lambda t: tokenizer(t, add_special_tokens=add_bos).input_ids  # noqa: E731
+        prompt = user_turn(tokenizer.chat_template, prompt, tokenizer.bos_token or "",
+                           tokenizer.eos_token or "")
+        target = target.lstrip()
+        eot = end_of_turn_id(tokenizer)
+    enc = lambda t: tokenizer(t, add_special_tokens=add_bos).input_ids  # noqa: E731
     n_sp = len(prompt) - len(prompt.rstrip())  # trailing spaces belong to the answer (lm-eval)
     if n_sp:
         prompt, target = prompt[:-n_sp], prompt[-n_sp:] + target
     ctx = enc(prompt)
     ans = enc(prompt + target)[len(ctx):]
-    if eos and tokenizer.eos_token_id is not None:
-        ans = ans + [tokenizer.eos_token_id]
+    close = eot if chat_template and eot is not None else tokenizer.eos_token_id
+    if eos and close is not None:
+        ans = ans + [close]
     truncated = False
     if len(ctx) + len(ans) > seq_len:
         truncated = True
@@ -157,7 +171,7 @@ def encode_sft(tokenizer, prompt: str, target: str, *, add_bos: bool, seq_len: i
         ans = ans[:max(2, min(len(ans), seq_len - len(ctx), seq_len // 8))] if len(ctx) + len(ans) > seq_len else ans
         room = seq_len - len(ans)
         if len(ctx) > room:  # keep the start (BOS, "Abstract:") and the end (question, "Answer:")
-            head = 1 if (add_bos or chat_template) else 0
+            head = 1 if add_bos else 0
             ctx = ctx[:head] + ctx[len(ctx) - (room - head):]
     return ctx + ans, [-100] * len(ctx) + ans, truncated
 
@@ -168,13 +182,11 @@ def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, expla
     rows, truncated = [], 0
     for p in parts:
         for e in p.examples:
-            if getattr(e, "answer", None) is None:
-                continue
-            prompt, target = prompt_and_target(p.dataset, e, explanations)
-            ids, labels, cut = encode_sft(tokenizer, prompt, target, add_bos=add_bos, seq_len=seq_len,
-                                          chat_template=chat_template, eos=eos)
-            truncated += cut
-            rows.append({"input_ids": ids, "labels": labels})
+            for prompt, target in training_pairs(p.dataset, e, explanations):
+                ids, labels, cut = encode_sft(tokenizer, prompt, target, add_bos=add_bos, seq_len=seq_len,
+                                              chat_template=chat_template, eos=eos)
+                truncated += cut
+                rows.append({"input_ids": ids, "labels": labels})
     if not rows:
         raise DataError("finetune: the data gave no labelled examples")
     stats = {"examples": len(rows), "truncated": truncated,

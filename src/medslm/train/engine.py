@@ -100,14 +100,29 @@ def device_of(name: str) -> str:
     return name
 
 
+def bf16_training(precision: str, cuda: bool) -> bool:
+    """Whether to train in bf16 mixed precision (autocast; fp32 master weights and optimizer)."""
+    if precision == "fp32":
+        return False
+    if precision == "auto":
+        return cuda and torch.cuda.is_bf16_supported()
+    if cuda and not torch.cuda.is_bf16_supported():
+        from medslm.errors import ConfigError
+
+        raise ConfigError("precision=bf16: this GPU has no bf16; use precision: fp32")
+    return True
+
+
 def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max_steps: int,
           batch_size: int, grad_accum: int, lr: float, schedule: str, warmup: float, seed: int,
           checkpoint_every: int, device: str, desc: str, stop_after: int | None = None,
-          weight_decay: float = 0.0, loss=None) -> dict:
+          weight_decay: float = 0.0, loss=None, precision: str = "auto", report_to: str = "none") -> dict:
     """Train ``model`` in place on ``rows``; resume from the last checkpoint in ``ckdir``.
 
     ``loss(model, batch, num_items) -> tensor``: the objective (default :func:`answer_loss`).
     ``stop_after`` ends the run after that many optimizer steps, as an interruption would (tests).
+    ``report_to``: ``none``, or transformers' integrations, comma-separated (``tensorboard``, ``wandb``,
+    ``mlflow``, ...); TensorBoard logs go to :func:`log_dir` (they outlive the checkpoints).
     """
     objective = loss or answer_loss
     import transformers
@@ -116,8 +131,10 @@ def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max
 
     transformers.utils.logging.set_verbosity_error()
     cuda = device.startswith("cuda")
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+    bf16 = bf16_training(precision, cuda)
     ckdir.mkdir(parents=True, exist_ok=True)
+    targets = [t.strip() for t in report_to.split(",") if t.strip() and t.strip() != "none"]
+    others = [t for t in targets if t != "tensorboard"]
     steps_per_epoch = math.ceil(len(rows) / batch_size / grad_accum)
     total = max_steps if max_steps > 0 else max(1, math.ceil(steps_per_epoch * epochs))
     args = TrainingArguments(
@@ -125,7 +142,7 @@ def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max
         gradient_accumulation_steps=grad_accum, learning_rate=lr, max_steps=total,
         lr_scheduler_type=schedule, warmup_steps=warmup, weight_decay=weight_decay,
         logging_steps=max(1, min(10, total // 10)), save_strategy="steps", save_steps=checkpoint_every,
-        save_total_limit=2, seed=seed, data_seed=seed, report_to=[], use_cpu=not cuda, bf16=bf16,
+        save_total_limit=2, seed=seed, data_seed=seed, report_to=others, use_cpu=not cuda, bf16=bf16,
         dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
         optim="adamw_torch", include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="group_by_length",  # mixed datasets: short rows batch together
@@ -153,7 +170,7 @@ def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     trainer = AnswerTrainer(model=model, args=args, train_dataset=Rows(rows), data_collator=collate(pad),
-                      callbacks=[Record()])
+                      callbacks=[Record()] + tensorboard(targets, ckdir))
     last = get_last_checkpoint(str(ckdir))
     if last:
         print(f"{desc}: resuming from {last}", flush=True)
@@ -172,12 +189,37 @@ def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max
             "train_seconds": round(wall, 1), "tokens_seen": tokens, "device": device,
             "tokens_per_s": round(tokens / wall, 1) if wall > 0 and not last else None,
             "examples": len(rows), "batch_size": batch_size, "grad_accum": grad_accum,
-            "total_steps": total}
+            "total_steps": total, "precision": "bf16 mixed" if bf16 else "fp32"}
+    if "tensorboard" in targets:
+        info["tensorboard_logdir"] = str(log_dir(ckdir))
     if cuda:
         info["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     if getattr(model, "training", False):
         model.eval()
     return info
+
+
+def log_dir(ckdir: Path) -> Path:
+    """Where a run's TensorBoard events go: beside the checkpoints, kept after training."""
+    from medslm import settings
+
+    return settings.cache_dir() / "logs" / ckdir.name
+
+
+def tensorboard(targets: list[str], ckdir: Path) -> list:
+    if "tensorboard" not in targets:
+        return []
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+    except ImportError as e:
+        from medslm.errors import MedslmError
+
+        raise MedslmError("--report-to tensorboard needs the tensorboard package: pip install tensorboard") from e
+    d = log_dir(ckdir)
+    d.mkdir(parents=True, exist_ok=True)
+    print(f"training metrics: tensorboard --logdir {d}", flush=True)
+    return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(d)))]
 
 
 def finished(ckdir: Path) -> None:

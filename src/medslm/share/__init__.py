@@ -1,0 +1,1 @@
+"""Sharing models as the field shares them: Hub model cards and pushes."""
