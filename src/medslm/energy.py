@@ -31,7 +31,9 @@ def country() -> str:
 class Meter:
     """One codecarbon tracker for a run; :meth:`task` measures one part of it."""
 
-    def __init__(self) -> None:
+    def __init__(self, scope: str = "process") -> None:
+        """``scope``: ``process`` (this process's share of the CPU load: a model run in-process) or
+        ``machine`` (the whole machine: a server in another process under a load generator)."""
         self.tracker = None
         self.method = ""
         if not enabled():
@@ -44,8 +46,8 @@ class Meter:
             self.method = "not measured: codecarbon is not installed (pip install codecarbon)"
             return
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
-        self.tracker = OfflineEmissionsTracker(country_iso_code=country(), save_to_file=False, log_level="error",
-                                               measure_power_secs=5, tracking_mode="process")
+        self.tracker = OfflineEmissionsTracker(country_iso_code=country(), output_methods=[], log_level="error",
+                                               measure_power_secs=5, tracking_mode=scope)
         self.tracker.start()
         self.method = self._method()
 
@@ -63,7 +65,8 @@ class Meter:
                 parts.append("RAM estimated from its size")
             elif kind == "GPU":
                 parts.append("GPU measured by NVML")
-        return f"codecarbon {codecarbon.__version__}: " + "; ".join(parts or ["no hardware found"])
+        scope = getattr(self.tracker, "_tracking_mode", "process")
+        return (f"codecarbon {codecarbon.__version__} ({scope}): " + "; ".join(parts or ["no hardware found"]))
 
     @contextmanager
     def task(self, name: str) -> Iterator[dict[str, Any]]:

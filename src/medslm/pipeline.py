@@ -253,8 +253,11 @@ def evaluate_variant(art, label: str, tasks: list[str], spec: EvalSpec, results:
         cmd.append("--no-decode-bench")
     if spec.chat_template != "off":
         cmd += ["--chat-template", spec.chat_template]
-    if threads:
-        cmd += ["--threads", str(threads)]
+    if not threads:  # a recipe's steps run one after another: every core is the evaluation's, although
+        from medslm.system import usable_cores  # the load average still shows the step before it
+
+        threads = usable_cores()
+    cmd += ["--threads", str(threads)]
     if dtype:
         cmd += ["--dtype", dtype]
     t = time.perf_counter()

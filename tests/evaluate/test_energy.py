@@ -53,3 +53,24 @@ def test_compression_steps_record_their_energy(tmp_path, data):
     q = compress(art, {"method": "quantize", "bits": 4, "group_size": 16}, tmp_path / "q")
     e = q.meta.steps[-1]["energy"]
     assert e["wh"] > 0 and e["seconds"] > 0 and e["method"].startswith("codecarbon")
+
+
+def test_serving_benchmark_levels_carry_energy(tmp_path):
+    pytest.importorskip("codecarbon")
+    import os
+    import subprocess
+    import sys
+
+    from helpers.serving import running_process
+
+    with running_process(delay=0.005, max_tokens=8) as base:
+        p = subprocess.run([sys.executable, "-m", "medslm", "bench", "serve", "--url", base, "--concurrency", "1,2",
+                            "--requests", "4", "--max-tokens", "8", "--out", str(tmp_path / "b.json")],
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "MEDSLM_ENERGY": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads((tmp_path / "b.json").read_text())
+    for lv in res["levels"]:
+        e = lv["energy"]
+        assert e["wh"] > 0 and e["tokens"] == lv["output_tokens"] > 0 and "(machine)" in e["method"]
+        assert e["wh_per_1k_tokens"] == pytest.approx(1000 * e["wh"] / e["tokens"], rel=1e-4)
+    assert "energy: the whole machine's during each level" in p.stdout

@@ -245,3 +245,16 @@ variants:
     assert len(diffs) >= 2 and max(diffs) < 0.1, diffs  # (the tiny vocabulary: ~3 tokens a word)
     lb = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
     assert {c["model"] for c in lb["paired"]} == {"q4-hf", "q4-gguf"}
+
+
+@pytest.mark.parametrize("name", ["medical-assistant", "task-families", "medical-sft", "full-benchmark",
+                                  "domain-prune-distill"])
+def test_every_shipped_recipe_is_valid(name):
+    from medslm.commands.run import default_recipe
+
+    r = load_recipe(Path(default_recipe()).with_name(f"{name}.yaml"))
+    assert r.name == name and r.variants
+    if name == "medical-assistant":  # the assistant is asked as it was trained, and serve runs the GGUF
+        sft = r.variants[1].steps[0]
+        assert sft["chat_template"] is True and r.eval.chat_template == "auto" and r.serve == "assistant-gguf"
+        assert all(t in r.eval.tasks for t in ("medquad", "meqsum", "medtext", "medsafety", "pubmedqa", "medmcqa"))

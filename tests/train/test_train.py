@@ -305,3 +305,13 @@ def test_report_to_tensorboard_logs_the_losses_that_provenance_records(tmp_path,
     ft2 = compress(art, {"method": "finetune", "tuning": "lora", "data": "pubmedqa:fit@6", "max_steps": 1,
                          "batch_size": 2, "seq_len": 64}, tmp_path / "ft2")
     assert "tensorboard_logdir" not in ft2.meta.steps[-1]
+
+
+def test_a_limit_per_dataset(data):
+    from medslm.train.data import load_parts
+
+    parts = load_parts("pubmedqa:fit@6,medmcqa:fit@5", limit={"pubmedqa": 3}, seed=1)
+    assert [len(p.examples) for p in parts] == [3, 15] and "[3 of 18, seed 1]" in parts[0].resolved
+    assert [e.id for e in parts[0].examples] == [e.id for e in load_parts("pubmedqa:fit@6", limit={"pubmedqa": 3}, seed=1)[0].examples]
+    with pytest.raises(ConfigError, match=r"limit names \['medqa'\], which data='pubmedqa:fit@6' does not read"):
+        load_parts("pubmedqa:fit@6", limit={"medqa": 3})

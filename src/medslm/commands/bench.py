@@ -65,17 +65,25 @@ def cmd_bench_serve(args) -> int:
         if args.api_key:
             serve_args += ["--api-key", args.api_key]
         proc, url = start_subprocess(serve_args)
+    from medslm.energy import Meter, per_tokens
+
+    meter = Meter("machine")  # the server is another process: the machine's energy under the load
     try:
         out = []
         if args.mode == "poisson":
             n = args.requests or 16
-            out.append(asyncio.run(loadgen.run_level(url, concurrency=0, requests=n, max_tokens=args.max_tokens,
-                                                     api_key=args.api_key, mode="poisson", rate=args.rate)))
+            with meter.task("poisson") as energy:
+                lv = asyncio.run(loadgen.run_level(url, concurrency=0, requests=n, max_tokens=args.max_tokens,
+                                                   api_key=args.api_key, mode="poisson", rate=args.rate))
+            lv["energy"] = per_tokens(energy, lv["output_tokens"])
+            out.append(lv)
         else:
             for c in levels:
                 n = args.requests or max(8, 3 * c)
-                lv = asyncio.run(loadgen.run_level(url, concurrency=c, requests=n, max_tokens=args.max_tokens,
-                                                   api_key=args.api_key))
+                with meter.task(f"concurrency {c}") as energy:
+                    lv = asyncio.run(loadgen.run_level(url, concurrency=c, requests=n, max_tokens=args.max_tokens,
+                                                       api_key=args.api_key))
+                lv["energy"] = per_tokens(energy, lv["output_tokens"])  # Wh per 1,000 output tokens
                 out.append(lv)
                 print(f"concurrency {c}: {lv['ok']}/{lv['requests']} ok, TTFT p50 {lv['ttft_ms']['p50']} ms, "
                       f"TPOT p50 {lv['tpot_ms']['p50']} ms", file=sys.stderr)
@@ -85,6 +93,7 @@ def cmd_bench_serve(args) -> int:
         if one and one["tpot_ms"]["p50"]:
             res["single_stream_tok_s"] = round(1000.0 / one["tpot_ms"]["p50"], 2)
     finally:
+        meter.close()
         if proc is not None:
             proc.terminate()
             proc.wait(30)

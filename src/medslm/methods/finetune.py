@@ -89,7 +89,8 @@ class TrainingConfig(MethodConfig):
 class FinetuneConfig(TrainingConfig):
     method: Literal["finetune"] = "finetune"
     data: str = Field("pubmedqa:fit@50", description='NAME[:SPLIT],... e.g. pubmedqa:fit@50,medmcqa:fit@500 (fit@N: all but a held-out dev@N)')
-    limit: int = Field(0, description='at most N examples per dataset (a seeded sample; 0: every example)')
+    limit: int | dict[str, int] = Field(0, description='at most N examples per dataset (a seeded sample; 0: every '
+                                        'example); in a config, also {dataset: N} (datasets not named: all)')
     tuning: Literal["full", "lora", "qlora"] = Field("lora", description='full | lora | qlora', json_schema_extra={'flag': '--method'})
     merge: bool = Field(False, description='merge the LoRA adapter into a new dense model')
     explanations: bool = Field(True, description='train on explanations/long answers too (--no-explanations: the answer only)')
@@ -100,8 +101,8 @@ class FinetuneConfig(TrainingConfig):
                                 "saved in the artifact)")
     @field_validator("limit")
     @classmethod
-    def _limit(cls, v: int) -> int:
-        if v < 0:
+    def _limit(cls, v):
+        if any(n < 0 for n in (v.values() if isinstance(v, dict) else [v])):
             raise ValueError("must be >= 0 (0: every example)")
         return v
 

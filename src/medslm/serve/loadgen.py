@@ -100,6 +100,7 @@ def summarize(results: list[Result], wall: float) -> dict[str, Any]:
         "itl_ms": ms([x for r in ok for x in r.itl]),
         "e2e_ms": ms([r.e2e for r in ok]),
         "requests_per_s": round(len(ok) / wall, 3), "output_tok_per_s": round(toks / wall, 2),
+        "output_tokens": toks,
         "slo_fraction": round(len(good) / max(1, len(results)), 4),
         "wall_s": round(wall, 2),
     }
@@ -160,14 +161,15 @@ def in_process_decode(model: str, backend: str, threads: int | None, n_ctx: int,
 
 def format_report(res: dict[str, Any]) -> str:
     rows = ["| mode | conc | rate | ok/req | 429 | err | TTFT p50/p90/p99 ms | TPOT p50/p90/p99 ms | "
-            "ITL p50/p99 ms | E2E p50/p99 ms | req/s | out tok/s | SLO met |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "ITL p50/p99 ms | E2E p50/p99 ms | req/s | out tok/s | SLO met | Wh/1k out tok |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for lv in res["levels"]:
         t, p, i, e = lv["ttft_ms"], lv["tpot_ms"], lv["itl_ms"], lv["e2e_ms"]
         rows.append(f"| {lv['mode']} | {lv['concurrency'] or ''} | {lv['rate'] or ''} | {lv['ok']}/{lv['requests']} | "
                     f"{lv['rate_429']:.0%} | {lv['error_rate']:.0%} | {t['p50']}/{t['p90']}/{t['p99']} | "
                     f"{p['p50']}/{p['p90']}/{p['p99']} | {i['p50']}/{i['p99']} | {e['p50']}/{e['p99']} | "
-                    f"{lv['requests_per_s']} | {lv['output_tok_per_s']} | {lv['slo_fraction']:.0%} |")
+                    f"{lv['requests_per_s']} | {lv['output_tok_per_s']} | {lv['slo_fraction']:.0%} | "
+                    f"{(lv.get('energy') or {}).get('wh_per_1k_tokens', '')} |")
     lines = ["\n".join(rows), "",
              f"capacity (>= 90% of requests with TTFT <= 1 s and TPOT <= 100 ms): "
              f"{res['capacity'] if res['capacity'] is not None else 'none of the tested levels'}"]
@@ -177,4 +179,7 @@ def format_report(res: dict[str, Any]) -> str:
         lines.append(f"same model in-process: {res['in_process_tok_s']:.1f} tok/s; ratio "
                      f"{res['single_stream_tok_s'] / res['in_process_tok_s']:.2f} (target >= 0.90)")
     lines.append("note: the load generator runs on the same machine and shares its cores with the server")
+    methods = {(lv.get("energy") or {}).get("method") for lv in res["levels"]} - {None}
+    if methods:
+        lines.append("energy: the whole machine's during each level, " + "; ".join(sorted(methods)))
     return "\n".join(lines)

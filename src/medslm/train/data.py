@@ -60,10 +60,11 @@ def parse_spec(spec: str, flag: str, allowed: dict) -> list[tuple[str, str | Non
     return out
 
 
-def load_parts(spec: str, flag: str = "data", allowed: dict | None = None, limit: int = 0,
+def load_parts(spec: str, flag: str = "data", allowed: dict | None = None, limit: int | dict[str, int] = 0,
                seed: int = 1234) -> list[Part]:
     """The examples of each ``NAME[:SPLIT]`` in ``spec``, with the split each resolved to;
-    ``limit`` > 0 keeps a seeded sample of at most that many per part (in source order)."""
+    ``limit`` > 0 keeps a seeded sample of at most that many per part (in source order); a dict
+    gives each dataset its own (datasets it does not name keep every example)."""
     import random
 
     from medslm.data import load_dataset
@@ -92,11 +93,16 @@ def load_parts(spec: str, flag: str = "data", allowed: dict | None = None, limit
         p = parts[-1]
         if not p.examples:
             raise DataError(f"{flag}: {name}:{p.resolved} has no usable examples")
-        if 0 < limit < len(p.examples):
+        if isinstance(limit, dict):
+            unknown = set(limit) - {n for n, _ in parse_spec(spec, flag, allowed)}
+            if unknown:
+                raise ConfigError(f"limit names {sorted(unknown)}, which {flag}={spec!r} does not read")
+        n_max = limit.get(name, 0) if isinstance(limit, dict) else limit
+        if 0 < n_max < len(p.examples):
             total = len(p.examples)
-            keep = set(random.Random(seed).sample(range(total), limit))
+            keep = set(random.Random(seed).sample(range(total), n_max))
             p.examples = [e for i, e in enumerate(p.examples) if i in keep]
-            p.resolved += f"[{limit} of {total}, seed {seed}]"
+            p.resolved += f"[{n_max} of {total}, seed {seed}]"
     return parts
 
 
