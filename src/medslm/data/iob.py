@@ -78,3 +78,19 @@ def load(root: Path, split: str | None, r: Reader, dataset: str, files: dict[str
         if split is None or s == split:
             out += read(f, r, dataset, s)
     return out
+
+
+def spec(name: str, folder: str, description: str, records: str):
+    """The DatasetSpec of an MTL-Bioinformatics-2016 IOB corpus (``data/<folder>/`` upstream)."""
+    from medslm.data.sources import DatasetSpec
+
+    files = {"train": "train.tsv", "devel": "devel.tsv", "test": "test.tsv"}
+    base = f"https://raw.githubusercontent.com/cambridgeltl/MTL-Bioinformatics-2016/master/data/{folder}/"
+    return DatasetSpec(
+        name=name, kind="entities", description=description,
+        license="CC BY 4.0 (as stated by the MTL-Bioinformatics-2016 release)",
+        upstream="github cambridgeltl/MTL-Bioinformatics-2016", splits=("train", "devel", "test"),
+        load=lambda root, split, r: load(root, split, r, name, files),
+        urls={n: base + n for n in ("train.tsv", "devel.tsv")},
+        present=lambda p: (p / "train.tsv").is_file() or (p / "devel.tsv").is_file(), records=records,
+    )

@@ -3,26 +3,7 @@
 The MTL-Bioinformatics-2016 release: ``train.tsv``, ``devel.tsv`` (and ``test.tsv``, kept aside in
 the mirror), read by :mod:`medslm.data.iob`."""
 
-from __future__ import annotations
-
-from pathlib import Path
-
 from medslm.data import iob
-from medslm.data.sources import DatasetSpec
 
-FILES = {"train": "train.tsv", "devel": "devel.tsv", "test": "test.tsv"}
-BASE = "https://raw.githubusercontent.com/cambridgeltl/MTL-Bioinformatics-2016/master/data/NCBI-disease-IOB/"
-
-
-def load(root: Path, split, r):
-    return iob.load(root, split, r, "ncbi_disease", FILES)
-
-
-SPEC = DatasetSpec(
-    name="ncbi_disease", kind="entities", description="NCBI-disease: disease mention recognition (IOB)",
-    license="CC BY 4.0 (as stated by the MTL-Bioinformatics-2016 release)",
-    upstream="github cambridgeltl/MTL-Bioinformatics-2016", load=load, splits=("train", "devel", "test"),
-    urls={n: BASE + n for n in ("train.tsv", "devel.tsv")},
-    present=lambda p: (p / "train.tsv").is_file() or (p / "devel.tsv").is_file(),
-    records="train 5,424 + devel 923 sentences",
-)
+SPEC = iob.spec("ncbi_disease", "NCBI-disease-IOB", "NCBI-disease: disease mention recognition (IOB)",
+                "train 5,424 + devel 923 sentences")
