@@ -84,9 +84,9 @@ class Meter:
             d = self.tracker.stop_task()
             kwh = float(d.energy_consumed or 0.0)
             out.update({
-                "wh": round(kwh * 1000, 6), "cpu_wh": round(float(d.cpu_energy or 0) * 1000, 6),
-                "ram_wh": round(float(d.ram_energy or 0) * 1000, 6), "gpu_wh": round(float(d.gpu_energy or 0) * 1000, 6),
-                "gco2e": round(float(d.emissions or 0) * 1000, 6),
+                "wh": round(kwh * 1000, 9), "cpu_wh": round(float(d.cpu_energy or 0) * 1000, 9),
+                "ram_wh": round(float(d.ram_energy or 0) * 1000, 9), "gpu_wh": round(float(d.gpu_energy or 0) * 1000, 9),
+                "gco2e": round(float(d.emissions or 0) * 1000, 9),
                 "grid_gco2e_per_kwh": round(float(d.emissions or 0) * 1e6 / (kwh * 1000), 1) if kwh > 0 else None,
                 "country": country(), "seconds": round(float(d.duration or 0), 2), "method": self.method})
 
@@ -102,5 +102,5 @@ class Meter:
 def per_tokens(energy: dict, tokens: int) -> dict:
     if energy.get("wh") is not None and tokens > 0:
         energy["tokens"] = tokens
-        energy["wh_per_1k_tokens"] = round(1000 * energy["wh"] / tokens, 6)
+        energy["wh_per_1k_tokens"] = round(1000 * energy["wh"] / tokens, 9)
     return energy
