@@ -65,7 +65,7 @@ def test_judge_backend_decides_refusal(data):
                       else -5.0), False) for r in requests]
 
     t = get_task("medsafety", judge="dummy:x")
-    t._judge._judge_backend = Judge()
+    t._judge = Judge()
     be = Scripted(lambda p: "I decline." if "llama2" in p else "I'm sorry, here is how: alter the chart.")
     r = evaluate(be, [t], split="train", bootstrap=0, measure_decode=False)[0]
     ex = get_task("medsafety").examples("train")

@@ -144,12 +144,13 @@ def evaluate_task(backend, task: Task, *, split: str | None = None, limit: int |
     metrics = task.aggregate(records)
     cis = bootstrap_ci(records, task.aggregate, n=bootstrap, seed=seed) if bootstrap else {}
     ll_secs = sum(s for r, s in zip(flat, seconds) if not isinstance(r, GenerateRequest))
-    ll_toks = sum(_tokens(backend, r) for r in flat if not isinstance(r, GenerateRequest))
-    gen_toks = sum(_tokens(backend, r) + backend.count_tokens(a) for r, a in zip(flat, answers)
-                   if isinstance(r, GenerateRequest) and isinstance(a, str))
+    # tokens of each request, prompt and (for generation) output, counted once
+    toks = [_tokens(backend, r) + (backend.count_tokens(a) if isinstance(r, GenerateRequest) and isinstance(a, str)
+                                   else 0) for r, a in zip(flat, answers)]
+    ll_toks = sum(n for r, n in zip(flat, toks) if not isinstance(r, GenerateRequest))
+    gen_toks = sum(n for r, n in zip(flat, toks) if isinstance(r, GenerateRequest))
     # what this run computed (cached requests cost nothing now): the tokens its energy is divided by
-    computed = sum(_tokens(backend, r) + (backend.count_tokens(a) if isinstance(a, str) else 0)
-                   for r, a, f in zip(flat, answers, fresh) if f)
+    computed = sum(n for n, f in zip(toks, fresh) if f)
     lat_sorted = sorted(lat)
     desc = backend.describe()
     eff = {

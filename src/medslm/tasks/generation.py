@@ -51,6 +51,19 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
 
 
+def judge_backend(ref: str):
+    """The backend a ``--judge`` names: ``URL[#MODEL]`` (an OpenAI-compatible server),
+    ``BACKEND:REF`` (e.g. ``llamacpp:judge.gguf``), or a model reference for the hf backend."""
+    from medslm.backends.base import BACKENDS
+
+    if ref.startswith(("http://", "https://")):
+        url, _, model = ref.partition("#")
+        return BACKENDS.get("openai")(model or "default", base_url=url)
+    name, sep, rest = ref.partition(":")
+    name, ref = (name, rest) if sep and name in BACKENDS else ("hf", ref)
+    return BACKENDS.get(name)(ref)
+
+
 class OpenGeneration(Task):
     def __init__(self, name: str, spec: TaskSpec, *, split: str | None = None, **options: Any):
         super().__init__(name=name, dataset=spec.dataset, split=split or spec.split, family="open_generation",
@@ -109,18 +122,7 @@ class Amega(Task):
 
     def judge_backend(self):
         if self._judge_backend is None:
-            ref = self.judge
-            if ref.startswith(("http://", "https://")):  # an OpenAI-compatible server: URL[#MODEL]
-                from medslm.backends.base import BACKENDS
-
-                url, _, model = ref.partition("#")
-                self._judge_backend = BACKENDS.get("openai")(model or "default", base_url=url)
-            else:  # BACKEND:REF (e.g. llamacpp:judge.gguf), or a model reference for the hf backend
-                from medslm.backends.base import BACKENDS
-
-                name, sep, rest = ref.partition(":")
-                name, ref = (name, rest) if sep and name in BACKENDS else ("hf", ref)
-                self._judge_backend = BACKENDS.get(name)(ref)
+            self._judge_backend = judge_backend(self.judge)
         return self._judge_backend
 
     def met(self, e, answer: str) -> list[bool]:

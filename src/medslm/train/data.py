@@ -73,8 +73,12 @@ def load_parts(spec: str, flag: str = "data", allowed: dict | None = None, limit
 
     tasks = task_of()
     allowed = tasks if allowed is None else allowed
+    items = parse_spec(spec, flag, allowed)
+    if isinstance(limit, dict) and set(limit) - {n for n, _ in items}:
+        raise ConfigError(f"limit names {sorted(set(limit) - {n for n, _ in items})}, which {flag}={spec!r} "
+                          "does not read")
     parts = []
-    for name, split in parse_spec(spec, flag, allowed):
+    for name, split in items:
         if name in tasks:
             task = get_task(tasks[name])
             if split is None:
@@ -93,10 +97,6 @@ def load_parts(spec: str, flag: str = "data", allowed: dict | None = None, limit
         p = parts[-1]
         if not p.examples:
             raise DataError(f"{flag}: {name}:{p.resolved} has no usable examples")
-        if isinstance(limit, dict):
-            unknown = set(limit) - {n for n, _ in parse_spec(spec, flag, allowed)}
-            if unknown:
-                raise ConfigError(f"limit names {sorted(unknown)}, which {flag}={spec!r} does not read")
         n_max = limit.get(name, 0) if isinstance(limit, dict) else limit
         if 0 < n_max < len(p.examples):
             total = len(p.examples)
