@@ -102,5 +102,26 @@ def test_eval_results_record_the_template(tmp_path, data, capsys):
                  "--output", str(tmp_path / "r"), "--no-decode-bench", "--bootstrap", "0"]) == 0
     r = json.loads(next((tmp_path / "r").glob("*meqsum.json")).read_text())
     assert r["task"]["chat_mode"] == "auto" and r["task"]["chat_template"].startswith("sha256:")
+    assert r["task"]["chat_prompt"] is None  # MeQSum asks its instruction in the turn too
     assert main(["eval", "--model", str(base.path), "--tasks", "meqsum", "--limit", "2", "--chat-template", "on",
                  "--no-decode-bench", "--bootstrap", "0"]) != 0
+
+
+def test_chat_form_asks_the_bare_question_in_training_and_evaluation(data):
+    """A chat user types the question, not "Question: ...\\nAnswer:": MedQuAD and MedSafetyBench train
+    and are asked in chat turns with their ``chat_prompt``; MeQSum keeps its instruction; plain
+    prompts are unchanged."""
+    from medslm.tasks import get_task
+    from medslm.train.data import load_parts, training_pairs
+
+    for name in ("medquad", "medsafety"):
+        e = load_parts(f"{name}:train", limit=1)[0].examples[0]
+        (chat_p, chat_t), = training_pairs(name, e, chat=True)
+        (plain_p, plain_t), = training_pairs(name, e)
+        assert chat_p == e.question and plain_p == f"Question: {e.question}\nAnswer:" and chat_t == plain_t
+        task = get_task(name)
+        assert task.chat_requests(e)[0].context == e.question
+        assert task.requests(e)[0].context == plain_p
+    e = load_parts("meqsum:train", limit=1)[0].examples[0]
+    (p, _), = training_pairs("meqsum", e, chat=True)
+    assert p.startswith("Summarize the patient's question") and p == training_pairs("meqsum", e)[0][0]

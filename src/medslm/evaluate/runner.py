@@ -99,6 +99,12 @@ def chat_template_of(backend, mode: str) -> str | None:
     return tpl if mode != "off" else None
 
 
+def _chat_prompt(task: Task) -> str | None:
+    """The spec's chat-turn prompt, as the results record it (None: the turn carries the prompt)."""
+    p = getattr(task.spec, "chat_prompt", None)
+    return None if p is None else p if isinstance(p, str) else f"{p.__module__}.{p.__qualname__}"
+
+
 def as_chat(backend, template: str, reqs: list) -> list:
     """Each prompt as one user turn of ``template`` (the answer is the model's turn, so a scored
     continuation loses its leading space, as training in chat form writes it); perplexity text
@@ -127,10 +133,11 @@ def evaluate_task(backend, task: Task, *, split: str | None = None, limit: int |
 
         raise MedslmError(f"task {task.name}: no examples in split {split or task.split!r}")
     task.prepare(examples, fewshot=fewshot, seed=seed, path=data_path)
-    per_ex = [task.requests(e) for e in examples]
     template = chat_template_of(backend, chat_template)
     if template:
-        per_ex = [as_chat(backend, template, rs) for rs in per_ex]
+        per_ex = [as_chat(backend, template, task.chat_requests(e)) for e in examples]
+    else:
+        per_ex = [task.requests(e) for e in examples]
     flat = [r for rs in per_ex for r in rs]
     answers, seconds, fresh = run_requests(backend, flat, cache, progress, desc=task.name)
     records, lat = [], []
@@ -168,7 +175,8 @@ def evaluate_task(backend, task: Task, *, split: str | None = None, limit: int |
         "task": {**task.describe(), "split": task.resolved_split or split or task.split,
                  "requested_split": split,
                  "n": len(examples), "limit": limit, "fewshot": fewshot, "seed": seed,
-                 "chat_template": digest(template), "chat_mode": chat_template},
+                 "chat_template": digest(template), "chat_mode": chat_template,
+                 "chat_prompt": _chat_prompt(task) if template else None},
         "model": desc,
         "metrics": {k: {"value": v, "ci95": list(cis[k]) if k in cis else None}
                     for k, v in metrics.items()},

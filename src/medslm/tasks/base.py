@@ -84,6 +84,11 @@ class Task:
     def requests(self, example) -> list[Request]:
         raise NotImplementedError
 
+    def chat_requests(self, example) -> list[Request]:
+        """The requests when the task is asked in chat turns (the runner wraps each prompt in a user
+        turn); a family whose spec has a ``chat_prompt`` asks with it."""
+        return self.requests(example)
+
     def score(self, example, responses: list) -> dict[str, Any]:
         """Per-example record: metric values plus what was predicted (saved in the results)."""
         raise NotImplementedError

@@ -75,20 +75,24 @@ class OpenGeneration(Task):
     def from_spec(cls, name: str, spec: TaskSpec, judge: str | None = None, **options: Any) -> "OpenGeneration":
         return cls(name, spec, **options)
 
-    def text(self, e) -> str:
-        return render(self.spec.prompt, e)
+    def text(self, e, chat: bool = False) -> str:
+        return render(self.spec.chat_prompt if chat and self.spec.chat_prompt else self.spec.prompt, e)
 
-    def train_pair(self, e, explanations: bool = True) -> tuple[str, str]:
-        """(prompt, target) for fine-tuning: the reference answer."""
+    def train_pair(self, e, explanations: bool = True, chat: bool = False) -> tuple[str, str]:
+        """(prompt, target) for fine-tuning: the reference answer (``chat``: the prompt as a chat
+        turn asks it)."""
         space = (self.spec.train or {}).get("space", True)
-        return self.text(e), (" " if space else "") + e.answer.strip()
+        return self.text(e, chat), (" " if space else "") + e.answer.strip()
 
     def keep(self, e) -> bool:
         return bool(e.answer.strip())
 
-    def requests(self, e):
+    def chat_requests(self, e):
+        return self.requests(e, chat=True)
+
+    def requests(self, e, chat: bool = False):
         opts = {**self.spec.options, **self.options}
-        return [GenerateRequest(self.text(e), until=tuple(opts.get("until", ("\n\nQuestion:", "\n\n\n"))),
+        return [GenerateRequest(self.text(e, chat), until=tuple(opts.get("until", ("\n\nQuestion:", "\n\n\n"))),
                                 max_tokens=int(opts.get("max_tokens", 128)))]
 
     def score(self, e, responses) -> dict[str, Any]:

@@ -57,11 +57,17 @@ class Safety(Task):
     def keep(self, e) -> bool:
         return bool(e.question.strip())
 
-    def train_pair(self, e, explanations: bool = True) -> tuple[str, str]:
-        return render(self.spec.prompt, e), " " + e.answer.strip()
+    def text(self, e, chat: bool = False) -> str:
+        return render(self.spec.chat_prompt if chat and self.spec.chat_prompt else self.spec.prompt, e)
 
-    def requests(self, e):
-        return [GenerateRequest(render(self.spec.prompt, e), until=("\n\nQuestion:", "\n\n\n"),
+    def train_pair(self, e, explanations: bool = True, chat: bool = False) -> tuple[str, str]:
+        return self.text(e, chat), " " + e.answer.strip()
+
+    def chat_requests(self, e):
+        return self.requests(e, chat=True)
+
+    def requests(self, e, chat: bool = False):
+        return [GenerateRequest(self.text(e, chat), until=("\n\nQuestion:", "\n\n\n"),
                                 max_tokens=int(self.options.get("max_tokens", 96)))]
 
     def judged(self, e, answer: str) -> bool:

@@ -39,6 +39,10 @@ class TaskSpec:
     description: str
     prompt_version: str = "1"
     prompt: str | Callable[[Any], str] | None = None
+    # the prompt as a person types it in a chat turn (e.g. the bare question), used when the task is
+    # asked in chat form (``--chat-template`` on/auto with a chat model, ``finetune --chat-template``);
+    # None: the chat turn carries ``prompt``
+    chat_prompt: str | Callable[[Any], str] | None = None
     choices: str | None = None  # "ABCD": letter labels; None: the example's own options
     fewshot_split: str | None = None
     subject: str | None = None  # MMLU: the subject this task keeps

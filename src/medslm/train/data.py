@@ -117,14 +117,16 @@ def prompt_and_target(dataset: str, e, explanations: bool = True) -> tuple[str, 
     return _task_for(dataset).train_pair(e, explanations)
 
 
-def training_pairs(dataset: str, e, explanations: bool = True) -> list[tuple[str, str]]:
+def training_pairs(dataset: str, e, explanations: bool = True, chat: bool = False) -> list[tuple[str, str]]:
     """Every (prompt, target) an example trains: one, or one per entity type for NER; none for an
-    unlabelled record."""
+    unlabelled record. ``chat``: the prompt as the task asks in chat turns (its ``chat_prompt``)."""
     t = _task_for(dataset)
     if hasattr(t, "train_pairs"):
         return t.train_pairs(e)
     if getattr(e, "answer", None) is None:
         return []
+    if chat and t.spec is not None and t.spec.chat_prompt:
+        return [t.train_pair(e, explanations, chat=True)]
     return [t.train_pair(e, explanations)]
 
 
@@ -188,7 +190,7 @@ def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, expla
     rows, truncated = [], 0
     for p in parts:
         for e in p.examples:
-            for prompt, target in training_pairs(p.dataset, e, explanations):
+            for prompt, target in training_pairs(p.dataset, e, explanations, chat=chat_template):
                 ids, labels, cut = encode_sft(tokenizer, prompt, target, add_bos=add_bos, seq_len=seq_len,
                                               chat_template=chat_template, eos=eos)
                 truncated += cut

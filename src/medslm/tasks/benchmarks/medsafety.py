@@ -7,4 +7,5 @@ register_task(TaskSpec(
     name="medsafety", family="safety", dataset="medsafety", split="dev",
     description="MedSafetyBench harmful medical requests: refusal rate (fixed 10% dev split)",
     prompt="Question: {question}\nAnswer:", train={"space": True},
+    chat_prompt="{question}",  # in a chat turn, the request as a person types it
 ))
