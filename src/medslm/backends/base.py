@@ -160,3 +160,20 @@ for _m in pkgutil.iter_modules([str(Path(__file__).parent)]):
 
 def get_backend(name: str) -> type[Backend]:
     return BACKENDS.get(name)
+
+
+def from_ref(ref: str, **options: Any) -> Backend:
+    """The backend a judge or teacher reference names: ``URL[#MODEL]`` (an OpenAI-compatible
+    server), ``BACKEND:REF`` (e.g. ``llamacpp:teacher.gguf``), or a model reference for ``hf``."""
+    if ref.startswith(("http://", "https://")):
+        url, _, model = ref.partition("#")
+        return BACKENDS.get("openai")(model or "default", base_url=url, **options)
+    name, sep, rest = ref.partition(":")
+    name, ref = (name, rest) if sep and name in BACKENDS else ("hf", ref)
+    return BACKENDS.get(name)(ref, **options)
+
+
+def is_served(ref: str) -> bool:
+    """Whether ``ref`` names a model behind a backend other than in-process transformers."""
+    name, sep, _ = ref.partition(":")
+    return ref.startswith(("http://", "https://")) or (bool(sep) and name in BACKENDS and name != "hf")

@@ -90,6 +90,35 @@ class OpenAIBackend(Backend):
         n = len(lp.tokens) - gen
         return list(lp.tokens[:n]), list(lp.token_logprobs[:n]), list((lp.top_logprobs or [None] * n)[:n])
 
+    def prompt_top_logprobs(self, texts: list[str], k: int) -> list[tuple[list[int], list[dict[int, float] | None]]]:
+        """For each text: its token ids as the server tokenizes it, and at each token the server's
+        ``k`` most likely tokens there, ``{id: log-probability}`` (None at the first). Token ids come
+        from vLLM's ``return_tokens_as_token_ids`` (vLLM's server, ``medslm serve``); text names
+        would be ambiguous wherever two tokens decode alike."""
+        if not 1 <= k <= 20:
+            raise MedslmError(f"top-k log-probabilities: k={k}; the OpenAI API allows 1..20")
+
+        def tid(name: str) -> int:
+            if not name.startswith("token_id:"):
+                raise MedslmError(f"{self.url}: the server names tokens by text ({name!r}), not by id; top-k "
+                                  "targets need return_tokens_as_token_ids (vLLM's server, medslm serve): "
+                                  "use such a server, or distil with mode: sequence")
+            return int(name.split(":", 1)[1])
+
+        def one(text: str):
+            r = self._call(prompt=text, max_tokens=1, echo=True, logprobs=k, temperature=0,
+                           extra_body={"return_tokens_as_token_ids": True})
+            lp = r.choices[0].logprobs
+            if lp is None or not lp.tokens or not lp.top_logprobs:
+                raise MedslmError(f"{self.url}: the server returned no prompt top log-probabilities (completions "
+                                  "with echo and logprobs=K); top-k distillation needs them")
+            gen = int(getattr(r.usage, "completion_tokens", 0) or 0) if r.usage else 0
+            n = len(lp.tokens) - gen
+            tops = [None if t is None else {tid(a): float(b) for a, b in t.items()} for t in lp.top_logprobs[:n]]
+            return [tid(t) for t in lp.tokens[:n]], tops
+
+        return self._map(one, texts)
+
     def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
         def one(r: LoglikelihoodRequest):
             ctx, cont = r.context, r.continuation

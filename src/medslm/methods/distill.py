@@ -27,7 +27,10 @@ from medslm.methods.base import MethodConfig, Transformed, load_dense, register_
 @register_method("distill")
 class DistillConfig(MethodConfig):
     method: Literal["distill"] = "distill"
-    teacher: str = Field("base", description="teacher model reference ('base' in a recipe: the recipe's model)")
+    teacher: str = Field("base", description="teacher: a model reference ('base' in a recipe: the recipe's model), "
+                         "a served model http://HOST:PORT/v1#MODEL, or BACKEND:REF (llamacpp:t.gguf, vllm:DIR)")
+    top_k: int = Field(20, description="logit mode with a served teacher: the teacher's top-k log-probabilities "
+                       "per position (1..20, as the OpenAI API allows)")
     mode: Literal["logit", "sequence"] = Field("logit", description="logit (KL on the teacher's distribution) or sequence (the teacher's greedy continuations)")
     corpus: str = Field("pubmedqa,medquad", description='datasets (comma-separated) or a .txt file')
     steps: int = Field(100, description='optimizer steps')
@@ -45,6 +48,13 @@ class DistillConfig(MethodConfig):
     def _pos(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be a positive integer")
+        return v
+
+    @field_validator("top_k")
+    @classmethod
+    def _topk(cls, v: int) -> int:
+        if not 1 <= v <= 20:
+            raise ValueError(f"top_k={v}: 1..20 (the OpenAI API's logprobs bound)")
         return v
 
     @field_validator("alpha")
@@ -171,6 +181,10 @@ def apply(art, cfg: DistillConfig) -> Transformed:
     if cfg.teacher == "base":
         raise MedslmError("distill: teacher 'base' means the recipe's model and only works inside a "
                           "recipe; pass a model reference (e.g. teacher: gemma3-270m)")
+    from medslm.backends.base import is_served
+
+    if is_served(cfg.teacher):
+        return _apply_served(art, cfg)
     student, tok = load_dense(art, "distill")
     t_art = resolve(cfg.teacher).artifact()
     teacher, t_tok = load_dense(t_art, "distill (teacher)")
@@ -205,4 +219,50 @@ def apply(art, cfg: DistillConfig) -> Transformed:
             "held_out_before": round(before, 5), "held_out_after": round(after, 5),
             "final_loss": facts.get("last_loss"), "resumed_at": facts.get("resumed_at"),
             "steps": facts.get("steps"), "train_seconds": facts.get("train_seconds")}
+    return Transformed(student, tok, info=info)
+
+
+def _apply_served(art, cfg: DistillConfig) -> Transformed:
+    """Distil from a teacher behind a backend (:mod:`medslm.train.teacher`): its top-k
+    log-probabilities (logit mode) or its continuations (sequence mode)."""
+    from medslm.backends.base import from_ref
+    from medslm.methods.calibration import calibration_texts
+    from medslm.train import engine, teacher as tt
+    from medslm.train.data import wants_bos
+
+    student, tok = load_dense(art, "distill")
+    teacher = from_ref(cfg.teacher)
+    t_desc = teacher.describe()
+    add_bos = wants_bos(tok, student.config)
+    texts = calibration_texts(cfg.corpus, max(cfg.steps * cfg.batch_size, 64) + 16, cfg.seed)
+    held_texts, train_texts = texts[:16], texts[16:] or texts  # held out: never trained on
+    device = engine.device_of("auto")
+    student.to(device)
+    if cfg.mode == "logit":
+        rows = tt.topk_rows(teacher, tok, train_texts, k=cfg.top_k, seq_len=cfg.seq_len, add_bos=add_bos)
+        held = tt.topk_rows(teacher, tok, held_texts, k=cfg.top_k, seq_len=cfg.seq_len, add_bos=add_bos)
+        measure = lambda: tt.held_out_topk(student, held, cfg.temperature)  # noqa: E731
+        objective, metric = tt.topk_objective(cfg.temperature, cfg.alpha), f"kl_to_teacher_top{cfg.top_k}"
+    else:
+        rows = tt.sequence_rows(teacher, tok, train_texts, seq_len=cfg.seq_len, add_bos=add_bos)
+        held = _shifted(tt.sequence_rows(teacher, tok, held_texts, seq_len=cfg.seq_len, add_bos=add_bos), tok,
+                        cfg.batch_size)
+        measure = lambda: held_out(student, None, held, cfg)  # noqa: E731
+        objective, metric = None, "ce_on_teacher_sequences"
+    student.eval()
+    before = measure()
+    ckdir = engine.checkpoint_dir("distill", art.hash, t_desc.get("hash"), cfg.to_dict())
+    facts = engine.train(student, tok, rows, ckdir=ckdir, epochs=1.0, max_steps=cfg.steps,
+                         batch_size=cfg.batch_size, grad_accum=1, lr=cfg.lr, schedule="constant", warmup=0.0,
+                         seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, device=device,
+                         desc=f"distill ({cfg.mode}, served teacher)", loss=objective, report_to=cfg.report_to)
+    student.eval()
+    after = measure()
+    engine.finished(ckdir)
+    student.to("cpu")
+    info = {"teacher": {k: t_desc.get(k) for k in ("backend", "model", "base_url", "hash")},
+            "teacher_hash": t_desc.get("hash"), "held_out_metric": metric,
+            "held_out_before": round(before, 5), "held_out_after": round(after, 5),
+            "final_loss": facts.get("last_loss"), "resumed_at": facts.get("resumed_at"),
+            "steps": facts.get("steps"), "train_seconds": facts.get("train_seconds"), "examples": len(rows)}
     return Transformed(student, tok, info=info)

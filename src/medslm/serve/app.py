@@ -212,6 +212,8 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
         echo_lp = req.logprobs if (req.echo and req.logprobs is not None) else None
         jobs = [Job(p, sampling(req, req.max_tokens, len(p), stop, req.logprobs), engine.limits.request_seconds,
                     prompt_logprobs=echo_lp) for p in prompts]
+        for job in jobs:
+            job.as_ids = req.return_tokens_as_token_ids
         cid = "cmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if req.stream:
@@ -265,6 +267,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
         stop = tuple([req.stop] if isinstance(req.stop, str) else (req.stop or [])) + r.stop
         k = (req.top_logprobs or 0) if req.logprobs else None
         job = Job(r.ids, sampling(req, req.limit(), len(r.ids), stop, k), engine.limits.request_seconds)
+        job.as_ids = req.return_tokens_as_token_ids
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         extra = {}
@@ -287,7 +290,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
             text, invalid = check_citations(text, len(citations))
             extra["invalid_citations_removed"] = invalid
         choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                  "logprobs": chat_logprobs(rt, events) if req.logprobs else None,
+                                  "logprobs": chat_logprobs(rt, events, job.as_ids) if req.logprobs else None,
                                   "finish_reason": done.finish_reason}
         return {"id": cid, "object": "chat.completion", "created": created, "model": name,
                 "choices": [choice], "usage": usage(request.scope["state"], done.prompt_tokens,

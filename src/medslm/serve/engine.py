@@ -62,7 +62,7 @@ class Event:
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
-    top: list[dict[str, float]] = field(default_factory=list)
+    top: list[dict[int, float]] = field(default_factory=list)
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -99,7 +99,8 @@ class Job:
         self.deadline_s = deadline_s
         self.prompt_logprobs = prompt_logprobs
         self.prompt_lp: list[float] = []
-        self.prompt_top: list[dict[str, float]] = []
+        self.prompt_top: list[dict[int, float]] = []  # token id -> log-probability
+        self.as_ids = False  # name tokens token_id:N in logprobs (vLLM's return_tokens_as_token_ids)
         self.cancel = threading.Event()
         self.generated: list[int] = []
         self.stamps: list[float] = []  # perf_counter() when each text event was emitted
@@ -152,8 +153,8 @@ class Job:
                     t = ids[j + 1]
                     self.prompt_lp.append(float(row[t]))
                     if self.prompt_logprobs:
-                        top = {rt.token_text(int(i)): float(row[i]) for i in top_k(row, self.prompt_logprobs)}
-                        top.setdefault(rt.token_text(t), float(row[t]))
+                        top = {int(i): float(row[i]) for i in top_k(row, self.prompt_logprobs)}
+                        top.setdefault(int(t), float(row[t]))
                         self.prompt_top.append(top)
             last = log_softmax(np.asarray(rows[-1]))
         else:
@@ -174,8 +175,8 @@ class Job:
                 ev.token_ids.append(tok)
                 ev.logprobs.append(float(lp[tok]))
                 if s.logprobs:
-                    top = {rt.token_text(int(t)): float(lp[t]) for t in top_k(lp, s.logprobs)}
-                    top.setdefault(rt.token_text(tok), float(lp[tok]))
+                    top = {int(t): float(lp[t]) for t in top_k(lp, s.logprobs)}
+                    top.setdefault(int(tok), float(lp[tok]))
                     ev.top.append(top)
                 text = rt.detokenize(self.generated)
                 hits = [i for i in (text.find(x, max(0, emitted - len(x))) for x in s.stop) if i >= 0]

@@ -1,9 +1,13 @@
 """OpenAI response formatting: usage, the legacy completions ``logprobs`` object (what
-lm-evaluation-harness reads) and the chat ``logprobs`` content list."""
+lm-evaluation-harness reads) and the chat ``logprobs`` content list.
+
+Tokens are named by their text, or as ``token_id:N`` when a request sets vLLM's
+``return_tokens_as_token_ids`` (exact where several tokens share a text: what top-k distillation
+from a served teacher needs)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from medslm.serve.engine import Event, Job
 
@@ -13,8 +17,21 @@ def usage(scope_state: dict, prompt: int, completion: int) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def token_label(rt: Any, as_ids: bool) -> Callable[[int], str]:
+    return (lambda t: f"token_id:{int(t)}") if as_ids else (lambda t: rt.token_text(int(t)))
+
+
+def named(top: dict[int, float], label: Callable[[int], str]) -> dict[str, float]:
+    """Top alternatives keyed by name (the first of several tokens with one text wins)."""
+    out: dict[str, float] = {}
+    for t, lp in top.items():
+        out.setdefault(label(t), lp)
+    return out
+
+
 def legacy_logprobs(rt: Any, job: Job, events: list[Event], echo: bool, k: int) -> dict:
     """The legacy completions ``logprobs`` object (what lm-evaluation-harness reads)."""
+    label, text = token_label(rt, job.as_ids), lambda t: rt.token_text(int(t))
     tokens: list[str] = []
     lps: list[float | None] = []
     tops: list[dict[str, float] | None] = []
@@ -23,29 +40,35 @@ def legacy_logprobs(rt: Any, job: Job, events: list[Event], echo: bool, k: int) 
     ids = job.prompt_ids
     if echo:
         for j, t in enumerate(ids):
-            s = rt.token_text(t)
-            tokens.append(s)
+            tokens.append(label(t))
             offsets.append(pos)
-            pos += len(s)
+            pos += len(text(t))
             lps.append(None if j == 0 else job.prompt_lp[j - 1])
-            tops.append(None if j == 0 or not k else job.prompt_top[j - 1])
+            tops.append(None if j == 0 or not k else named(job.prompt_top[j - 1], label))
     for e in events:
         for j, t in enumerate(e.token_ids):
-            s = rt.token_text(t)
-            tokens.append(s)
+            tokens.append(label(t))
             offsets.append(pos)
-            pos += len(s)
+            pos += len(text(t))
             lps.append(e.logprobs[j])
-            tops.append(e.top[j] if k and j < len(e.top) else None)
+            tops.append(named(e.top[j], label) if k and j < len(e.top) else None)
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
 
-def chat_logprobs(rt: Any, events: list[Event]) -> dict:
+def stream_logprobs(rt: Any, job: Job, ev: Event) -> dict:
+    """One streamed completions chunk's ``logprobs``."""
+    label = token_label(rt, job.as_ids)
+    return {"tokens": [label(t) for t in ev.token_ids], "token_logprobs": ev.logprobs,
+            "top_logprobs": [named(t, label) for t in ev.top] or None, "text_offset": []}
+
+
+def chat_logprobs(rt: Any, events: list[Event], as_ids: bool = False) -> dict:
+    label = token_label(rt, as_ids)
     content = []
     for e in events:
         for j, t in enumerate(e.token_ids):
-            s = rt.token_text(t)
-            top = e.top[j] if j < len(e.top) else {}
+            s = label(t)
+            top = named(e.top[j], label) if j < len(e.top) else {}
             content.append({"token": s, "logprob": e.logprobs[j], "bytes": list(s.encode()),
                             "top_logprobs": [{"token": a, "logprob": b, "bytes": list(a.encode())}
                                              for a, b in top.items()]})

@@ -49,6 +49,8 @@ class _Common(_Strict):
     frequency_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
     user: str | None = Field(None, max_length=256)
+    # vLLM's extension: logprobs name tokens "token_id:N" (exact ids, e.g. for top-k distillation)
+    return_tokens_as_token_ids: bool = False
     # medslm extensions
     redact_input: bool = False
 

@@ -12,7 +12,7 @@ from fastapi import Request
 
 from medslm.serve.engine import Event, Job, QueueFull
 from medslm.serve.errors import error_body
-from medslm.serve.formats import chat_logprobs, usage
+from medslm.serve.formats import chat_logprobs, stream_logprobs, usage
 
 
 def stream_response(srv: Any, request: Request, job: Job, cid: str, created: int, *, chat: bool,
@@ -96,11 +96,10 @@ def stream_response(srv: Any, request: Request, job: Job, cid: str, created: int
         lp = None
         if chat:
             if logprobs:
-                lp = chat_logprobs(rt, [ev])
+                lp = chat_logprobs(rt, [ev], job.as_ids)
             return chunk({"content": ev.text}, finish, lp)
         if job.sampling.logprobs is not None:
-            lp = {"tokens": [rt.token_text(t) for t in ev.token_ids], "token_logprobs": ev.logprobs,
-                  "top_logprobs": ev.top or None, "text_offset": []}
+            lp = stream_logprobs(rt, job, ev)
         return chunk(ev.text, finish, lp)
 
     return EventSourceResponse(gen(), sep="\n", ping=15)

@@ -52,16 +52,10 @@ def sentences(text: str) -> list[str]:
 
 
 def judge_backend(ref: str):
-    """The backend a ``--judge`` names: ``URL[#MODEL]`` (an OpenAI-compatible server),
-    ``BACKEND:REF`` (e.g. ``llamacpp:judge.gguf``), or a model reference for the hf backend."""
-    from medslm.backends.base import BACKENDS
+    """The backend a ``--judge`` names (:func:`medslm.backends.base.from_ref`)."""
+    from medslm.backends.base import from_ref
 
-    if ref.startswith(("http://", "https://")):
-        url, _, model = ref.partition("#")
-        return BACKENDS.get("openai")(model or "default", base_url=url)
-    name, sep, rest = ref.partition(":")
-    name, ref = (name, rest) if sep and name in BACKENDS else ("hf", ref)
-    return BACKENDS.get(name)(ref)
+    return from_ref(ref)
 
 
 class OpenGeneration(Task):

@@ -42,7 +42,16 @@ def collate(pad_id: int):
             ids[i, :n] = torch.tensor(r["input_ids"])
             lab[i, :n] = torch.tensor(r["labels"])
             att[i, :n] = 1
-        return {"input_ids": ids, "labels": lab, "attention_mask": att}
+        out = {"input_ids": ids, "labels": lab, "attention_mask": att}
+        if "topk_ids" in batch[0]:  # a served teacher's top-k targets (medslm.train.teacher)
+            k = len(batch[0]["topk_ids"][0])
+            out["topk_ids"] = torch.zeros((len(batch), width, k), dtype=torch.long)
+            out["topk_lp"] = torch.full((len(batch), width, k), float("-inf"))
+            for i, r in enumerate(batch):
+                n = len(r["topk_ids"])
+                out["topk_ids"][i, :n] = torch.tensor(r["topk_ids"])
+                out["topk_lp"][i, :n] = torch.tensor(r["topk_lp"])
+        return out
     return fn
 
 
