@@ -1,7 +1,10 @@
 """The ``llamacpp`` backend: GGUF models on CPU through llama-cpp-python (``pip install 'medslm[llamacpp]'``).
 
-Log-likelihoods come from the logits llama.cpp computes for every position (``logits_all``),
-tokenized like the ``hf`` backend (lm-evaluation-harness's recipe: the continuation's tokens are
+Log-likelihoods come from llama.cpp's logits at the scored positions only: each batch flags the
+tokens whose logits it needs (``llama_batch.logits``), so the 262k-way output head runs for a few
+continuation tokens, not for every prompt token, and no ``n_ctx x vocabulary`` score buffer is kept
+(llama-cpp-python's ``logits_all`` allocates 4.3 GB of them for Gemma at n_ctx 4096). Tokenized like
+the ``hf`` backend (lm-evaluation-harness's recipe: the continuation's tokens are
 those of context + continuation after the context's own; BOS for the Gemma family). A context
 shared by several continuations is evaluated once: the KV cache keeps it and each continuation
 is appended after it. Threads never exceed the free cores: oversubscribed OpenMP threads run tens
@@ -73,7 +76,7 @@ class LlamaCppBackend(Backend):
                   "average); llama.cpp slows down sharply when its threads share cores", file=sys.stderr)
         self.threads = threads or free
         self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=self.threads,
-                                   n_threads_batch=self.threads, logits_all=True, verbose=False)
+                                   n_threads_batch=self.threads, logits_all=False, verbose=False)
         arch = self.llm.metadata.get("general.architecture", "")
         self.add_bos = wants_bos(arch) if add_bos is None else add_bos
         self.prefix_token_id = self.llm.token_bos()
@@ -88,20 +91,46 @@ class LlamaCppBackend(Backend):
         # backend's tokenizer parses them
         return self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=True)
 
-    def _eval(self, tokens: list[int], keep: int):
-        """Evaluate ``tokens`` after the first ``keep`` already in the KV cache; return all scores."""
+    def _decode(self, tokens: list[int], keep: int, first: int):
+        """Evaluate ``tokens`` after the first ``keep`` already in the KV cache, in llama.cpp's batches
+        of ``n_batch``; yield ``(position, rows)`` for the logits of positions ``first`` onwards (a
+        copy per batch: llama.cpp reuses its buffer). llama-cpp-python's ``Llama.eval`` can only keep
+        the last position or all of them, so the batch is filled here (its ``_batch``/``_ctx``)."""
         import numpy as np
 
         llm = self.llm
-        if keep == 0:
-            llm.reset()
-        elif keep < llm.n_tokens:
-            llm.n_tokens = keep  # eval() drops the KV cache beyond n_tokens before decoding
-        if tokens[keep:]:
-            llm.eval(tokens[keep:])
-        return np.asarray(llm.scores[: llm.n_tokens])
+        ctx, batch = llm._ctx, llm._batch.batch
+        if keep > llm.n_tokens:
+            keep = 0
+        ctx.kv_cache_seq_rm(-1, keep, -1)
+        llm.n_tokens = keep
+        n_vocab = llm.n_vocab()
+        for s0 in range(keep, len(tokens), llm.n_batch):
+            part = tokens[s0:s0 + llm.n_batch]
+            batch.n_tokens = len(part)
+            n_out = 0
+            for j, t in enumerate(part):
+                batch.token[j], batch.pos[j], batch.n_seq_id[j] = t, s0 + j, 1
+                batch.seq_id[j][0] = 0
+                batch.logits[j] = s0 + j >= first
+                n_out += s0 + j >= first
+            ctx.decode(llm._batch)
+            llm.input_ids[s0:s0 + len(part)] = part
+            llm.n_tokens = s0 + len(part)
+            if n_out:
+                rows = np.ctypeslib.as_array(ctx.get_logits(), shape=(n_out * n_vocab,)).reshape(n_out, n_vocab)
+                yield s0 + len(part) - n_out, rows.copy()
+
+    def _rows(self, tokens: list[int], keep: int, first: int):
+        """The logits of positions ``first`` .. ``len(tokens) - 1`` (few: continuation tokens)."""
+        import numpy as np
+
+        parts = [r for _, r in self._decode(tokens, keep, first)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.llm.n_vocab()), np.float32)
 
     def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
+        import numpy as np
+
         pairs = [self.encode_pair(r.context, r.continuation) for r in requests]
         order = sorted(range(len(pairs)), key=lambda i: pairs[i][0])  # same contexts adjacent
         out: list[tuple[float, bool] | None] = [None] * len(pairs)
@@ -115,15 +144,15 @@ class LlamaCppBackend(Backend):
             if not self.shared_context:
                 # the whole sequence in one pass, exactly as a server scores an echoed prompt
                 # (llama.cpp's results depend on the batch's length, even by one token)
-                scores = self._eval(seq, 0)
-                out[i] = target_logprobs(scores[len(ctx) - 1: len(seq) - 1], cont)
+                scores = self._rows(seq, 0, len(ctx) - 1)
+                out[i] = target_logprobs(scores[: len(cont)], cont)
                 continue
             # always the context in one batch, then the continuation: llama.cpp's numerics depend on
             # how tokens are batched, so a shared context must be computed the same way as a fresh one
             if not (len(prev) >= len(ctx) and prev[:len(ctx)] == ctx):
-                self._eval(ctx, 0)
-            scores = self._eval(seq[:-1], len(ctx))
-            out[i] = target_logprobs(scores[len(ctx) - 1: len(seq) - 1], cont)
+                last = self._rows(ctx, 0, len(ctx) - 1)  # the row that predicts the continuation's first token
+            rest = self._rows(seq[:-1], len(ctx), len(ctx))
+            out[i] = target_logprobs(np.concatenate([last, rest]), cont)
             prev = seq[:-1]
         return out  # type: ignore[return-value]
 
@@ -135,8 +164,9 @@ class LlamaCppBackend(Backend):
             total = 0.0
             for s in range(0, len(toks), self.n_ctx):  # disjoint windows, as the hf backend
                 tgt = toks[s:s + self.n_ctx]
-                scores = self._eval(seq[s:s + len(tgt)], 0)
-                total += target_logprobs(scores, tgt)[0]
+                # scored batch by batch: at most n_batch rows of logits held at once
+                for pos, rows in self._decode(seq[s:s + len(tgt)], 0, 0):
+                    total += target_logprobs(rows, tgt[pos:pos + len(rows)])[0]
             out.append(total)
         return out
 
@@ -178,17 +208,11 @@ class LlamaCppBackend(Backend):
         return self.llm.detokenize([i], special=True).decode("utf-8", "replace")
 
     def forward(self, ids: list[int], keep: int, all_logits: bool = False):
-        """With ``all_logits`` a view of llama.cpp's own buffer (no copy)."""
-        llm = self.llm
+        """Logits of positions ``keep`` .. end (``all_logits``), else of the last position."""
         if keep > len(self._seen) or self._seen[:keep] != ids[:keep] or keep >= len(ids):
             keep = 0
-        if keep == 0:
-            llm.reset()
-        else:
-            llm.n_tokens = keep  # llama.cpp drops the KV cache beyond n_tokens on the next eval
-        llm.eval(ids[keep:])
         self._seen = list(ids)
-        return llm.scores[keep: len(ids)] if all_logits else llm.scores[len(ids) - 1: len(ids)]
+        return self._rows(ids, keep, keep if all_logits else len(ids) - 1)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokens(text, False))

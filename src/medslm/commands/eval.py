@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from medslm.errors import MedslmError
 
@@ -225,13 +226,19 @@ def cmd_eval(args) -> int:
         raise MedslmError("--result-file takes one task; use --output DIR for several")
     if args.backend not in BACKENDS:
         raise BACKENDS.unknown(args.backend)
+    if args.base_url and args.backend != "openai":
+        raise MedslmError(f"--base-url applies to --backend openai (this is --backend {args.backend})")
+    if args.backend == "openai":  # a flag error before any data is read or downloaded
+        from medslm.backends.openai import URL_ENV
+
+        if not (args.base_url or any(os.environ.get(k) for k in URL_ENV)):
+            raise MedslmError("--backend openai needs the server's URL: --base-url http://HOST:PORT/v1 (or set "
+                              f"{URL_ENV[0]})")
     if args.rag:
         check_rag_outputs(args, names, split, limit)
     else:
         check_outputs(args, names, split, limit)
     check_data(args, tasks, split, limit)  # splits, limits and the few-shot pool: before the model loads
-    if args.base_url and args.backend != "openai":
-        raise MedslmError(f"--base-url applies to --backend openai (this is --backend {args.backend})")
     remote = {"base_url": args.base_url, "concurrency": args.concurrency} if args.backend == "openai" else {}
     backend = get_backend(args.backend)(args.model, dtype=args.dtype, device=args.device,
                                         batch_size=args.batch_size, threads=args.threads,
