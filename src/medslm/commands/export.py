@@ -1,4 +1,5 @@
-"""``medslm export --model REF --out FILE.gguf --type q4_k_m``."""
+"""``medslm export --model REF --out FILE.gguf --type q4_k_m`` and
+``medslm export --model Q --format compressed-tensors --out DIR``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from medslm.commands import examples, threads_arg
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="export a dense model to GGUF for llama.cpp (f16, q8_0, q4_k_m, ...)",
+        "export", help="export to GGUF for llama.cpp (f16, q8_0, q4_k_m, ...) or compressed-tensors (vLLM, transformers)",
         description="Convert an artifact to GGUF with llama.cpp's own converter (fetched once from the "
                     "llama-cpp-python sdist, or MEDSLM_LLAMACPP_DIR); k-quants by llama.cpp's quantizer. "
                     "Writes FILE.gguf and FILE.gguf.medslm.json (provenance).",
@@ -17,10 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "medslm quantize --model gemma3-270m --bits 4 --group-size 32 --out runs/q4",
                         "medslm export --model runs/q4 --out runs/q4.gguf   (q4_0 blocks of medslm's integers)",
                         "medslm export --model runs/lora --type q4_k_m --out runs/lora-q4_k_m.gguf",
-                        "medslm eval --backend llamacpp --model runs/lora-q4_k_m.gguf --tasks pubmedqa"),
+                        "medslm eval --backend llamacpp --model runs/lora-q4_k_m.gguf --tasks pubmedqa",
+                        "medslm export --model runs/q4 --format compressed-tensors --out runs/q4-ct   "
+                        "(pack-quantized: vLLM, transformers)"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="gemma3-270m")
-    p.add_argument("--out", required=True, metavar="FILE.gguf")
+    p.add_argument("--out", required=True, metavar="FILE.gguf|DIR")
+    p.add_argument("--format", default="gguf", choices=("gguf", "compressed-tensors"),
+                   help="gguf (llama.cpp; default) or compressed-tensors (a Hugging Face directory of medslm's "
+                        "integers, pack-quantized, as llm-compressor writes and vLLM and transformers read)")
     p.add_argument("--type", default=None, help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q4_k_s | q4_k_m | "
                    "q5_k_m | q6_k (default q4_k_m for a dense model; for one medslm quantized with groups of "
                    "32, its own integers as q4_0, q4_1 (asymmetric) or q8_0)")
@@ -34,6 +40,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_export(args) -> int:
     import json
+
+    if args.format == "compressed-tensors":
+        from medslm.errors import ConfigError
+        from medslm.export.compressed_tensors import export_compressed_tensors
+        from medslm.models.loading import resolve
+
+        if args.type or args.overwrite:
+            raise ConfigError("--format compressed-tensors writes the artifact's own integers: --type and "
+                              "--overwrite apply to GGUF only")
+        out = export_compressed_tensors(resolve(args.model).artifact(), args.out)
+        side = json.loads((out / "medslm-export.json").read_text())
+        size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+        print(f"wrote {out}: {size:,} bytes of safetensors, {side['layers']} pack-quantized layers (exact: "
+              f"{side['exact']}), from {side['source']} ({side['chain']})")
+        return 0
 
     from medslm.export.gguf import export_gguf, sidecar
 

@@ -97,42 +97,58 @@ def _codes(m):
     return "q4_1", codes, scales, mins.numpy().astype(np.float16)
 
 
+def dense_state(model, art=None):
+    """The dense twin of a loaded medslm-quantized ``model``: every QuantLinear / QuantEmbedding
+    replaced by a float32 Linear / Embedding holding exactly its dequantized weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from medslm.models.quantized import QuantEmbedding, QuantLinear
+
+    dense = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)
+    target = dict(dense.named_modules())
+    state: dict[str, torch.Tensor] = {}
+    done: list[str] = []
+    for name, m in model.named_modules():
+        if isinstance(m, QuantLinear):  # (out, in); GPT-2's Conv1D stores (in, out)
+            w = m.dequantize()
+            state[f"{name}.weight"] = w if isinstance(target[name], torch.nn.Linear) else w.t().contiguous()
+            if m.bias is not None:
+                state[f"{name}.bias"] = m.bias.data
+            done.append(name)
+        elif isinstance(m, QuantEmbedding):
+            state[f"{name}.weight"] = m.rows(slice(None))
+            done.append(name)
+    for k, v in model.state_dict().items():  # norms, biases and whatever stayed in float
+        if not any(k.startswith(n + ".") for n in done):
+            state.setdefault(k, v)
+    dense.load_state_dict(state, strict=False)
+    dense.tie_weights()
+    return dense
+
+
 def dense_copy(art, out: Path):
     """The artifact's dequantized dense model written at ``out`` (an artifact the converter reads),
     and {module name: (dequantized weight, GGUF type or None, codes, scales, offsets)} of what
     medslm quantized (type None: not a block grid; requantized to Q8_0)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from medslm.models.artifact import ModelArtifact
     from medslm.models.quantized import QuantEmbedding, QuantLinear
 
     model, tok = art.load(dtype="float32")
+    dense = dense_state(model, art)
+    weights = dict(dense.named_parameters(remove_duplicate=False))
     quantized: dict[str, Any] = {}
-    state: dict[str, torch.Tensor] = {}
     for name, m in model.named_modules():
         if isinstance(m, QuantLinear):
-            w = m.dequantize()
             blocks = _codes(m)
             if blocks is None:
                 raise ConfigError(f"export: {art.path}: {name} is asymmetric with offsets (-scale * zero) that "
                                   "fp16 cannot hold, so it is not exactly Q4_1; quantize the dense model with "
                                   "`medslm quantize --target gguf --asymmetric` (integers chosen for the fp16 "
                                   "offsets), or symmetric for q4_0")
-            quantized[name] = (w.numpy(), *blocks)
-            state[f"{name}.weight"] = w
-            if m.bias is not None:
-                state[f"{name}.bias"] = m.bias.data
+            quantized[name] = (weights[f"{name}.weight"].detach().numpy(), *blocks)
         elif isinstance(m, QuantEmbedding):
-            w = m.rows(slice(None))
-            quantized[name] = (w.numpy(), *(_codes(m) or (None, None, None, None)))
-            state[f"{name}.weight"] = w
-    for k, v in model.state_dict().items():  # norms, biases and whatever stayed in float
-        if not any(k.startswith(n + ".") for n in quantized):
-            state.setdefault(k, v)
-    dense = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)
-    dense.load_state_dict(state, strict=False)
-    dense.tie_weights()
+            quantized[name] = (weights[f"{name}.weight"].detach().numpy(), *(_codes(m) or (None, None, None, None)))
     out.mkdir(parents=True)
     dense.save_pretrained(out)
     tok.save_pretrained(out)
