@@ -35,12 +35,10 @@ FORMAT = "pack-quantized"
 
 def _library():
     try:
-        import compressed_tensors  # noqa: F401
+        import compressed_tensors
     except ImportError as e:
         raise MedslmError("the compressed-tensors export needs the compressed-tensors library: "
                           "pip install 'medslm[ct]'") from e
-    import compressed_tensors
-
     return compressed_tensors
 
 
