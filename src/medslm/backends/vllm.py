@@ -31,7 +31,7 @@ class VLLMBackend(Backend):
     def __init__(self, model: Any = "gemma3-270m", *, dtype: str | None = None, device: str = "auto",
                  batch_size: int = 8, tensor_parallel_size: int = 1, data_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
-                 enable_prefix_caching: bool = True, seed: int = 0, **_: Any):
+                 enable_prefix_caching: bool = True, seed: int = 0, max_num_seqs: int | None = None, **_: Any):
         try:
             import vllm
         except ImportError as e:
@@ -58,6 +58,8 @@ class VLLMBackend(Backend):
             kw["data_parallel_size"] = data_parallel_size
         if max_model_len:
             kw["max_model_len"] = max_model_len
+        if max_num_seqs:
+            kw["max_num_seqs"] = max_num_seqs
         import torch
 
         if torch.cuda.is_available():

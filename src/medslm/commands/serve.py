@@ -15,13 +15,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "page at /. Binds 127.0.0.1 unless --host is given; another address needs an API key "
                     "or --insecure. Logs carry metadata only, never prompts or completions.",
         epilog=examples("medslm serve --model gemma3-270m",
+                        "medslm serve --runtime vllm --model runs/assistant --slots 16   (in the vllm venv)",
                         "medslm serve --model runs/lora-q4_k_m.gguf --api-key-file keys.txt --host 0.0.0.0",
                         "curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' "
                         "-d '{\"messages\":[{\"role\":\"user\",\"content\":\"What is scurvy?\"}]}'"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model reference or .gguf (default: the newest model a recipe "
                    "registered to serve, e.g. the medical assistant; else the embedded base gemma3-270m)")
-    p.add_argument("--backend", default="auto", help="auto (default: llamacpp for GGUF) | llamacpp | hf")
+    p.add_argument("--backend", "--runtime", dest="backend", default="auto",
+                   help="auto (default: llamacpp for GGUF) | llamacpp | hf | vllm (vLLM's engine: continuous "
+                        "batching of --slots requests, default 16)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", action="append", default=[], help="a key clients send as "
@@ -30,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a key")
     p.add_argument("--cors-origin", action="append", default=[], help="allowed browser origin (default: none)")
     p.add_argument("--served-model-name", help="the model id clients see (default: the model's name)")
-    p.add_argument("--slots", type=int, default=1, help="requests generated at once (default 1; one "
-                   "model instance each)")
+    p.add_argument("--slots", type=int, default=None, help="requests generated at once (default 1, one "
+                   "model instance each; vllm: 16, batched in one engine)")
     p.add_argument("--queue", type=int, default=64, help="requests waiting for a slot before 429 (default 64)")
     p.add_argument("--max-tokens", type=int, default=256, help="default max_tokens when a request "
                    "gives none (default 256)")
@@ -52,6 +55,8 @@ def cmd_serve(args) -> int:
     from medslm.serve.engine import Limits
     from medslm.serve.server import ServeOptions, read_keys, serve
 
+    if args.slots is None:
+        args.slots = 16 if args.backend == "vllm" else 1
     for flag, v, lo in (("--slots", args.slots, 1), ("--queue", args.queue, 0), ("--max-tokens", args.max_tokens, 1),
                         ("--max-body", args.max_body, 1024), ("--n-ctx", args.n_ctx, 16)):
         if v < lo:

@@ -101,6 +101,7 @@ class Job:
         self.prompt_lp: list[float] = []
         self.prompt_top: list[dict[int, float]] = []  # token id -> log-probability
         self.as_ids = False  # name tokens token_id:N in logprobs (vLLM's return_tokens_as_token_ids)
+        self.engine_finish: str | None = None  # set by a runtime whose engine ends the request itself
         self.cancel = threading.Event()
         self.generated: list[int] = []
         self.stamps: list[float] = []  # perf_counter() when each text event was emitted
@@ -131,6 +132,36 @@ class Job:
             emit(Event("error", text=type(e).__name__, finish_reason="error"))
             raise
 
+    def _tokens(self, rt: Runtime, ids: list[int], rng: np.random.Generator):
+        """(token, its log-probability, top alternatives or None), one at a time, sampled here from
+        the runtime's logits (the caller appends each token to ``ids`` before asking for the next);
+        the prompt is scored first when asked (echo)."""
+        s = self.sampling
+        last = None
+        if self.prompt_logprobs is not None:
+            rows = rt.forward(ids, 0, all_logits=True)
+            for s0 in range(0, len(ids) - 1, 32):  # 32 rows at a time: never a [tokens x vocab] copy
+                blk = log_softmax(np.asarray(rows[s0: min(s0 + 32, len(ids) - 1)]))
+                for j, row in enumerate(blk, s0):
+                    t = ids[j + 1]
+                    self.prompt_lp.append(float(row[t]))
+                    if self.prompt_logprobs:
+                        top = {int(i): float(row[i]) for i in top_k(row, self.prompt_logprobs)}
+                        top.setdefault(int(t), float(row[t]))
+                        self.prompt_top.append(top)
+            last = log_softmax(np.asarray(rows[-1]))
+        if s.max_tokens <= 0:
+            return
+        lp = last if last is not None else log_softmax(rt.forward(ids, 0)[-1])
+        while True:
+            tok = self._pick(lp, rng)
+            top = None
+            if s.logprobs:
+                top = {int(t): float(lp[t]) for t in top_k(lp, s.logprobs)}
+                top.setdefault(int(tok), float(lp[tok]))
+            yield tok, float(lp[tok]), top
+            lp = log_softmax(rt.forward(ids, len(ids) - 1)[-1])
+
     def _run(self, rt: Runtime, emit_: Callable[[Event], None]) -> None:
         def emit(ev: Event) -> None:
             if ev.kind == "token":
@@ -145,27 +176,13 @@ class Job:
         emitted = 0  # characters of the decoded completion already sent
         pending: Event | None = None
         cut = False  # ended by a stop string (the text after it is dropped)
-        if self.prompt_logprobs is not None and not self.cancel.is_set():
-            rows = rt.forward(ids, 0, all_logits=True)
-            for s0 in range(0, len(ids) - 1, 32):  # 32 rows at a time: never a [tokens x vocab] copy
-                blk = log_softmax(np.asarray(rows[s0: min(s0 + 32, len(ids) - 1)]))
-                for j, row in enumerate(blk, s0):
-                    t = ids[j + 1]
-                    self.prompt_lp.append(float(row[t]))
-                    if self.prompt_logprobs:
-                        top = {int(i): float(row[i]) for i in top_k(row, self.prompt_logprobs)}
-                        top.setdefault(int(t), float(row[t]))
-                        self.prompt_top.append(top)
-            last = log_softmax(np.asarray(rows[-1]))
-        else:
-            last = None
-        if s.max_tokens > 0 and not self.cancel.is_set():
-            lp = last if last is not None else log_softmax(rt.forward(ids, 0)[-1])
-            for _ in range(s.max_tokens):
+        # the runtime's own sampler when it batches requests itself (vLLM), else sampled here
+        src = rt.stream(self, ids) if hasattr(rt, "stream") else self._tokens(rt, ids, rng)
+        try:
+            for tok, tok_lp, top in ([] if self.cancel.is_set() else src):
                 if self.cancel.is_set():
                     finish = "cancelled"
                     break
-                tok = self._pick(lp, rng)
                 if tok in rt.eos_ids:
                     finish = "stop"
                     break
@@ -173,10 +190,8 @@ class Job:
                 ids.append(tok)
                 ev = pending or Event("token")
                 ev.token_ids.append(tok)
-                ev.logprobs.append(float(lp[tok]))
-                if s.logprobs:
-                    top = {int(t): float(lp[t]) for t in top_k(lp, s.logprobs)}
-                    top.setdefault(int(tok), float(lp[tok]))
+                ev.logprobs.append(tok_lp)
+                if top is not None:
                     ev.top.append(top)
                 text = rt.detokenize(self.generated)
                 hits = [i for i in (text.find(x, max(0, emitted - len(x))) for x in s.stop) if i >= 0]
@@ -200,7 +215,10 @@ class Job:
                     break
                 if len(self.generated) >= s.max_tokens or len(ids) >= rt.n_ctx:
                     break
-                lp = log_softmax(rt.forward(ids, len(ids) - 1)[-1])
+            else:
+                finish = self.engine_finish or finish  # the runtime's engine ended it (vLLM: stop or length)
+        finally:
+            src.close()
         if not cut:  # flush what was held back (a possible stop prefix, or the last token's text)
             tail = rt.detokenize(self.generated)[emitted:] if self.generated else ""
             if tail or pending is not None:

@@ -70,7 +70,7 @@ def build(o: ServeOptions, load_async: bool = True) -> Any:
     """The ASGI app; the model loads in a worker thread at start-up (``load_async``) or right now."""
     from medslm.serve.app import ServerConfig, create_app
     from medslm.serve.metrics import Metrics
-    from medslm.serve.runtime import load_runtime
+    from medslm.serve.runtime import load_runtimes
 
     check_security(o)
     engine = Engine(None, o.limits, Metrics())
@@ -80,8 +80,7 @@ def build(o: ServeOptions, load_async: bool = True) -> Any:
     log = logging.getLogger("medslm.serve")
 
     def load() -> None:
-        rts = [load_runtime(o.model, o.backend, threads=o.threads, n_ctx=o.n_ctx, device=o.device)
-               for _ in range(o.limits.slots)]
+        rts = load_runtimes(o.model, o.backend, o.limits.slots, threads=o.threads, n_ctx=o.n_ctx, device=o.device)
         if o.rag:
             from medslm.rag.index import Index
 
