@@ -15,7 +15,7 @@ from typing import Any
 from medslm.backends.base import BACKENDS, log_softmax
 from medslm.errors import MedslmError
 
-__all__ = ["BackendRuntime", "Runtime", "load_runtime", "load_runtimes", "log_softmax"]
+__all__ = ["BackendRuntime", "Runtime", "load_runtime", "log_softmax"]
 
 
 class Runtime:
@@ -79,8 +79,9 @@ def load_runtime(model: str, backend: str = "auto", **kw: Any) -> Runtime:
 
             if importlib.util.find_spec("llama_cpp") is None:
                 backend = "hf"
-    if backend == "vllm":  # one slot over its own engine (load_runtimes shares one among slots)
-        return load_runtimes(model, "vllm", 1, **kw)[0]
+    if backend == "vllm":
+        raise MedslmError("the vllm runtime is one engine shared by every slot: build it with "
+                          "medslm.serve.server.load_runtimes (medslm serve --runtime vllm)")
     if backend not in BACKENDS or backend in NOT_SERVING:
         raise MedslmError(f"--backend {backend!r}: choose auto or a serving backend "
                           f"({', '.join(n for n in BACKENDS.names() if n not in NOT_SERVING)})")
@@ -91,12 +92,3 @@ def load_runtime(model: str, backend: str = "auto", **kw: Any) -> Runtime:
         kw["max_length"] = kw.pop("n_ctx")
     return BackendRuntime(BACKENDS.get(backend)(model, **kw), model)
 
-
-def load_runtimes(model: str, backend: str, slots: int, **kw: Any) -> list[Runtime]:
-    """The server's ``slots`` runtimes: one model instance each, or for ``vllm`` one engine they
-    share (its continuous batching decodes them together; :mod:`medslm.serve.vllm_runtime`)."""
-    if backend == "vllm":
-        from medslm.serve.vllm_runtime import load_vllm_runtimes
-
-        return load_vllm_runtimes(model, slots, **kw)
-    return [load_runtime(model, backend, **kw) for _ in range(slots)]

@@ -66,11 +66,22 @@ def check_security(o: ServeOptions) -> None:
                           "give --api-key/--api-key-file, or --insecure if the network is trusted")
 
 
+def load_runtimes(model: str, backend: str, slots: int, **kw: Any) -> list:
+    """The server's ``slots`` runtimes: one model instance each, or for ``vllm`` one engine they
+    share (its continuous batching decodes them together; :mod:`medslm.serve.vllm_runtime`)."""
+    if backend == "vllm":
+        from medslm.serve.vllm_runtime import load_vllm_runtimes
+
+        return load_vllm_runtimes(model, slots, **kw)
+    from medslm.serve.runtime import load_runtime
+
+    return [load_runtime(model, backend, **kw) for _ in range(slots)]
+
+
 def build(o: ServeOptions, load_async: bool = True) -> Any:
     """The ASGI app; the model loads in a worker thread at start-up (``load_async``) or right now."""
     from medslm.serve.app import ServerConfig, create_app
     from medslm.serve.metrics import Metrics
-    from medslm.serve.runtime import load_runtimes
 
     check_security(o)
     engine = Engine(None, o.limits, Metrics())
