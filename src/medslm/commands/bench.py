@@ -20,7 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--url", help="a running server (default: start one for --model)")
     b.add_argument("--model", default="gemma3-270m", help="model to serve when --url is not given")
-    b.add_argument("--backend", default="auto")
+    b.add_argument("--backend", "--runtime", dest="backend", default="auto",
+                   help="the server's runtime: auto | llamacpp | hf | vllm")
+    b.add_argument("--slots", type=int, default=None, help="the server's --slots (default: its own)")
+    b.add_argument("--n-ctx", type=int, default=None, help="the server's --n-ctx (default: its own)")
     b.add_argument("--threads", type=threads_arg, default=None)
     b.add_argument("--api-key")
     b.add_argument("--mode", default="concurrency", help="concurrency (default) | poisson")
@@ -62,6 +65,10 @@ def cmd_bench_serve(args) -> int:
                       "--max-tokens", str(args.max_tokens)]
         if args.threads:
             serve_args += ["--threads", str(args.threads)]
+        if args.slots:
+            serve_args += ["--slots", str(args.slots)]
+        if args.n_ctx:
+            serve_args += ["--n-ctx", str(args.n_ctx)]
         if args.api_key:
             serve_args += ["--api-key", args.api_key]
         proc, url = start_subprocess(serve_args)

@@ -156,10 +156,19 @@ def start_subprocess(args: list[str], timeout: float = 300.0) -> tuple[Any, str]
     import time
     import urllib.request
 
+    import tempfile
+
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "medslm.cli", "serve", *args, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    # stderr to a file, not a pipe nobody drains: a chatty runtime (vLLM's logs) would fill the pipe
+    # and block the server mid-benchmark
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, "-m", "medslm", "serve", *args, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=err, env=os.environ.copy())
+
+    def tail() -> str:
+        err.seek(0)
+        return err.read().decode(errors="replace")[-500:]
     t0 = time.time()
     while True:
         try:
@@ -168,8 +177,8 @@ def start_subprocess(args: list[str], timeout: float = 300.0) -> tuple[Any, str]
         except OSError:
             pass
         if proc.poll() is not None:
-            raise MedslmError("medslm serve exited: " + proc.stderr.read().decode(errors="replace")[-500:])
+            raise MedslmError("medslm serve exited: " + tail())
         if time.time() - t0 > timeout:
             proc.terminate()
-            raise MedslmError(f"medslm serve did not become ready in {timeout:.0f} s")
+            raise MedslmError(f"medslm serve did not become ready in {timeout:.0f} s: " + tail())
         time.sleep(0.5)
