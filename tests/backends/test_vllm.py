@@ -29,8 +29,8 @@ def runs(tmp_path_factory, data_dir):
 
     art = resolve("gemma3-270m").artifact()
     tmp = tmp_path_factory.mktemp("vllm")
-    common = ["--model", str(art.path), "--tasks", "pubmedqa,medmcqa,meqsum", "--limit",
-              "pubmedqa=40,medmcqa=40,meqsum=10", "--split", "pubmedqa=dev@50,medmcqa=dev@500", "--bootstrap", "0",
+    common = ["--model", str(art.path), "--tasks", "pubmedqa,medmcqa,meqsum,medppl", "--limit",
+              "pubmedqa=40,medmcqa=40,meqsum=10,medppl=3", "--split", "pubmedqa=dev@50,medmcqa=dev@500", "--bootstrap", "0",
               "--no-decode-bench"]
     env = {**os.environ, "MEDSLM_ENERGY": "0", "VLLM_CPU_KVCACHE_SPACE": "2"}
     p = subprocess.run([VLLM_PY, "-m", "medslm", "eval", "--backend", "vllm", *common, "--output", str(tmp / "vllm"),
@@ -70,3 +70,14 @@ def test_vllm_greedy_generations_equal_hf(runs):
         print(f"{i}: parts at character {k}: {a[max(0, k - 20):k + 20]!r} vs {b[max(0, k - 20):k + 20]!r}")
         assert k >= 10
     assert equal >= 8, parted
+
+
+def test_vllm_rolling_loglikelihood_equals_hf(runs):
+    """Perplexity (loglikelihood_rolling: windows of max_model_len - 1) per document, as hf scores it."""
+    v, h = runs
+    ve, he = ({e["id"]: e for e in r["medppl"]["examples"]} for r in (v, h))
+    assert set(ve) == set(he) and len(ve) == 3
+    for i in ve:
+        a, b, words = ve[i]["loglik"], he[i]["loglik"], he[i]["words"]
+        print(f"{i}: vllm {a:.4f} hf {b:.4f} nats over {words} words")
+        assert abs(a - b) <= 1e-3 * words  # at most 0.001 nats per word apart
