@@ -115,6 +115,9 @@ class Variant(BaseModel):
     gguf: str | None = None
     # hf: the dtype the model is evaluated in (default fp32 on CPU); e.g. the base in bf16
     dtype: Literal["fp32", "bf16", "fp16"] | None = None
+    # what the variant's Ray task reserves (`medslm run --ray`); its evaluation uses `cpus` threads
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
 
     @field_validator("backend")
     @classmethod
@@ -187,6 +190,8 @@ def step_key(input_hash: str, step: dict[str, Any]) -> str:
 
 def build_variant(base, variant: Variant, log) -> Any:
     """The variant's final artifact, building (or reusing) each step's output."""
+    from filelock import FileLock
+
     from medslm.methods import compress
     from medslm.models.artifact import ModelArtifact
 
@@ -196,16 +201,19 @@ def build_variant(base, variant: Variant, log) -> Any:
             step = {**step, "teacher": str(base.path)}  # "base": the recipe's model
         key = step_key(art.hash, step)
         out = settings.cache_dir() / "artifacts" / f"{step['method']}-{key}"
-        if (out / "medslm.json").is_file():
-            art = ModelArtifact.open(out)
-            log(f"  {variant.name}: {step['method']} cached ({out.name})")
-            continue
-        t = time.perf_counter()
-        log(f"  {variant.name}: {step['method']} {json.dumps({k: v for k, v in step.items() if k != 'method'})} ...")
-        try:
-            art = compress(art, step, out)
-        except MedslmError as e:
-            raise MedslmError(f"variant {variant.name!r}, step {step['method']}: {e}") from e
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # one builder per step: variants running side by side (--ray) that share a step wait for it
+        with FileLock(str(out) + ".lock"):
+            if (out / "medslm.json").is_file():
+                art = ModelArtifact.open(out)
+                log(f"  {variant.name}: {step['method']} cached ({out.name})")
+                continue
+            t = time.perf_counter()
+            log(f"  {variant.name}: {step['method']} {json.dumps({k: v for k, v in step.items() if k != 'method'})} ...")
+            try:
+                art = compress(art, step, out)
+            except MedslmError as e:
+                raise MedslmError(f"variant {variant.name!r}, step {step['method']}: {e}") from e
         log(f"  {variant.name}: {step['method']} done in {time.perf_counter() - t:.0f}s "
             f"({art.meta.bytes / 2**20:.0f} MiB)")
     return art
@@ -289,9 +297,45 @@ def run_output(recipe: Recipe, output: str | os.PathLike | None = None) -> Path:
     return out
 
 
-def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=print,
-               threads: int | None = None) -> Path:
+def run_variant(recipe: Recipe, v: Variant, base, results: Path, threads: int | None, log) -> tuple:
+    """Build one variant, export it where it ships (llama.cpp), evaluate what is not cached; return
+    (name, the GGUF evaluated or None, the artifact's path) for the serve registry."""
     from medslm.evaluate.runner import result_filename
+
+    art = build_variant(base, v, log)
+    want_hash = art.hash
+    gguf_model = None
+    if v.backend == "llamacpp":
+        from medslm.backends.llamacpp import find_gguf
+        from medslm.system import sha256_file
+
+        if v.steps or v.gguf:
+            from medslm.export.gguf import cached_export
+
+            gguf_model = str(cached_export(art, v.gguf, v.name, log))
+        else:
+            gguf_model = recipe.model
+        want_hash = "sha256:" + sha256_file(find_gguf(gguf_model))
+    todo = []
+    for task in recipe.eval.tasks:
+        if _result_ok(results / result_filename(v.name, task), want_hash, task, recipe.eval, v.dtype):
+            log(f"  {v.name}: {task} cached")
+        else:
+            todo.append(task)
+    if todo:
+        evaluate_variant(art, v.name, todo, recipe.eval, results, threads, log, backend=v.backend,
+                         model=gguf_model, dtype=v.dtype)
+    if gguf_model is not None:
+        from medslm.backends.llamacpp import find_gguf
+
+        return v.name, str(find_gguf(gguf_model)), art.path
+    return v.name, None, art.path
+
+
+def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=print,
+               threads: int | None = None, ray: str | None = None) -> Path:
+    """Run ``recipe``; ``ray``: its variants as Ray tasks (``"local"``: a local cluster, else a
+    cluster address), the same results as the serial run."""
     from medslm.models.loading import resolve
     from medslm.outputs import replace_file
 
@@ -311,36 +355,18 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
     base = resolve(recipe.model).artifact()
     log(f"recipe {recipe.name}: model {recipe.model} ({base.hash[:19]}), {len(recipe.variants)} variants, "
         f"tasks {', '.join(recipe.eval.tasks)} -> {out}")
-    for v in recipe.variants:
-        art = build_variant(base, v, log)
-        want_hash = art.hash
-        gguf_model = None
-        if v.backend == "llamacpp":
-            from medslm.backends.llamacpp import find_gguf
-            from medslm.system import sha256_file
+    if ray is None:
+        served = [run_variant(recipe, v, base, results, threads, log) for v in recipe.variants]
+    else:
+        from medslm.pipeline_ray import run_variants
 
-            if v.steps or v.gguf:
-                from medslm.export.gguf import cached_export
-
-                gguf_model = str(cached_export(art, v.gguf, v.name, log))
-            else:
-                gguf_model = recipe.model
-            want_hash = "sha256:" + sha256_file(find_gguf(gguf_model))
-        todo = []
-        for task in recipe.eval.tasks:
-            if _result_ok(results / result_filename(v.name, task), want_hash, task, recipe.eval, v.dtype):
-                log(f"  {v.name}: {task} cached")
-            else:
-                todo.append(task)
-        if todo:
-            evaluate_variant(art, v.name, todo, recipe.eval, results, threads, log, backend=v.backend,
-                             model=gguf_model, dtype=v.dtype)
-        if v.name == recipe.serve:
+        served = run_variants(recipe, results, ray, log)
+    for v, gguf_model, art_path in served:
+        if v == recipe.serve:
             from medslm.serve.default_model import register
 
-            e = register(find_gguf(gguf_model) if v.backend == "llamacpp" else art.path, recipe=recipe.name,
-                         variant=v.name, run=out)
-            log(f"  {v.name}: `medslm serve` now serves {e['path']} by default")
+            e = register(Path(gguf_model) if gguf_model else art_path, recipe=recipe.name, variant=v, run=out)
+            log(f"  {v}: `medslm serve` now serves {e['path']} by default")
     from medslm.report.build import build_report
 
     rep = build_report(results, out, task_order=recipe.eval.tasks,

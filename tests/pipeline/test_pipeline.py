@@ -258,3 +258,28 @@ def test_every_shipped_recipe_is_valid(name):
         sft = r.variants[1].steps[0]
         assert sft["chat_template"] is True and r.eval.chat_template == "auto" and r.serve == "assistant-gguf"
         assert all(t in r.eval.tasks for t in ("medquad", "meqsum", "medtext", "medsafety", "pubmedqa", "medmcqa"))
+
+
+def test_variants_as_ray_tasks_equal_the_serial_run(setup, monkeypatch):
+    """`medslm run --ray` on a local cluster: each variant a task (its own cache, so every step is
+    built in the task), the same per-question predictions and metrics as the serial run."""
+    pytest.importorskip("ray")
+    from medslm.evaluate.runner import result_filename
+
+    tmp, recipe = setup
+    assert run(recipe, tmp / "serial").returncode == 0
+    monkeypatch.setenv("MEDSLM_CACHE", str(tmp / "ray-cache"))  # nothing cached: the tasks build it all
+    p = subprocess.run([sys.executable, "-m", "medslm", "run", str(recipe), "--output", str(tmp / "ray"), "--ray"],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "ray: 2 variants as tasks" in p.stdout and "trim+int4: quantize" in p.stdout + p.stderr
+    assert (tmp / "ray-cache" / "artifacts").is_dir()
+    a, b = metrics(tmp / "serial"), metrics(tmp / "ray")
+    assert a.keys() == b.keys() == {"base", "trim+int4"}
+    for label in a:
+        for task in ("medmcqa", "pubmedqa"):
+            ra, rb = (json.loads((tmp / d / "results" / result_filename(label, task)).read_text())
+                      for d in ("serial", "ray"))
+            assert [e["pred"] for e in ra["examples"]] == [e["pred"] for e in rb["examples"]]
+            assert ra["model"]["hash"] == rb["model"]["hash"]
+    assert a == b  # every task's metric of every variant

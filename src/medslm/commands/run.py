@@ -18,12 +18,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "hash and step config), evaluate them, write the report. Rerunning skips what "
                        "is done; an interrupted run resumes.",
                        epilog=examples("medslm run", "medslm run recipes/domain-prune-distill.yaml",
-                                       "medslm run my.yaml --output runs/mine --check"),
+                                       "medslm run my.yaml --output runs/mine --check",
+                                       "medslm run recipes/task-families.yaml --ray   (variants as Ray tasks)"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", nargs="?", default=None, help="recipe file (default: quickstart)")
     p.add_argument("--output", default=None, metavar="DIR", help="default runs/<recipe name>")
     p.add_argument("--threads", type=threads_arg, default=None)
     p.add_argument("--check", action="store_true", help="validate the recipe and stop")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the variants as Ray tasks (each reserving its `cpus:`/`gpus:`): on a local "
+                        "cluster of this machine, or the cluster at ADDRESS (artifacts and results on "
+                        "shared storage)")
     p.set_defaults(handler=cmd_run)
     r = sub.add_parser("report", help="build report.html, report.md and leaderboard.json from results",
                        epilog=examples("medslm report runs/quickstart/results"),
@@ -43,7 +48,7 @@ def cmd_run(args) -> int:
     if args.check:
         print(f"{path}: valid ({len(recipe.variants)} variants, tasks {', '.join(recipe.eval.tasks)})")
         return 0
-    out = run_recipe(recipe, args.output, threads=args.threads)
+    out = run_recipe(recipe, args.output, threads=args.threads, ray=args.ray)
     print((out / "report.md").read_text())
     return 0
 
