@@ -332,6 +332,17 @@ def run_variant(recipe: Recipe, v: Variant, base, results: Path, threads: int | 
     return v.name, None, art.path
 
 
+def variant_task(recipe_json: str, name: str, results: str) -> tuple:
+    """One variant in a Ray worker (:mod:`medslm.pipeline_ray`): threads = its ``cpus``."""
+    from medslm.models.loading import resolve
+
+    recipe = Recipe.model_validate_json(recipe_json)
+    v = next(x for x in recipe.variants if x.name == name)
+    base = resolve(recipe.model).artifact()
+    return run_variant(recipe, v, base, Path(results), max(1, int(v.cpus)),
+                       lambda m: print(m, flush=True))  # Ray forwards a task's output to the driver
+
+
 def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=print,
                threads: int | None = None, ray: str | None = None) -> Path:
     """Run ``recipe``; ``ray``: its variants as Ray tasks (``"local"``: a local cluster, else a
@@ -360,7 +371,7 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
     else:
         from medslm.pipeline_ray import run_variants
 
-        served = run_variants(recipe, results, ray, log)
+        served = run_variants(recipe, results, ray, log, variant_task)
     for v, gguf_model, art_path in served:
         if v == recipe.serve:
             from medslm.serve.default_model import register

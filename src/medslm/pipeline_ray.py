@@ -20,18 +20,8 @@ from medslm.errors import MedslmError
 ENV = ("MEDSLM_CACHE", "MEDSLM_DATA_DIR", "MEDSLM_ENERGY", "MEDSLM_GRID_COUNTRY", "HF_HOME", "HF_HUB_OFFLINE")
 
 
-def _variant_task(recipe_json: str, name: str, results: str) -> tuple:
-    from medslm.models.loading import resolve
-    from medslm.pipeline import Recipe, run_variant
-
-    recipe = Recipe.model_validate_json(recipe_json)
-    v = next(x for x in recipe.variants if x.name == name)
-    base = resolve(recipe.model).artifact()
-    return run_variant(recipe, v, base, Path(results), max(1, int(v.cpus)),
-                       lambda m: print(m, flush=True))  # Ray forwards a task's output to the driver
-
-
-def run_variants(recipe: Any, results: Path, address: str, log) -> list[tuple]:
+def run_variants(recipe: Any, results: Path, address: str, log, variant_task) -> list[tuple]:
+    """``variant_task(recipe_json, name, results)`` for every variant, as Ray tasks; their returns."""
     try:
         import ray
     except ImportError as e:
@@ -54,7 +44,7 @@ def run_variants(recipe: Any, results: Path, address: str, log) -> list[tuple]:
         if big:
             raise MedslmError(f"--ray: variants {', '.join(big)} ask for more CPUs than the cluster has ({cpus:g}); "
                               "lower their `cpus:`")
-        task = ray.remote(_variant_task)
+        task = ray.remote(variant_task)
         log(f"ray: {len(recipe.variants)} variants as tasks on {cpus:g} CPUs "
             f"({ray.cluster_resources().get('GPU', 0):g} GPUs)")
         futures = [task.options(num_cpus=v.cpus, num_gpus=v.gpus, name=f"medslm:{v.name}", max_retries=0)
