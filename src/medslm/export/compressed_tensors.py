@@ -121,7 +121,7 @@ def export_compressed_tensors(art, out: str | Path, *, progress: bool = True) ->
     tok.save_pretrained(tmp)
     check = verify(tmp, layers)
     side = {"format": "compressed-tensors", "compression": FORMAT, "source": str(art.path),
-            "source_hash": art.hash, "chain": " -> ".join(s.get("method", "?") for s in art.meta.steps) or "base",
+            "source_hash": art.hash, "chain": art.step_chain(),
             "layers": len(layers), "exact": check, "compressed_tensors": _library().__version__}
     (tmp / "medslm-export.json").write_text(json.dumps(side, indent=1))
     from dataclasses import asdict
