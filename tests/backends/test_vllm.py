@@ -75,9 +75,9 @@ def test_vllm_greedy_generations_equal_hf(runs):
 def test_vllm_rolling_loglikelihood_equals_hf(runs):
     """Perplexity (loglikelihood_rolling: windows of max_model_len - 1) per document, as hf scores it."""
     v, h = runs
-    ve, he = ({e["id"]: e for e in r["medppl"]["examples"]} for r in (v, h))
-    assert set(ve) == set(he) and len(ve) == 3
-    for i in ve:
-        a, b, words = ve[i]["loglik"], he[i]["loglik"], he[i]["words"]
-        print(f"{i}: vllm {a:.4f} hf {b:.4f} nats over {words} words")
+    ve, he = (r["medppl"]["examples"] for r in (v, h))  # in the same (seeded) order; ids may repeat
+    assert [e["id"] for e in ve] == [e["id"] for e in he] and len(ve) >= 2  # limit 3 over two sources: 2
+    for a_, b_ in zip(ve, he):
+        a, b, words = a_["loglik"], b_["loglik"], b_["words"]
+        print(f"{b_['id']}: vllm {a:.4f} hf {b:.4f} nats over {words} words")
         assert abs(a - b) <= 1e-3 * words  # at most 0.001 nats per word apart
