@@ -99,14 +99,14 @@ def test_concurrent_greedy_completions_equal_hf(server, hf):
     assert same >= 3
 
 
-def test_echo_logprobs_score_as_hf_does(server, hf):
+def test_echo_logprobs_score_as_hf_does(server, hf, monkeypatch):
     from medslm.backends.openai import OpenAIBackend
     from medslm.requests import LoglikelihoodRequest
 
     base, _, _ = server
     reqs = [LoglikelihoodRequest("Question: Which vitamin deficiency causes scurvy?\nAnswer:", " Vitamin C"),
             LoglikelihoodRequest("Hypertension is treated with", " ACE inhibitors")]
-    os.environ["MEDSLM_OPENAI_API_KEY"] = KEY
+    monkeypatch.setenv("MEDSLM_OPENAI_API_KEY", KEY)
     got = OpenAIBackend("gemma", base_url=base + "/v1").loglikelihood(reqs)
     want = hf.loglikelihood(reqs)
     for (a, ga), (b, gb) in zip(got, want):
