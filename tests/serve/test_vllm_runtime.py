@@ -39,7 +39,8 @@ def server(tmp_path_factory):
     with open(log, "w") as f:
         proc = subprocess.Popen([VLLM_PY, "-m", "medslm", "serve", "--runtime", "vllm", "--model", str(art.path),
                                  "--port", str(port), "--api-key", KEY, "--slots", "4", "--n-ctx", "1024",
-                                 "--served-model-name", "gemma"], stdout=f, stderr=subprocess.STDOUT, env=env)
+                                 "--served-model-name", "gemma"], stdout=f, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # a group: vLLM's engine processes stop with it
     base = f"http://127.0.0.1:{port}"
     try:
         t0 = time.time()
@@ -56,11 +57,9 @@ def server(tmp_path_factory):
             pytest.fail("the server did not become ready in 600 s:\n" + log.read_text()[-3000:])
         yield base, art, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        from medslm.serve.server import stop_subprocess
+
+        stop_subprocess(proc)
 
 
 @pytest.fixture(scope="module")

@@ -102,8 +102,9 @@ def cmd_bench_serve(args) -> int:
     finally:
         meter.close()
         if proc is not None:
-            proc.terminate()
-            proc.wait(30)
+            from medslm.serve.server import stop_subprocess
+
+            stop_subprocess(proc)
     print(loadgen.format_report(res))
     if args.out:
         with open(args.out, "w") as f:

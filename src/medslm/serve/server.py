@@ -163,8 +163,10 @@ def start_subprocess(args: list[str], timeout: float = 300.0) -> tuple[Any, str]
     # stderr to a file, not a pipe nobody drains: a chatty runtime (vLLM's logs) would fill the pipe
     # and block the server mid-benchmark
     err = tempfile.TemporaryFile()
+    # its own process group, so stop_subprocess also ends the children a runtime spawns (vLLM's
+    # engine processes outlive a terminated server otherwise)
     proc = subprocess.Popen([sys.executable, "-m", "medslm", "serve", *args, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=err, env=os.environ.copy())
+                            stdout=subprocess.DEVNULL, stderr=err, env=os.environ.copy(), start_new_session=True)
 
     def tail() -> str:
         err.seek(0)
@@ -182,3 +184,24 @@ def start_subprocess(args: list[str], timeout: float = 300.0) -> tuple[Any, str]
             proc.terminate()
             raise MedslmError(f"medslm serve did not become ready in {timeout:.0f} s: " + tail())
         time.sleep(0.5)
+
+
+def stop_subprocess(proc: Any, timeout: float = 30.0) -> None:
+    """Stop a server from :func:`start_subprocess` and every process it started."""
+    import os
+    import signal
+    import subprocess
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout)
+            os.killpg(proc.pid, signal.SIGKILL)  # children left behind by the leader
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        return
