@@ -172,6 +172,28 @@ def held_out(student, teacher, batches, cfg: DistillConfig) -> float:
     return tot / max(1, len(batches))
 
 
+def _train_measured(student, tok, rows, cfg: DistillConfig, device: str, keys: tuple, measure, objective,
+                    desc: str) -> dict:
+    """The one training loop on ``rows`` (checkpointed under ``keys``), with ``measure()`` (the held-out
+    distance to the teacher) before and after; the provenance facts. The student ends on the CPU."""
+    from medslm.train import engine
+
+    student.eval()
+    before = measure()
+    ckdir = engine.checkpoint_dir("distill", *keys, cfg.to_dict())
+    facts = engine.train(student, tok, rows, ckdir=ckdir, epochs=1.0, max_steps=cfg.steps,
+                         batch_size=cfg.batch_size, grad_accum=1, lr=cfg.lr, schedule="constant", warmup=0.0,
+                         seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, device=device, desc=desc,
+                         loss=objective, report_to=cfg.report_to)
+    student.eval()
+    after = measure()
+    engine.finished(ckdir)
+    student.to("cpu")
+    return {"held_out_before": round(before, 5), "held_out_after": round(after, 5),
+            "final_loss": facts.get("last_loss"), "resumed_at": facts.get("resumed_at"),
+            "steps": facts.get("steps"), "train_seconds": facts.get("train_seconds")}
+
+
 def apply(art, cfg: DistillConfig) -> Transformed:
     """Distil on the one training loop (:mod:`medslm.train.engine`) with the KD objective."""
     from medslm.methods.calibration import calibration_texts
@@ -202,23 +224,11 @@ def apply(art, cfg: DistillConfig) -> Transformed:
         rows = _teacher_rows(teacher, tok, rows)
         held = _shifted(_teacher_rows(teacher, tok, _rows(tok, held_texts, cfg)), tok, cfg.batch_size)
     student.to(device)
-    before = held_out(student, teacher, held, cfg)
-    ckdir = engine.checkpoint_dir("distill", art.hash, t_art.hash, cfg.to_dict())
-    facts = engine.train(student, tok, rows, ckdir=ckdir, epochs=1.0, max_steps=cfg.steps,
-                         batch_size=cfg.batch_size, grad_accum=1, lr=cfg.lr, schedule="constant", warmup=0.0,
-                         seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, device=device,
-                         desc=f"distill ({cfg.mode})",
-                         loss=kd_objective(teacher, cfg) if cfg.mode == "logit" else None,
-                         report_to=cfg.report_to)
-    student.eval()
-    after = held_out(student, teacher, held, cfg)
-    engine.finished(ckdir)
-    student.to("cpu")
+    info = _train_measured(student, tok, rows, cfg, device, (art.hash, t_art.hash),
+                           lambda: held_out(student, teacher, held, cfg),
+                           kd_objective(teacher, cfg) if cfg.mode == "logit" else None, f"distill ({cfg.mode})")
     info = {"teacher_hash": t_art.hash,
-            "held_out_metric": "kl_to_teacher" if cfg.mode == "logit" else "ce_on_teacher_sequences",
-            "held_out_before": round(before, 5), "held_out_after": round(after, 5),
-            "final_loss": facts.get("last_loss"), "resumed_at": facts.get("resumed_at"),
-            "steps": facts.get("steps"), "train_seconds": facts.get("train_seconds")}
+            "held_out_metric": "kl_to_teacher" if cfg.mode == "logit" else "ce_on_teacher_sequences", **info}
     return Transformed(student, tok, info=info)
 
 
@@ -249,20 +259,8 @@ def _apply_served(art, cfg: DistillConfig) -> Transformed:
                         cfg.batch_size)
         measure = lambda: held_out(student, None, held, cfg)  # noqa: E731
         objective, metric = None, "ce_on_teacher_sequences"
-    student.eval()
-    before = measure()
-    ckdir = engine.checkpoint_dir("distill", art.hash, t_desc.get("hash"), cfg.to_dict())
-    facts = engine.train(student, tok, rows, ckdir=ckdir, epochs=1.0, max_steps=cfg.steps,
-                         batch_size=cfg.batch_size, grad_accum=1, lr=cfg.lr, schedule="constant", warmup=0.0,
-                         seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, device=device,
-                         desc=f"distill ({cfg.mode}, served teacher)", loss=objective, report_to=cfg.report_to)
-    student.eval()
-    after = measure()
-    engine.finished(ckdir)
-    student.to("cpu")
+    info = _train_measured(student, tok, rows, cfg, device, (art.hash, t_desc.get("hash")), measure, objective,
+                           f"distill ({cfg.mode}, served teacher)")
     info = {"teacher": {k: t_desc.get(k) for k in ("backend", "model", "base_url", "hash")},
-            "teacher_hash": t_desc.get("hash"), "held_out_metric": metric,
-            "held_out_before": round(before, 5), "held_out_after": round(after, 5),
-            "final_loss": facts.get("last_loss"), "resumed_at": facts.get("resumed_at"),
-            "steps": facts.get("steps"), "train_seconds": facts.get("train_seconds"), "examples": len(rows)}
+            "teacher_hash": t_desc.get("hash"), "held_out_metric": metric, **info, "examples": len(rows)}
     return Transformed(student, tok, info=info)
