@@ -304,7 +304,7 @@ def run_variant(recipe: Recipe, v: Variant, base, results: Path, threads: int | 
 
     art = build_variant(base, v, log)
     want_hash = art.hash
-    gguf_model = None
+    gguf_model = found = None
     if v.backend == "llamacpp":
         from medslm.backends.llamacpp import find_gguf
         from medslm.system import sha256_file
@@ -315,7 +315,8 @@ def run_variant(recipe: Recipe, v: Variant, base, results: Path, threads: int | 
             gguf_model = str(cached_export(art, v.gguf, v.name, log))
         else:
             gguf_model = recipe.model
-        want_hash = "sha256:" + sha256_file(find_gguf(gguf_model))
+        found = find_gguf(gguf_model)
+        want_hash = "sha256:" + sha256_file(found)
     todo = []
     for task in recipe.eval.tasks:
         if _result_ok(results / result_filename(v.name, task), want_hash, task, recipe.eval, v.dtype):
@@ -325,11 +326,7 @@ def run_variant(recipe: Recipe, v: Variant, base, results: Path, threads: int | 
     if todo:
         evaluate_variant(art, v.name, todo, recipe.eval, results, threads, log, backend=v.backend,
                          model=gguf_model, dtype=v.dtype)
-    if gguf_model is not None:
-        from medslm.backends.llamacpp import find_gguf
-
-        return v.name, str(find_gguf(gguf_model)), art.path
-    return v.name, None, art.path
+    return v.name, None if found is None else str(found), art.path
 
 
 def variant_task(recipe_json: str, name: str, results: str) -> tuple:
