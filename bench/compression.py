@@ -65,6 +65,10 @@ GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
     "medslm-gptq-q4_0": {"backend": "llamacpp", "steps": [GPTQ_GGUF]},
     "medslm-gptq-q4_1": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"symmetric": False}]},
     "trim+medslm-gptq-q4_0": {"backend": "llamacpp", "steps": [{"method": "trim"}, GPTQ_GGUF | {"embeddings": "int4"}]},
+    # llama.cpp's Q4_K_M mix of tensor types (Q4_K, Q6_K, Q5_0, Q8_0), medslm's integers on its grid:
+    # the same types and bytes as gguf-q4_k_m, its peer
+    "medslm-gptq-q4_k_m": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"target": "q4_k_m"}]},
+    "medslm-rtn-q4_k_m": {"backend": "llamacpp", "steps": [{"method": "quantize", "bits": 4, "target": "q4_k_m"}]},
 }
 PEER = "gguf-own"  # llama.cpp's Q4_K_M of the base: the speed and size reference
 

@@ -56,14 +56,26 @@ def spm_tokenizer(turns: bool = False):
                                    pad_token="<pad>", unk_token="<unk>")
 
 
-def config(arch: str, vocab_size: int | None = None):
+# K-quant widths (``wide``): Gemma 3 270M's shape in small. The hidden width (288) is a multiple of 32
+# and not of 256, as 640 is, so q/k/v/gate/up fall back to Q5_0/Q8_0 in llama.cpp's Q4_K_M; the
+# attention output (2 heads x 128) and the down projection (512) take Q4_K/Q6_K super-blocks.
+WIDE = dict(hidden_size=288, intermediate_size=512, head_dim=128)
+
+
+def config(arch: str, vocab_size: int | None = None, wide: bool = False):
     import transformers as T
 
     V = vocab_size or len(tokenizer())
     common = dict(vocab_size=V, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    dims = dict(hidden_size=32, intermediate_size=64, head_dim=16)
+    if wide:
+        if arch not in ("gemma3", "llama", "mistral"):
+            raise ValueError(f"wide: {arch}")
+        dims = WIDE
     if arch == "gemma3":
-        return T.Gemma3TextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                  num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+        return T.Gemma3TextConfig(hidden_size=dims["hidden_size"], intermediate_size=dims["intermediate_size"],
+                                  num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                  head_dim=dims["head_dim"],
                                   sliding_window=8, max_position_embeddings=256,
                                   layer_types=["sliding_attention", "full_attention"], **common)
     if arch == "gpt2":
@@ -72,33 +84,35 @@ def config(arch: str, vocab_size: int | None = None):
         return T.BioGptConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                               intermediate_size=64, max_position_embeddings=256, **common)
     if arch == "llama":
-        return T.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=2, num_key_value_heads=1,
+        return T.LlamaConfig(hidden_size=dims["hidden_size"], intermediate_size=dims["intermediate_size"],
+                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                             head_dim=dims["head_dim"],
                              max_position_embeddings=256, **common)
     if arch == "mistral":
-        return T.MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                               num_attention_heads=2, num_key_value_heads=1, sliding_window=None,
+        return T.MistralConfig(hidden_size=dims["hidden_size"], intermediate_size=dims["intermediate_size"],
+                               num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                               head_dim=dims["head_dim"], sliding_window=None,
                                max_position_embeddings=256, **common)
     raise ValueError(arch)
 
 
-def model(arch: str, seed: int = 0, vocab_size: int | None = None):
+def model(arch: str, seed: int = 0, vocab_size: int | None = None, wide: bool = False):
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    m = AutoModelForCausalLM.from_config(config(arch, vocab_size))
+    m = AutoModelForCausalLM.from_config(config(arch, vocab_size, wide))
     m.eval()
     return m
 
 
-def save_artifact(arch: str, out, seed: int = 0, spm: bool = False, turns: bool = False):
+def save_artifact(arch: str, out, seed: int = 0, spm: bool = False, turns: bool = False, wide: bool = False):
     """A tiny random model saved as an artifact; ``spm``: with the SentencePiece-style vocabulary
     (byte fallback) that llama.cpp's converters read for Gemma and Llama."""
     from medslm.models.artifact import ModelArtifact
 
     tok = spm_tokenizer(turns) if spm else tokenizer()
-    m = model(arch, seed, len(tok) if spm else None)
+    m = model(arch, seed, len(tok) if spm else None, wide)
     if spm:
         m.config.bos_token_id, m.config.eos_token_id, m.config.pad_token_id = (
             tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
@@ -107,3 +121,20 @@ def save_artifact(arch: str, out, seed: int = 0, spm: bool = False, turns: bool 
         if getattr(m.config, "sliding_window", None):  # longer than these tests' texts, as Gemma 3
             m.config.sliding_window = 256  # 270M's 512 is: llama.cpp and transformers differ at the edge
     return ModelArtifact.save(m, tok, out, source=f"tiny-random:{arch}")
+
+
+def llamacpp_follows_hf(q, out, tok, tol=0.02):
+    """llama.cpp's log-likelihoods on the GGUF ``out`` agree with the hf backend on the artifact ``q``
+    per token within ``tol`` nats, on five CORPUS sentences."""
+    from medslm.backends.hf import HFBackend
+    from medslm.backends.llamacpp import LlamaCppBackend
+    from medslm.requests import LoglikelihoodRequest
+
+    reqs = [LoglikelihoodRequest(context=" ".join(c.split()[:3]), continuation=" " + " ".join(c.split()[3:]))
+            for c in CORPUS[:5]]
+    a = LlamaCppBackend(str(out), threads=1, shared_context=False).loglikelihood(reqs)
+    b = HFBackend(str(q.path), threads=1, shared_context=False).loglikelihood(reqs)
+    # llama.cpp rounds the activations to 8 bits for its quantized matrix products: near, not equal
+    worst = max(abs(x[0] - y[0]) / max(1, len(tok(r.continuation).input_ids)) for x, y, r in zip(a, b, reqs))
+    assert worst < tol, worst
+    print(f"max |llama.cpp - hf| per token: {worst:.4f} nats")

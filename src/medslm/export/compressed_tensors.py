@@ -94,6 +94,10 @@ def export_compressed_tensors(art, out: str | Path, *, progress: bool = True) ->
     if not (art.meta.extra or {}).get("quantization"):
         raise ConfigError(f"export --format compressed-tensors: {art.path} is not quantized by medslm; run "
                           "`medslm quantize --bits 4` first (a dense model needs no compressed-tensors)")
+    if art.meta.extra["quantization"].get("target") == "q4_k_m":
+        raise ConfigError(f"export --format compressed-tensors: {art.path} is on llama.cpp's Q4_K_M grid (K-quant "
+                          "super-blocks, 5-bit Q5_0), which compressed-tensors has no format for: export it as "
+                          "GGUF (`medslm export --type q4_k_m`), or quantize with --target gguf for both")
     model, tok = art.load(dtype="float32")
     layers = _layers(model, art.path)
     dense = dense_state(model, art)

@@ -8,7 +8,9 @@ A medslm quantization with groups of 32 already *is* a GGUF block grid:
 - asymmetric int4 codes in 0..15, an fp16 scale and a zero point are a ``Q4_1`` block
   (``w = d * q + m``) with ``m = -scale * zero``; exact when ``m`` is an fp16 number, which
   ``medslm quantize --target gguf`` guarantees (it chooses the integers for the fp16-rounded ``m``);
-- an embedding quantized in groups of 32 (``--embeddings int8|int4``) is Q8_0 / Q4_0 in the same way.
+- an embedding quantized in groups of 32 (``--embeddings int8|int4``) is Q8_0 / Q4_0 in the same way;
+- ``medslm quantize --target q4_k_m`` layers are Q4_K / Q6_K super-blocks and symmetric 5-bit
+  Q5_0 blocks (their packing: :mod:`medslm.export.gguf_kblocks`), with llama.cpp's Q4_K_M file type.
 
 So the export keeps every integer and scale medslm chose (RTN, clip search or GPTQ) and llama.cpp
 computes with exactly medslm's dequantized weights; mixed precision (``--bits8``) becomes Q8_0
@@ -38,11 +40,13 @@ import numpy as np
 from medslm.errors import ConfigError
 
 BLOCK = 32
-TYPES = ("q4_0", "q4_1", "q8_0")
+TYPES = ("q4_0", "q4_1", "q8_0", "q4_k_m")
 
 
 def default_type(q: dict) -> str:
-    """The GGUF type of an artifact's main (non-8-bit) tensors."""
+    """The GGUF type of an artifact's main (non-8-bit) tensors (q4_k_m: the file type of the mix)."""
+    if q.get("target") == "q4_k_m":
+        return "q4_k_m"
     if q["bits"] == 8:
         return "q8_0"
     return "q4_0" if q.get("symmetric", True) else "q4_1"
@@ -58,6 +62,13 @@ def check_exportable(art, qtype: str) -> None:
                           f"export without requantization as {' / '.join(TYPES)} only (this one as "
                           f"{default_type(q)}); or export the dense model before `quantize` and let llama.cpp "
                           "quantize it")
+    if q.get("target") == "q4_k_m" and qtype != "q4_k_m":
+        raise ConfigError(f"--type {qtype}: {art.path} holds llama.cpp's Q4_K_M mix of types (quantized with "
+                          "--target q4_k_m): export it with --type q4_k_m (or drop --type)")
+    if qtype == "q4_k_m" and q.get("target") != "q4_k_m":
+        raise ConfigError(f"--type q4_k_m: {art.path} is not on the Q4_K_M grid ({q.get('scheme')}); quantize "
+                          f"the dense model with `medslm quantize --target q4_k_m`, or export this one as "
+                          f"{default_type(q)}")
     if q["group_size"] != BLOCK:
         raise ConfigError(f"--type {qtype}: {art.path} has groups of {q['group_size']}, GGUF blocks hold "
                           f"{BLOCK} weights: {fix}")
@@ -70,31 +81,38 @@ def check_exportable(art, qtype: str) -> None:
                           f"{default_type(q)}: export it with --type {default_type(q)} (or drop --type)")
 
 
+SYMMETRIC = {4: "q4_0", 5: "q5_0", 8: "q8_0"}  # symmetric groups of 32 by bits
+
+
 def _codes(m):
-    """(GGUF type name, integer codes (rows, cols), fp16 scales (rows, cols/32), fp16 offsets or
-    None) of a QuantLinear or grouped QuantEmbedding, or None where it is not a block grid."""
+    """(GGUF type name, (row-indexed arrays the block packer takes)) of a QuantLinear, KQuantLinear
+    or grouped QuantEmbedding, or None where it is not a block grid. The arrays: integer codes
+    (rows, cols) first, then per-block numbers (fp16 scales, offsets; a K-quant's d, dmin, sc, mn)."""
     import torch
 
-    from medslm.models.quantized import QuantEmbedding, offset, unpack_codes
+    from medslm.models.quantized import KQuantLinear, QuantEmbedding, offset, unpack_codes
 
+    if isinstance(m, KQuantLinear):
+        parts = (m.d, m.dmin, m.sc, m.mn) if m.kind == "q4_k" else (m.d, m.sc)
+        return m.kind, (m.qweight.numpy(), *(t.numpy() for t in parts))
     if isinstance(m, QuantEmbedding):
         if m.group != BLOCK:
             return None
         codes = unpack_codes(m.qweight, m.bits, m.embedding_dim)
-        return ("q4_0" if m.bits == 4 else "q8_0"), codes.numpy(), m.scales.numpy().astype(np.float16), None
+        return SYMMETRIC[m.bits], (codes.numpy(), m.scales.numpy().astype(np.float16))
     if m.group_size != BLOCK:
         return None
     codes = unpack_codes(m.qweight, m.bits, m.in_features, m.symmetric).numpy()
     scales = m.scales.numpy().astype(np.float16)
     if m.symmetric:
-        return ("q4_0" if m.bits == 4 else "q8_0"), codes, scales, None
+        return SYMMETRIC[m.bits], (codes, scales)
     if m.bits != 4:
         return None
     exact = -m.scales.float() * m.zeros.float()
     mins = offset(m.scales, m.zeros)
     if not m.fp16_min and not torch.equal(exact, mins):
         return None  # (q - zero) * scale has offsets fp16 cannot hold: not exactly Q4_1
-    return "q4_1", codes, scales, mins.numpy().astype(np.float16)
+    return "q4_1", (codes, scales, mins.numpy().astype(np.float16))
 
 
 def dense_state(model, art=None):
@@ -103,14 +121,14 @@ def dense_state(model, art=None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from medslm.models.quantized import QuantEmbedding, QuantLinear
+    from medslm.models.quantized import KQuantLinear, QuantEmbedding, QuantLinear
 
     dense = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)
     target = dict(dense.named_modules())
     state: dict[str, torch.Tensor] = {}
     done: list[str] = []
     for name, m in model.named_modules():
-        if isinstance(m, QuantLinear):  # (out, in); GPT-2's Conv1D stores (in, out)
+        if isinstance(m, (QuantLinear, KQuantLinear)):  # (out, in); GPT-2's Conv1D stores (in, out)
             w = m.dequantize()
             state[f"{name}.weight"] = w if isinstance(target[name], torch.nn.Linear) else w.t().contiguous()
             if m.bias is not None:
@@ -132,14 +150,14 @@ def dense_copy(art, out: Path):
     and {module name: (dequantized weight, GGUF type or None, codes, scales, offsets)} of what
     medslm quantized (type None: not a block grid; requantized to Q8_0)."""
     from medslm.models.artifact import ModelArtifact
-    from medslm.models.quantized import QuantEmbedding, QuantLinear
+    from medslm.models.quantized import KQuantLinear, QuantEmbedding, QuantLinear
 
     model, tok = art.load(dtype="float32")
     dense = dense_state(model, art)
     weights = dict(dense.named_parameters(remove_duplicate=False))
     quantized: dict[str, Any] = {}
     for name, m in model.named_modules():
-        if isinstance(m, QuantLinear):
+        if isinstance(m, (QuantLinear, KQuantLinear)):
             blocks = _codes(m)
             if blocks is None:
                 raise ConfigError(f"export: {art.path}: {name} is asymmetric with offsets (-scale * zero) that "
@@ -148,7 +166,7 @@ def dense_copy(art, out: Path):
                                   "offsets), or symmetric for q4_0")
             quantized[name] = (weights[f"{name}.weight"].detach().numpy(), *blocks)
         elif isinstance(m, QuantEmbedding):
-            quantized[name] = (weights[f"{name}.weight"].detach().numpy(), *(_codes(m) or (None, None, None, None)))
+            quantized[name] = (weights[f"{name}.weight"].detach().numpy(), *(_codes(m) or (None, ())))
     out.mkdir(parents=True)
     dense.save_pretrained(out)
     tok.save_pretrained(out)
@@ -215,10 +233,12 @@ def q4_1_blocks(codes: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> np.n
     return np.concatenate([_halves(scales, rows, nb), _halves(mins, rows, nb), _nibbles(n)], -1).reshape(rows, -1)
 
 
-def pack(kind: str, codes: np.ndarray, scales: np.ndarray, mins: np.ndarray | None) -> np.ndarray:
-    if kind == "q4_1":
-        return q4_1_blocks(codes, scales, mins)
-    return (q4_0_blocks if kind == "q4_0" else q8_0_blocks)(codes, scales)
+def pack(kind: str, arrays: tuple) -> np.ndarray:
+    """The blocks of ``kind`` from :func:`_codes`' arrays."""
+    from medslm.export import gguf_kblocks as k
+
+    return {"q4_0": q4_0_blocks, "q4_1": q4_1_blocks, "q8_0": q8_0_blocks, "q5_0": k.q5_0_blocks,
+            "q4_k": k.q4_k_blocks, "q6_k": k.q6_k_blocks}[kind](*arrays)
 
 
 def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: str = "f16") -> dict:
@@ -238,7 +258,7 @@ def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: 
         sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
     writer.add_file_type({"q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
-                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[qtype])
+                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}[qtype])
     todo = dict(quantized)
     index = RowIndex(quantized)
     written: dict[str, tuple[Any, np.ndarray]] = {}  # gguf name -> (type, expected dequantized values)
@@ -264,7 +284,7 @@ def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: 
                 writer.add_tensor(t.name, data)
                 written[t.name] = (Q.F32, data)
             continue
-        n, p, kind, codes, scales, mins = match
+        n, p, kind, arrays = match
         del todo[n]
         if kind is None:  # int8 rows with a per-row scale (artifacts before groups): not a block grid
             blocks = gguf.quants.quantize(data, Q.Q8_0)
@@ -272,7 +292,7 @@ def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: 
             written[t.name] = (Q.Q8_0, gguf.quants.dequantize(blocks, Q.Q8_0))
             requantized.append(t.name)
             continue
-        blocks = pack(kind, codes[p], scales[p], None if mins is None else mins[p])
+        blocks = pack(kind, tuple(a[p] for a in arrays))
         gtype = Q[kind.upper()]
         writer.add_tensor(t.name, blocks, raw_dtype=gtype)
         written[t.name] = (gtype, data)  # dequantized, these blocks must give back exactly data

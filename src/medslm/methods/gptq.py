@@ -20,8 +20,8 @@ from torch import nn
 from medslm.methods.base import CalibratedConfig, register_method
 from medslm.methods.calibration import (block_calls, calibration_batches, calibration_texts, collect_stat,
                                         forward_until, hessian_factor, input_hessians)
-from medslm.methods.quantize import (QuantizeConfig, apply, dequant, qparams, quantize_, round_codes,
-                                     rtn_codes, selected)
+from medslm.methods.grids import dequant, qparams, round_codes
+from medslm.methods.quantize import QuantizeConfig, apply, quantize_, rtn_codes, selected
 from medslm.models.anatomy import blocks_prefix, decoder_layers, linear_weight
 from medslm.models.quantized import QuantLinear, pack_codes
 
@@ -40,14 +40,16 @@ class GPTQConfig(QuantizeConfig, CalibratedConfig):
 
 def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float = 0.01,
           blocksize: int = 128, symmetric: bool = True, act_order: bool = False, clip: bool = False,
-          fp16_min: bool = False):
+          fp16_min: bool = False, grid: tuple | None = None):
     """GPTQ integers (out, in), fp16 group scales and (asymmetric) uint8 zero points for ``w``
     given the input Hessian ``H``.
 
     With ``act_order`` the columns are visited by decreasing Hessian diagonal; a group's scale is then
     fixed beforehand from the original weights (static groups) so that groups stay contiguous in
     the original column order and the storage is the same as without it. ``fp16_min``: codes and
-    error on the GGUF grid (offsets rounded to fp16, as Q4_1 stores them).
+    error on the GGUF grid (offsets rounded to fp16, as Q4_1 stores them). ``grid``: (scale, offset
+    or None) per group, fixed beforehand (a K-quant super-block's, :mod:`medslm.methods.kquant`):
+    static groups on exactly that grid; the unpacked integer codes are returned alone.
     """
     W0 = w.detach().float()
     rows, cols = W0.shape
@@ -58,7 +60,11 @@ def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float =
     Q = torch.zeros(rows, cols)
     scales = torch.zeros(rows, cols // group)
     zeros = None if symmetric else torch.zeros(rows, cols // group)
-    if act_order:  # static groups, from the original (dead inputs zeroed) weights
+    fixed = grid is not None
+    if fixed:
+        from medslm.methods.kquant import grid_round
+        scales, zeros = grid[0].float(), None if grid[1] is None else grid[1].float()
+    elif act_order:  # static groups, from the original (dead inputs zeroed) weights
         Wg = torch.empty_like(W)
         Wg[:, perm] = W
         s_all, z_all = qparams(Wg.reshape(rows, cols // group, group), bits, symmetric, clip, fp16_min)
@@ -74,7 +80,7 @@ def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float =
         Hinv1 = Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             c = i1 + i
-            if act_order:
+            if act_order or fixed:
                 g = int(perm[c]) // group
                 s, z = scales[:, g], None if zeros is None else zeros[:, g]
             elif c % group == 0:  # the group's scale from its (error-updated) weights
@@ -83,14 +89,21 @@ def gptq_(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float =
                 if zeros is not None:
                     zeros[:, c // group] = z
             col = W1[:, i]
-            q = round_codes(col, s, z, bits, fp16_min)
+            if fixed:  # w = s * q + offset (z holds the offset)
+                q = grid_round(col, s, z, bits)
+                deq = s * q if z is None else s * q + z
+            else:
+                q = round_codes(col, s, z, bits, fp16_min)
+                deq = dequant(q, s, z, fp16_min)
             Q[:, c] = q
-            err = (col - dequant(q, s, z, fp16_min)) / Hinv1[i, i]
+            err = (col - deq) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
     Qo = torch.empty_like(Q)
     Qo[:, perm] = Q
+    if fixed:
+        return Qo
     return (pack_codes(Qo, bits, symmetric), scales.to(torch.float16),
             None if zeros is None else zeros.to(torch.uint8))
 
@@ -104,9 +117,16 @@ def quantize_linear(lin: nn.Module, bits: int, group_size: int, hessian: torch.T
 
 
 def _codes(cfg: GPTQConfig, hessians: dict[str, torch.Tensor]):
-    def codes(name: str, w: torch.Tensor, bits: int):
+    def codes(name: str, w: torch.Tensor, bits: int, grid: tuple | None = None):
         h = hessians.pop(name, None)
         sym, fp16_min = cfg.layer_format(bits)
+        if grid is not None:  # a K-quant layer: (scale, offset, group) fixed; GPTQ's integers on it
+            s, m, g = grid
+            if h is None:
+                from medslm.methods.kquant import grid_round
+                wg = w.float().reshape(w.shape[0], -1, g)
+                return grid_round(wg, s[..., None], None if m is None else m[..., None], bits).reshape(w.shape)
+            return gptq_(w, h, bits, g, cfg.damp, act_order=cfg.act_order, grid=(s, m))
         if h is None:  # a module the calibration never reached: round to nearest
             return rtn_codes(w, bits, cfg.group_size, sym, cfg.clip_search, fp16_min)
         return gptq_(w, h, bits, cfg.group_size, cfg.damp, symmetric=sym,

@@ -28,8 +28,9 @@ from torch import nn
 
 from medslm.errors import MedslmError
 from medslm.methods.base import MethodConfig, Transformed, load_dense, register_method
+from medslm.methods.grids import qparams, round_codes
 from medslm.models.anatomy import is_linear, linear_weight, set_submodule
-from medslm.models.quantized import QuantEmbedding, QuantLinear, QuantTiedHead, offset, pack_codes, save_state
+from medslm.models.quantized import QuantEmbedding, QuantLinear, QuantTiedHead, pack_codes, save_state
 
 
 @register_method("quantize", "rtn", default=True)
@@ -57,10 +58,12 @@ class QuantizeConfig(MethodConfig):
                                    "bits (mixed precision, as llama.cpp's Q4_K_M keeps attn_v and ffn_down at "
                                    "6), e.g. '*.v_proj,*.down_proj'")
 
-    target: Literal["medslm", "gguf"] = Field(
+    target: Literal["medslm", "gguf", "q4_k_m"] = Field(
         "medslm", description="gguf: integers chosen on the grid a GGUF block stores (groups of 32; fp16 "
         "scales and, with --asymmetric, Q4_1's fp16 offsets; 8-bit layers symmetric as Q8_0), so `medslm "
-        "export` writes them as Q4_0/Q4_1/Q8_0 blocks exactly")
+        "export` writes them as Q4_0/Q4_1/Q8_0 blocks exactly; q4_k_m (with --bits 4): each layer on the "
+        "type llama.cpp's Q4_K_M gives it (Q4_K, Q6_K, or Q5_0/Q8_0 for rows not a multiple of 256), "
+        "integers chosen on that grid: the same tensor types and bytes as llama.cpp's own Q4_K_M")
 
     @field_validator("group_size")
     @classmethod
@@ -71,6 +74,11 @@ class QuantizeConfig(MethodConfig):
 
     @model_validator(mode="after")
     def _gguf_grid(self):
+        if self.target == "q4_k_m":
+            if self.bits != 4 or self.group_size != GGUF_BLOCK or not self.symmetric or self.bits8:
+                raise ValueError("target=q4_k_m takes its per-layer types from llama.cpp's Q4_K_M rule: use it "
+                                 "with bits=4 and without --group-size, --asymmetric or --bits8 (Q4_K has its "
+                                 "own mins; Q6_K/Q8_0 are its more-bits layers)")
         if self.target == "gguf":
             if self.group_size != GGUF_BLOCK:
                 raise ValueError(f"group_size={self.group_size} with target=gguf: GGUF's Q4_0, Q4_1 and Q8_0 "
@@ -85,71 +93,16 @@ class QuantizeConfig(MethodConfig):
         gguf = self.target == "gguf"
         return self.symmetric or (gguf and bits == 8), gguf and not self.symmetric and bits != 8
 
+    def layer_types(self, model: nn.Module, names: list[str]) -> dict[str, str]:
+        """target q4_k_m: {module: GGUF type} by llama.cpp's Q4_K_M rule; otherwise {}."""
+        if self.target != "q4_k_m":
+            return {}
+        from medslm.methods.kquant import q4_k_m_types
+        return q4_k_m_types(model, names)
+
 
 GGUF_BLOCK = 32  # weights per Q4_0 / Q4_1 / Q8_0 block
-
-
-def qparams(g: torch.Tensor, bits: int, symmetric: bool, clip: bool = False,
-            fp16_min: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scale (fp16-representable) and zero point (integer, asymmetric only) of the rows of ``g``
-    over its last dimension. ``clip``: shrink each range by the factor in 1.0 .. 0.75 that gives the
-    least squared rounding error (outliers clipped when that helps the rest; the grid search of
-    llama.cpp's k-quants and AWQ's clipping). ``fp16_min``: the error is measured with the offsets
-    rounded to fp16 (the GGUF grid)."""
-    best = None
-    for shrink in (_SHRINKS if clip else (1.0,)):
-        if symmetric and bits == 4:
-            # the signed extreme maps to -8 (llama.cpp's Q4_0 rule): the whole -8..7 range is used,
-            # where absmax / 7 leaves code -8 empty; the scale's sign follows the extreme's
-            ext = g.gather(-1, g.abs().argmax(-1, keepdim=True))[..., 0] * shrink
-            s, z = _fp16_scale(ext / -8), None
-        elif symmetric:
-            qmax = 2 ** (bits - 1) - 1  # 127
-            s, z = _fp16_scale(g.abs().amax(-1) * shrink / qmax), None
-        else:
-            levels = 2 ** bits - 1  # 255 or 15
-            lo, hi = g.amin(-1).clamp(max=0) * shrink, g.amax(-1).clamp(min=0) * shrink  # 0 exact
-            s = _fp16_scale((hi - lo) / levels)
-            z = torch.round(-lo / s).clamp(0, levels)
-        if not clip:
-            return s, z
-        s1, z1 = s[..., None], None if z is None else z[..., None]
-        err = ((dequant(round_codes(g, s1, z1, bits, fp16_min), s1, z1, fp16_min) - g) ** 2).sum(-1)
-        if best is None:
-            best = (err, s, z)
-        else:
-            better = err < best[0]
-            best = (torch.where(better, err, best[0]), torch.where(better, s, best[1]),
-                    None if z is None else torch.where(better, z, best[2]))
-    return best[1], best[2]
-
-
-def _fp16_scale(s: torch.Tensor) -> torch.Tensor:
-    """``s`` rounded to fp16 as stored, never 0 (a group of zeros, or one below fp16's range, gets
-    the smallest fp16 step, so its codes are 0 and it dequantizes to 0)."""
-    s = s.half().float()
-    return torch.where(s == 0, torch.full_like(s, 2.0 ** -24), s)
-
-
-_SHRINKS = tuple(1.0 - 0.0125 * i for i in range(21))  # 1.0 down to 0.75
-
-
-def dequant(q: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, fp16_min: bool = False) -> torch.Tensor:
-    if z is None:
-        return q * s
-    return q * s + offset(s, z) if fp16_min else (q - z) * s
-
-
-def round_codes(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, bits: int,
-                fp16_min: bool = False) -> torch.Tensor:
-    """Integer codes of ``w`` for scale ``s`` (and zero point ``z``), broadcast over rows;
-    ``fp16_min``: nearest to ``w`` on the grid ``q * s + fp16(-s * z)`` (GGUF's Q4_1)."""
-    if z is None:
-        qmax = 2 ** (bits - 1) - 1
-        return torch.clamp(torch.round(w / s), -qmax - 1, qmax)
-    if fp16_min:
-        return torch.clamp(torch.round((w - offset(s, z)) / s), 0, 2 ** bits - 1)
-    return torch.clamp(torch.round(w / s) + z, 0, 2 ** bits - 1)
+KIND_BITS = {"q4_k": 4, "q5_0": 5, "q6_k": 6, "q8_0": 8}  # target q4_k_m: a layer's bits by its type
 
 
 def rtn_codes(w: torch.Tensor, bits: int, group: int, symmetric: bool = True, clip: bool = False,
@@ -224,11 +177,17 @@ def quantize_(model: nn.Module, cfg: QuantizeConfig, names: list[str] | None = N
     """In place (hence the ``_``): replace the selected Linear layers with QuantLinear; ``codes``
     chooses each layer's integers (default: round to nearest)."""
     names = selected(model, cfg) if names is None else names
+    kinds = cfg.layer_types(model, names)
     for n in names:
         lin = model.get_submodule(n)
-        w, bits = linear_weight(lin), bits_of(n, cfg)
+        w, bits = linear_weight(lin), KIND_BITS.get(kinds.get(n), bits_of(n, cfg))
         sym, fp16_min = cfg.layer_format(bits)
         with torch.no_grad():
+            if kinds.get(n) in ("q4_k", "q6_k"):  # a K-quant grid, fixed first; then its integers
+                from medslm.methods.kquant import kquant_layer
+                own = None if codes is None else (lambda w_, s, m, b, g, n=n: codes(n, w_, b, grid=(s, m, g)))
+                set_submodule(model, n, kquant_layer(w, kinds[n], lin.bias, cfg.clip_search, own))
+                continue
             q, s, z = (codes(n, w, bits) if codes is not None
                        else rtn_codes(w, bits, cfg.group_size, sym, cfg.clip_search, fp16_min))
             set_submodule(model, n, QuantLinear.from_codes(q, s, z, bits, cfg.group_size, w.shape[1], lin.bias,
@@ -262,8 +221,8 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
     elif embeddings != "keep" and not head_tied(model):  # refused before any calibration work
         raise MedslmError(f"embeddings={embeddings} needs an LM head tied to the embeddings (Gemma, GPT-2); "
                           "this model's head is separate: use embeddings=keep")
-    if cfg.target == "gguf" and embeddings != "keep" and model.get_input_embeddings().embedding_dim % GGUF_BLOCK:
-        raise MedslmError(f"target=gguf: the embedding width {model.get_input_embeddings().embedding_dim} is "
+    if cfg.target != "medslm" and embeddings != "keep" and model.get_input_embeddings().embedding_dim % GGUF_BLOCK:
+        raise MedslmError(f"target={cfg.target}: the embedding width {model.get_input_embeddings().embedding_dim} is "
                           f"not a multiple of {GGUF_BLOCK}, so it cannot be GGUF blocks; use embeddings=keep")
     # the algorithm's own choice of integers (its module's quantize_layers_); RTN's is here
     algo = sys.modules[type(cfg).__module__]
@@ -280,6 +239,9 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
          + ("" if embeddings == "keep" else f"+emb-{embeddings}") + ("+gguf" if cfg.target == "gguf" else ""),
          "bits": cfg.bits, "group_size": cfg.group_size, "symmetric": cfg.symmetric, "modules": names,
          "embeddings": embeddings, "target": cfg.target}
+    if cfg.target == "q4_k_m":
+        q["module_types"] = cfg.layer_types(model, names)
+        q["scheme"] = f"q4_k_m-{cfg.algorithm}" + ("" if embeddings == "keep" else f"+emb-{embeddings}")
     if emb_group is not None:
         q["embedding_group_size"] = emb_group
     if eight:

@@ -15,7 +15,8 @@ The format sits in ``models/`` because ``models`` loads it, ``methods`` (quantiz
   computes a tied LM head from it (dequantized once, on first use).
 - An artifact's ``medslm.json`` ``extra.quantization`` lists the modules (``modules``,
   ``modules_8bit``), ``bits``, ``group_size``, ``symmetric``, ``target`` (``gguf``: scales and
-  offsets as a GGUF block stores them; 8-bit modules then symmetric, as Q8_0) and ``embeddings``
+  offsets as a GGUF block stores them; 8-bit modules then symmetric, as Q8_0; ``q4_k_m``: each
+  module on the GGUF type llama.cpp's Q4_K_M gives it, listed in ``module_types``) and ``embeddings``
   (``keep``, ``int8``, ``int4``) with ``embedding_group_size``.
 """
 
@@ -30,7 +31,8 @@ from medslm.models.anatomy import linear_weight, set_submodule
 
 
 def pack_codes(q: torch.Tensor, bits: int, symmetric: bool = True) -> torch.Tensor:
-    """int4: two nibbles per byte (signed ones offset by 8); int8: int8 (signed) or uint8 codes."""
+    """int4: two nibbles per byte (signed ones offset by 8); 5- and 8-bit: one int8 (signed) or uint8
+    code per byte."""
     if bits == 4:
         u = (q + 8 if symmetric else q).to(torch.uint8)
         return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
@@ -47,7 +49,7 @@ class QuantLinear(nn.Module):
         self.bits, self.group_size, self.symmetric = bits, group_size, symmetric
         self.fp16_min = fp16_min and not symmetric
         cols = in_features // 2 if bits == 4 else in_features
-        dtype = torch.int8 if bits == 8 and symmetric else torch.uint8
+        dtype = torch.int8 if bits != 4 and symmetric else torch.uint8  # 5/8-bit: one code a byte
         self.register_buffer("qweight", torch.zeros(out_features, cols, dtype=dtype))
         self.register_buffer("scales", torch.zeros(out_features, in_features // group_size,
                                                    dtype=torch.float16))
@@ -87,6 +89,55 @@ class QuantLinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group={self.group_size}"
                 + ("" if self.symmetric else ", asymmetric") + (", fp16 min" if self.fp16_min else ""))
+
+
+class KQuantLinear(nn.Module):
+    """A Linear on one of llama.cpp's K-quant grids, stored as the GGUF block holds it, so the
+    export writes these numbers byte for byte and llama.cpp computes exactly ``dequantize()``:
+
+    - ``q4_k``: super-blocks of 256 weights with an fp16 ``d`` and ``dmin``; eight sub-blocks of 32,
+      each with a 6-bit scale ``sc`` and min ``mn`` (0..63); codes 0..15:
+      ``w = (d * sc) * q - (dmin * mn)``;
+    - ``q6_k``: super-blocks of 256 with an fp16 ``d``; sixteen sub-blocks of 16 with an int8 scale;
+      codes -32..31: ``w = (d * sc) * q``.
+
+    The products are float32 in ggml's order (``gguf``'s dequantizer reads them so). Codes are kept
+    one per int8 (medslm's artifact is the working form; the GGUF is the shipped one)."""
+
+    SUB = {"q4_k": 32, "q6_k": 16}
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, kind: str):
+        super().__init__()
+        self.in_features, self.out_features, self.kind = in_features, out_features, kind
+        self.bits, self.group_size = (4 if kind == "q4_k" else 6), self.SUB[kind]
+        sb, sub = in_features // 256, in_features // self.SUB[kind]
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("d", torch.zeros(out_features, sb, dtype=torch.float16))
+        self.register_buffer("sc", torch.zeros(out_features, sub, dtype=torch.uint8 if kind == "q4_k" else torch.int8))
+        if kind == "q4_k":
+            self.register_buffer("dmin", torch.zeros(out_features, sb, dtype=torch.float16))
+            self.register_buffer("mn", torch.zeros(out_features, sub, dtype=torch.uint8))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.n_quantized = in_features * out_features
+
+    def grid(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(scale, offset or None) per sub-block, float32: ``w = scale * q + offset``."""
+        per = 256 // self.group_size
+        s = self.d.float().repeat_interleave(per, -1) * self.sc.float()
+        if self.kind != "q4_k":
+            return s, None
+        return s, -(self.dmin.float().repeat_interleave(per, -1) * self.mn.float())
+
+    def dequantize(self) -> torch.Tensor:
+        s, m = self.grid()
+        q = self.qweight.float().reshape(self.out_features, -1, self.group_size)
+        w = s[..., None] * q if m is None else s[..., None] * q + m[..., None]
+        return w.reshape(self.out_features, self.in_features)
+
+    forward = QuantLinear.forward
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, {self.kind}"
 
 
 def offset(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
@@ -174,10 +225,18 @@ def empty_quantized_(model: nn.Module, q: dict) -> None:
                             bits=int(q["embeddings"][3:]), group=q.get("embedding_group_size"))
         model.set_input_embeddings(qe)
         model.set_output_embeddings(QuantTiedHead(qe))
-    gguf = q.get("target") == "gguf"
+    gguf = q.get("target") in ("gguf", "q4_k_m")
+    kinds = q.get("module_types", {})  # target q4_k_m: each module's GGUF type
     for n in q["modules"]:
         lin = model.get_submodule(n)
         out_f, in_f = linear_weight(lin).shape
+        if kinds.get(n) in KQuantLinear.SUB:
+            set_submodule(model, n, KQuantLinear(in_f, out_f, lin.bias is not None, kinds[n]))
+            continue
+        if n in kinds:  # q5_0 / q8_0: symmetric groups of 32
+            set_submodule(model, n, QuantLinear(in_f, out_f, lin.bias is not None, 5 if kinds[n] == "q5_0" else 8,
+                                                q["group_size"], True))
+            continue
         bits = 8 if n in q.get("modules_8bit", ()) else q["bits"]
         sym = q.get("symmetric", True) or (gguf and bits == 8)  # GGUF's 8-bit block is symmetric (Q8_0)
         set_submodule(model, n, QuantLinear(in_f, out_f, lin.bias is not None, bits, q["group_size"],

@@ -1,0 +1,147 @@
+"""llama.cpp's Q4_K_M as a grid medslm chooses integers on (``medslm quantize --target q4_k_m``).
+
+llama.cpp's Q4_K_M is a per-tensor mixture (llama.cpp's ``llama_tensor_get_type``): Q4_K for most
+weights; Q6_K for ``attn_v`` and ``ffn_down`` in the layers its ``use_more_bits`` picks (the first
+and last eighth, and every third between); for a tied embedding, the output rule (Q6_K); and, for a
+tensor whose rows do not split into 256-weight super-blocks, its fallback (Q4_K -> Q5_0, Q6_K ->
+Q8_0). medslm gives every module the same type, so the file has llama.cpp's Q4_K_M's tensor types
+and bytes, with integers chosen by RTN, clip search or GPTQ on exactly the grid the block stores:
+
+- a Q4_K super-block's fp16 ``d``/``dmin`` and 6-bit sub-block scales and mins are fixed first
+  (:func:`q4_k_grid`), from each sub-block's range; each 6-bit value is the floor or ceiling of its
+  exact value, whichever rounds the sub-block with less squared error;
+- Q6_K likewise with int8 sub-block scales (:func:`q6_k_grid`);
+- the integers then come from the fixed grid: round to nearest, or GPTQ with static groups.
+
+Why here and not a library: llama.cpp chooses K-quant scales and integers together by its own
+search (``make_qkx2_quants``) with no Hessian; llm-compressor has GPTQ but writes no GGUF. What is
+needed is GPTQ on a fixed K-quant grid, which neither offers.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import torch
+
+from medslm.errors import MedslmError
+from medslm.methods.grids import qparams
+
+QK_K = 256
+ATTN_V = ("*.v_proj", "*.value")
+FFN_DOWN = ("*.down_proj", "*.fc2", "*.mlp.c_proj", "*.dense_4h_to_h", "*.w2")
+FUSED_QKV = ("*.c_attn", "*.query_key_value", "*.qkv_proj", "*.Wqkv")
+
+
+def use_more_bits(i: int, n: int) -> bool:
+    """llama.cpp's choice of the layers whose attn_v / ffn_down get Q6_K in Q4_K_M."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def q4_k_m_types(model, names: list[str]) -> dict[str, str]:
+    """{module: GGUF type} by llama.cpp's Q4_K_M rule. The rule needs only each module's role, input
+    width and layer: llama.cpp counts attn_v and ffn_down tensors in layer order, so its counter is
+    the layer index, read here from the module's name (stateless, so a block-by-block GPTQ gets the
+    same types as a one-shot pass)."""
+    from medslm.models.anatomy import blocks_prefix, decoder_layers, linear_weight
+
+    fused = [n for n in names if any(fnmatch.fnmatch(n, p) for p in FUSED_QKV)]
+    if fused:
+        raise MedslmError(f"target=q4_k_m: {fused[0]} is a fused q/k/v projection, which llama.cpp's Q4_K_M "
+                          "stores as Q5_K, a type medslm does not write; use --target gguf (Q4_0/Q4_1/Q8_0)")
+    prefix, n_layers = blocks_prefix(model) + ".", len(decoder_layers(model))
+    types = {}
+    for n in names:
+        mod = model.get_submodule(n)
+        width = getattr(mod, "in_features", None) or linear_weight(mod).shape[1]
+        layer = int(n[len(prefix):].split(".")[0]) if n.startswith(prefix) else -1
+        role = any(fnmatch.fnmatch(n, p) for p in ATTN_V + FFN_DOWN)
+        kind = "q6_k" if role and layer >= 0 and use_more_bits(layer, n_layers) else "q4_k"
+        if width % QK_K:
+            kind = {"q4_k": "q5_0", "q6_k": "q8_0"}[kind]  # llama.cpp's fallback for rows of other widths
+        types[n] = kind
+    return types
+
+
+def _pick(base: torch.Tensor, step: torch.Tensor, lo: int, hi: int, err) -> torch.Tensor:
+    """Per sub-block, the floor or the ceiling of ``base / step`` (clamped to lo..hi), whichever
+    gives the least error ``err(candidate)`` (one value per sub-block)."""
+    x = torch.where(step == 0, torch.zeros_like(base), base / torch.where(step == 0, torch.ones_like(step), step))
+    fl, ce = x.floor().clamp(lo, hi), x.ceil().clamp(lo, hi)
+    return torch.where(err(ce) < err(fl), ce, fl)
+
+
+def _fp16(x: torch.Tensor) -> torch.Tensor:
+    return x.half().float()
+
+
+def q4_k_grid(w: torch.Tensor, clip: bool = False):
+    """Q4_K's fixed grid for ``w`` (out, in) with in % 256 == 0:
+    (d, dmin fp16 (out, in/256); sc, mn uint8 (out, in/32))."""
+    rows, cols = w.shape
+    g = w.float().reshape(rows, cols // 32, 32)
+    s, z = qparams(g, 4, symmetric=False, clip=clip)  # each sub-block's range: w ~ s * (q - z)
+    scale, mins = s.reshape(rows, -1, 8), (s * z).reshape(rows, -1, 8)  # w ~ scale * q - min
+    d, dmin = _fp16(scale.amax(-1) / 63), _fp16(mins.amax(-1) / 63)
+    gs = g.reshape(rows, -1, 8, 32)
+
+    def err_with(sc, mn):
+        ss, mm = (d[..., None] * sc), (dmin[..., None] * mn)
+        q = grid_round(gs, ss[..., None], -mm[..., None], 4)
+        return ((ss[..., None] * q - mm[..., None] - gs) ** 2).sum(-1)
+
+    sc0 = torch.where(d[..., None] == 0, torch.zeros_like(scale), (scale / d[..., None].clamp(min=1e-30)).round().clamp(0, 63))
+    mn = _pick(mins, dmin[..., None].expand_as(mins), 0, 63, lambda mn: err_with(sc0, mn))
+    sc = _pick(scale, d[..., None].expand_as(scale), 0, 63, lambda sc: err_with(sc, mn))
+    return (d.half(), dmin.half(), sc.reshape(rows, -1).to(torch.uint8), mn.reshape(rows, -1).to(torch.uint8))
+
+
+def q6_k_grid(w: torch.Tensor, clip: bool = False):
+    """Q6_K's fixed grid for ``w`` (out, in) with in % 256 == 0: (d fp16 (out, in/256), sc int8 (out, in/16))."""
+    rows, cols = w.shape
+    g = w.float().reshape(rows, cols // 16, 16)
+    s, _ = qparams(g, 6, symmetric=True, clip=clip)  # signed: the extreme maps to -32
+    scale = s.reshape(rows, -1, 16)
+    d = _fp16(scale.abs().amax(-1) / 127)
+    gs = g.reshape(rows, -1, 16, 16)
+
+    def err_with(sc):
+        ss = d[..., None] * sc
+        return ((ss[..., None] * grid_round(gs, ss[..., None], None, 6) - gs) ** 2).sum(-1)
+
+    sc = _pick(scale, d[..., None].expand_as(scale), -128, 127, err_with)
+    return d.half(), sc.reshape(rows, -1).to(torch.int8)
+
+
+def grid_round(w: torch.Tensor, s: torch.Tensor, m: torch.Tensor | None, bits: int) -> torch.Tensor:
+    """Nearest codes of ``w`` on the fixed grid ``s * q + m`` (``m`` None: symmetric, q signed);
+    a sub-block with scale 0 gets code 0."""
+    safe = torch.where(s == 0, torch.ones_like(s), s)
+    if m is None:
+        q = torch.round(w / safe).clamp(-2 ** (bits - 1), 2 ** (bits - 1) - 1)
+    else:
+        q = torch.round((w - m) / safe).clamp(0, 2 ** bits - 1)
+    return torch.where(s == 0, torch.zeros_like(q), q)
+
+
+def kquant_layer(w: torch.Tensor, kind: str, bias: torch.Tensor | None, clip: bool = False, codes=None):
+    """A KQuantLinear of ``w`` on its fixed ``kind`` grid; ``codes(w, scale, offset, bits, group)``
+    chooses the integers (default: round to nearest)."""
+    from medslm.models.quantized import KQuantLinear
+
+    rows, cols = w.shape
+    m = KQuantLinear(cols, rows, bias is not None, kind)
+    if kind == "q4_k":
+        m.d, m.dmin, m.sc, m.mn = q4_k_grid(w, clip)
+    else:
+        m.d, m.sc = q6_k_grid(w, clip)
+    s, off = m.grid()
+    if codes is not None:
+        q = codes(w, s, off, m.bits, m.group_size)
+    else:
+        g = w.float().reshape(rows, -1, m.group_size)
+        q = grid_round(g, s[..., None], None if off is None else off[..., None], m.bits).reshape(rows, cols)
+    m.qweight = q.to(torch.int8)
+    if bias is not None:
+        m.bias = torch.nn.Parameter(bias.detach().float().clone())
+    return m
