@@ -82,6 +82,10 @@ def main() -> None:
     ap.add_argument("--output", default="runs/bench-compression")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per evaluation (default: all cores)")
+    ap.add_argument("--split", default=None, help="held-out parts, e.g. pubmedqa=dev@50,medmcqa=dev@500 (a "
+                    "fine-tuned --model: the parts it did not train on)")
+    ap.add_argument("--pairs", default="gguf-q4_k_m:medslm-gptq-q4_k_m,gguf-q4_k_m:medslm-rtn-q4_k_m",
+                    help="PEER:VARIANT pairs compared item by item (McNemar / paired bootstrap), where both ran")
     ap.add_argument("--gguf", action="store_true",
                     help="also the model's own GGUF (Q4_K_M for gemma3-270m) on llama.cpp (needs medslm[llamacpp])")
     a = ap.parse_args()
@@ -101,7 +105,8 @@ def main() -> None:
                 | ({"dtype": DTYPES[n]} if n in DTYPES else {}) for n in names]
     recipe = {"version": 1, "name": "bench-compression", "model": a.model,
               "eval": {"tasks": ["pubmedqa", "medmcqa", "medppl"],
-                       "limit": {"pubmedqa": a.pubmedqa, "medmcqa": a.medmcqa, "medppl": a.medppl}},
+                       "limit": {"pubmedqa": a.pubmedqa, "medmcqa": a.medmcqa, "medppl": a.medppl},
+                       **({"split": dict(kv.split("=", 1) for kv in a.split.split(","))} if a.split else {})},
               "variants": variants}
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(recipe, f)
@@ -122,11 +127,32 @@ def main() -> None:
                   f"{(m['speed_vs_peer'] or 0):8.2f}")
     for c in lb.get("paired", []):
         print(f"{c['model']}, {c['task']}: {c['words']}")
+    lb["paired_peers"] = peer_pairs(Path(out), a.pairs)
+    for c in lb["paired_peers"]:
+        print(f"{c['model']} against {c['against']}, {c['task']}: {c['words']}")
     print(json.dumps({"bench": "compression", "models": [
         {k: m[k] for k in ("label", "chain", "bytes", "bytes_vs_base", "parameters", "peak_rss_bytes",
                            "decode_tok_s")} | {"speed_vs_peer": m.get("speed_vs_peer")}
         | {t: v["value"] for t, v in m["metrics"].items()}
-        for m in lb["models"]]}))
+        for m in lb["models"]], "paired_peers": lb["paired_peers"]}))
+
+
+def peer_pairs(out: Path, pairs: str) -> list[dict]:
+    """Each VARIANT against its PEER (not the base) on every task both have results for: the
+    same-format comparison (medslm's integers against llama.cpp's quantization of the same weights)."""
+    from medslm.evaluate.paired import compare
+    from medslm.report.build import _aggregate
+
+    rows = []
+    for pair in filter(None, pairs.split(",")):
+        peer, variant = pair.split(":")
+        for f in sorted((out / "results").glob(f"{variant}__*.json")):
+            task = f.stem.split("__", 1)[1]
+            g = out / "results" / f"{peer}__{task}.json"
+            if g.exists():
+                c = compare(json.loads(g.read_text()), json.loads(f.read_text()), _aggregate(task))
+                rows.append({"model": variant, "against": peer, "task": task, **c})
+    return rows
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ HELP = {"quantize": "weight-only int8/int4 quantization", "prune": "unstructured
 EXAMPLES = {"quantize": ["medslm quantize --model gemma3-270m --bits 4 --out runs/q4",
                          "medslm quantize --model gemma3-270m --bits 4 --algorithm gptq --target gguf --act-order "
                          "--sequential --out runs/q4-gptq",
-                         "medslm export --model runs/q4-gptq --out runs/q4-gptq.gguf  (its own integers, Q4_0)"],
+                         "medslm export --model runs/q4-gptq --out runs/q4-gptq.gguf  (its own integers, Q4_0)",
+                         "medslm quantize --model gemma3-270m --bits 4 --algorithm gptq --target q4_k_m --act-order "
+                         "--sequential --out runs/q4km  (llama.cpp's Q4_K_M types, medslm's integers)"],
             "prune": ["medslm prune --model gemma3-270m --algorithm wanda --sparsity 0.5 --out runs/wanda50",
                       "medslm prune --model gemma3-270m --algorithm depth --sparsity 0.25 --out runs/depth25"],
             "trim": ["medslm trim --model gemma3-270m --out runs/trim"],

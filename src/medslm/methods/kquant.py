@@ -8,8 +8,10 @@ Q8_0). medslm gives every module the same type, so the file has llama.cpp's Q4_K
 and bytes, with integers chosen by RTN, clip search or GPTQ on exactly the grid the block stores:
 
 - a Q4_K super-block's fp16 ``d``/``dmin`` and 6-bit sub-block scales and mins are fixed first
-  (:func:`q4_k_grid`), from each sub-block's range; each 6-bit value is the floor or ceiling of its
-  exact value, whichever rounds the sub-block with less squared error;
+  (:func:`q4_k_grid`): each sub-block's scale and min by the weighted least-squares search
+  llama.cpp's reference quantizer runs (so weights already on a K-quant grid find it again), then
+  each 6-bit value the floor or ceiling of its exact value, whichever rounds the sub-block with less
+  squared error;
 - Q6_K likewise with int8 sub-block scales (:func:`q6_k_grid`);
 - the integers then come from the fixed grid: round to nearest, or GPTQ with static groups.
 
@@ -25,7 +27,6 @@ import fnmatch
 import torch
 
 from medslm.errors import MedslmError
-from medslm.methods.grids import qparams
 
 QK_K = 256
 ATTN_V = ("*.v_proj", "*.value")
@@ -75,13 +76,52 @@ def _fp16(x: torch.Tensor) -> torch.Tensor:
     return x.half().float()
 
 
+def _lsq_search(x: torch.Tensor, wts: torch.Tensor, candidates, levels: tuple[int, int], offset: bool):
+    """Per sub-block (the last dimension of ``x``), the best weighted least-squares (scale, min) over
+    candidate integer assignments: each candidate inverse scale rounds ``x`` to integers ``L`` in
+    ``levels``; the fit ``x ~ scale * L + min`` (``offset``: with ``min <= 0``, else ``min = 0``) is
+    solved in closed form and kept where its weighted error is least. This is the search llama.cpp's
+    reference quantizer runs for K-quants (``make_qkx2_quants`` / ``make_qx_quants``), so weights that
+    already sit on a K-quant grid find that grid again."""
+    lo, hi = levels
+    best_err = best_s = best_m = None
+    sw = wts.sum(-1)
+    for inv, base in candidates:
+        L = torch.round(inv[..., None] * (x - base[..., None])).clamp(lo, hi)
+        sl, sl2 = (wts * L).sum(-1), (wts * L * L).sum(-1)
+        sx, sxl = (wts * x).sum(-1), (wts * x * L).sum(-1)
+        if offset:
+            det = sw * sl2 - sl * sl
+            safe = torch.where(det > 0, det, torch.ones_like(det))
+            s = torch.where(det > 0, (sw * sxl - sl * sx) / safe, torch.zeros_like(det))
+            m = torch.where(det > 0, (sl2 * sx - sl * sxl) / safe, torch.zeros_like(det))
+            pos = m > 0  # the block stores -min >= 0: refit the scale alone
+            s = torch.where(pos, sxl / sl2.clamp(min=1e-30), s)
+            m = torch.where(pos, torch.zeros_like(m), m)
+        else:
+            s, m = sxl / sl2.clamp(min=1e-30), torch.zeros_like(sl)
+        err = (wts * (s[..., None] * L + m[..., None] - x) ** 2).sum(-1)
+        if best_err is None:
+            best_err, best_s, best_m = err, s, m
+        else:
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_s, best_m = torch.where(better, s, best_s), torch.where(better, m, best_m)
+    return best_s, best_m
+
+
 def q4_k_grid(w: torch.Tensor, clip: bool = False):
     """Q4_K's fixed grid for ``w`` (out, in) with in % 256 == 0:
-    (d, dmin fp16 (out, in/256); sc, mn uint8 (out, in/32))."""
+    (d, dmin fp16 (out, in/256); sc, mn uint8 (out, in/32)). Each sub-block's scale and min come from
+    the least-squares search (weights ``mean|x| + |x|``, as llama.cpp's); ``clip`` is implied by it."""
     rows, cols = w.shape
     g = w.float().reshape(rows, cols // 32, 32)
-    s, z = qparams(g, 4, symmetric=False, clip=clip)  # each sub-block's range: w ~ s * (q - z)
-    scale, mins = s.reshape(rows, -1, 8), (s * z).reshape(rows, -1, 8)  # w ~ scale * q - min
+    lo, hi = g.amin(-1).clamp(max=0), g.amax(-1)
+    span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    wts = g.pow(2).mean(-1, keepdim=True).sqrt() + g.abs()
+    cands = [((15 + (-1 + 0.1 * k)) / span, lo) for k in range(21)]
+    s, m = _lsq_search(g, wts, cands, (0, 15), offset=True)
+    scale, mins = s.clamp(min=0).reshape(rows, -1, 8), (-m).reshape(rows, -1, 8)  # w ~ scale * q - min
     d, dmin = _fp16(scale.amax(-1) / 63), _fp16(mins.amax(-1) / 63)
     gs = g.reshape(rows, -1, 8, 32)
 
@@ -97,12 +137,17 @@ def q4_k_grid(w: torch.Tensor, clip: bool = False):
 
 
 def q6_k_grid(w: torch.Tensor, clip: bool = False):
-    """Q6_K's fixed grid for ``w`` (out, in) with in % 256 == 0: (d fp16 (out, in/256), sc int8 (out, in/16))."""
+    """Q6_K's fixed grid for ``w`` (out, in) with in % 256 == 0: (d fp16 (out, in/256), sc int8 (out, in/16)).
+    Each sub-block's scale from the least-squares search around its extreme (weights ``x^2``)."""
     rows, cols = w.shape
     g = w.float().reshape(rows, cols // 16, 16)
-    s, _ = qparams(g, 6, symmetric=True, clip=clip)  # signed: the extreme maps to -32
-    scale = s.reshape(rows, -1, 16)
-    d = _fp16(scale.abs().amax(-1) / 127)
+    ext = g.gather(-1, g.abs().argmax(-1, keepdim=True))[..., 0]
+    safe = torch.where(ext == 0, torch.ones_like(ext), ext)
+    cands = [(-(32 + 0.1 * k) / safe, torch.zeros_like(ext)) for k in range(-9, 10)]
+    s, _ = _lsq_search(g, g * g, cands, (-32, 31), offset=False)
+    scale = torch.where(ext == 0, torch.zeros_like(s), s).reshape(rows, -1, 16)
+    # the signed largest scale maps to -128 (llama.cpp's rule, so a Q6_K file's own d is found again)
+    d = _fp16(scale.gather(-1, scale.abs().argmax(-1, keepdim=True))[..., 0] / -128)
     gs = g.reshape(rows, -1, 16, 16)
 
     def err_with(sc):
