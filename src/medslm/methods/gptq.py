@@ -121,12 +121,8 @@ def _codes(cfg: GPTQConfig, hessians: dict[str, torch.Tensor]):
         h = hessians.pop(name, None)
         sym, fp16_min = cfg.layer_format(bits)
         if grid is not None:  # a K-quant layer: (scale, offset, group) fixed; GPTQ's integers on it
-            s, m, g = grid
-            if h is None:
-                from medslm.methods.kquant import grid_round
-                wg = w.float().reshape(w.shape[0], -1, g)
-                return grid_round(wg, s[..., None], None if m is None else m[..., None], bits).reshape(w.shape)
-            return gptq_(w, h, bits, g, cfg.damp, act_order=cfg.act_order, grid=(s, m))
+            s, m, g = grid  # (a module the calibration never reached: None, its grid rounds to nearest)
+            return None if h is None else gptq_(w, h, bits, g, cfg.damp, act_order=cfg.act_order, grid=(s, m))
         if h is None:  # a module the calibration never reached: round to nearest
             return rtn_codes(w, bits, cfg.group_size, sym, cfg.clip_search, fp16_min)
         return gptq_(w, h, bits, cfg.group_size, cfg.damp, symmetric=sym,

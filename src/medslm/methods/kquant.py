@@ -110,10 +110,11 @@ def _lsq_search(x: torch.Tensor, wts: torch.Tensor, candidates, levels: tuple[in
     return best_s, best_m
 
 
-def q4_k_grid(w: torch.Tensor, clip: bool = False):
+def q4_k_grid(w: torch.Tensor):
     """Q4_K's fixed grid for ``w`` (out, in) with in % 256 == 0:
     (d, dmin fp16 (out, in/256); sc, mn uint8 (out, in/32)). Each sub-block's scale and min come from
-    the least-squares search (weights ``mean|x| + |x|``, as llama.cpp's); ``clip`` is implied by it."""
+    the least-squares search (weights ``mean|x| + |x|``, as llama.cpp's), which also clips outliers
+    where that rounds the rest better (so ``--clip-search`` adds nothing here)."""
     rows, cols = w.shape
     g = w.float().reshape(rows, cols // 32, 32)
     lo, hi = g.amin(-1).clamp(max=0), g.amax(-1)
@@ -136,7 +137,7 @@ def q4_k_grid(w: torch.Tensor, clip: bool = False):
     return (d.half(), dmin.half(), sc.reshape(rows, -1).to(torch.uint8), mn.reshape(rows, -1).to(torch.uint8))
 
 
-def q6_k_grid(w: torch.Tensor, clip: bool = False):
+def q6_k_grid(w: torch.Tensor):
     """Q6_K's fixed grid for ``w`` (out, in) with in % 256 == 0: (d fp16 (out, in/256), sc int8 (out, in/16)).
     Each sub-block's scale from the least-squares search around its extreme (weights ``x^2``)."""
     rows, cols = w.shape
@@ -169,21 +170,20 @@ def grid_round(w: torch.Tensor, s: torch.Tensor, m: torch.Tensor | None, bits: i
     return torch.where(s == 0, torch.zeros_like(q), q)
 
 
-def kquant_layer(w: torch.Tensor, kind: str, bias: torch.Tensor | None, clip: bool = False, codes=None):
+def kquant_layer(w: torch.Tensor, kind: str, bias: torch.Tensor | None, codes=None):
     """A KQuantLinear of ``w`` on its fixed ``kind`` grid; ``codes(w, scale, offset, bits, group)``
-    chooses the integers (default: round to nearest)."""
+    chooses the integers (default, or where it returns None: round to nearest)."""
     from medslm.models.quantized import KQuantLinear
 
     rows, cols = w.shape
     m = KQuantLinear(cols, rows, bias is not None, kind)
     if kind == "q4_k":
-        m.d, m.dmin, m.sc, m.mn = q4_k_grid(w, clip)
+        m.d, m.dmin, m.sc, m.mn = q4_k_grid(w)
     else:
-        m.d, m.sc = q6_k_grid(w, clip)
+        m.d, m.sc = q6_k_grid(w)
     s, off = m.grid()
-    if codes is not None:
-        q = codes(w, s, off, m.bits, m.group_size)
-    else:
+    q = None if codes is None else codes(w, s, off, m.bits, m.group_size)
+    if q is None:
         g = w.float().reshape(rows, -1, m.group_size)
         q = grid_round(g, s[..., None], None if off is None else off[..., None], m.bits).reshape(rows, cols)
     m.qweight = q.to(torch.int8)

@@ -186,7 +186,7 @@ def quantize_(model: nn.Module, cfg: QuantizeConfig, names: list[str] | None = N
             if kinds.get(n) in ("q4_k", "q6_k"):  # a K-quant grid, fixed first; then its integers
                 from medslm.methods.kquant import kquant_layer
                 own = None if codes is None else (lambda w_, s, m, b, g, n=n: codes(n, w_, b, grid=(s, m, g)))
-                set_submodule(model, n, kquant_layer(w, kinds[n], lin.bias, cfg.clip_search, own))
+                set_submodule(model, n, kquant_layer(w, kinds[n], lin.bias, own))
                 continue
             q, s, z = (codes(n, w, bits) if codes is not None
                        else rtn_codes(w, bits, cfg.group_size, sym, cfg.clip_search, fp16_min))
