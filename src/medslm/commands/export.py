@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "integers, pack-quantized, as llm-compressor writes and vLLM and transformers read)")
     p.add_argument("--type", default=None, help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q4_k_s | q4_k_m | "
                    "q5_k_m | q6_k (default q4_k_m for a dense model; for one medslm quantized with groups of "
-                   "32, its own integers as q4_0, q4_1 (asymmetric) or q8_0)")
+                   "32, its own integers as q4_0, q4_1 (asymmetric) or q8_0; quantized with --target q4_k_m, as "
+                   "q4_k_m)")
     p.add_argument("--float-type", default="f16", choices=("f16", "q8_0"),
                    help="medslm-quantized models: how the 2-D tensors kept in float (the embedding) are "
                         "stored; q8_0 is llama.cpp's rounding of them (default f16)")

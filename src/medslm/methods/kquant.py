@@ -2,10 +2,11 @@
 
 llama.cpp's Q4_K_M is a per-tensor mixture (llama.cpp's ``llama_tensor_get_type``): Q4_K for most
 weights; Q6_K for ``attn_v`` and ``ffn_down`` in the layers its ``use_more_bits`` picks (the first
-and last eighth, and every third between); for a tied embedding, the output rule (Q6_K); and, for a
-tensor whose rows do not split into 256-weight super-blocks, its fallback (Q4_K -> Q5_0, Q6_K ->
-Q8_0). medslm gives every module the same type, so the file has llama.cpp's Q4_K_M's tensor types
-and bytes, with integers chosen by RTN, clip search or GPTQ on exactly the grid the block stores:
+and last eighth, and every third between); for a tied embedding, the output rule (Q6_K, or Q8_0
+where its width is not a multiple of 256, as Gemma 3 270M's 640 is not; medslm writes Q8_0); and,
+for a tensor whose rows do not split into 256-weight super-blocks, its fallback (Q4_K -> Q5_0,
+Q6_K -> Q8_0). medslm gives every block module the same type, so the file has llama.cpp's Q4_K_M's
+tensor types and bytes, with integers chosen by RTN or GPTQ on exactly the grid the block stores:
 
 - a Q4_K super-block's fp16 ``d``/``dmin`` and 6-bit sub-block scales and mins are fixed first
   (:func:`q4_k_grid`): each sub-block's scale and min by the weighted least-squares search
