@@ -141,13 +141,15 @@ class Variant(BaseModel):
             raise ValueError("dtype: applies to the hf backend; a GGUF's type is `gguf:`")
         quantized = any(s.get("method") == "quantize" for s in self.steps)
         if self.backend == "llamacpp" and quantized:
-            from medslm.export.gguf_blocks import TYPES as BLOCKS
+            from medslm.export.gguf_blocks import default_type
 
-            if self.gguf is not None and self.gguf not in BLOCKS:
-                raise ValueError(f"gguf={self.gguf!r}: after a quantize step the GGUF holds medslm's own "
-                                 f"integers, as {' / '.join(BLOCKS)}; drop gguf (its grid decides) or the "
-                                 "quantize step (llama.cpp then quantizes)")
             last = next(s for s in reversed(self.steps) if s.get("method") == "quantize")
+            own = default_type({"bits": last.get("bits", 8), "symmetric": last.get("symmetric", True),
+                                "target": last.get("target")})
+            if self.gguf is not None and self.gguf != own:
+                raise ValueError(f"gguf={self.gguf!r}: after a quantize step the GGUF holds medslm's own "
+                                 f"integers, as {own} for this step's grid; drop gguf (its grid decides) or "
+                                 "the quantize step (llama.cpp then quantizes)")
             if last.get("group_size", 32) != 32:
                 raise ValueError("backend llamacpp after a quantize step: GGUF blocks hold 32 weights; give "
                                  "the step target: gguf (or group_size: 32)")

@@ -68,7 +68,8 @@ def check_exportable(art, qtype: str) -> None:
     if qtype == "q4_k_m" and q.get("target") != "q4_k_m":
         raise ConfigError(f"--type q4_k_m: {art.path} is not on the Q4_K_M grid ({q.get('scheme')}); quantize "
                           f"the dense model with `medslm quantize --target q4_k_m`, or export this one as "
-                          f"{default_type(q)}")
+                          f"{default_type(q)}, or export the dense model before `quantize` and let llama.cpp "
+                          "quantize it")
     if q["group_size"] != BLOCK:
         raise ConfigError(f"--type {qtype}: {art.path} has groups of {q['group_size']}, GGUF blocks hold "
                           f"{BLOCK} weights: {fix}")
