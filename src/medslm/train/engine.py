@@ -92,6 +92,22 @@ def answer_loss(model, batch: dict, num_items: int | None = None):
     return loss / n
 
 
+def last_complete_checkpoint(ckdir: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing (its ``trainer_state.json`` is written
+    last), or None. A checkpoint a kill cut short (seen under load: model and optimizer written, no
+    trainer state) is removed, so the run resumes from the one before it and rewrites that step;
+    transformers' ``get_last_checkpoint`` would pick the partial one and the resume would fail."""
+    import shutil
+
+    steps = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in Path(ckdir).glob("checkpoint-*")
+                   if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit())
+    for _, p in reversed(steps):
+        if (p / "trainer_state.json").is_file():
+            return str(p)
+        shutil.rmtree(p, ignore_errors=True)
+    return None
+
+
 def checkpoint_dir(kind: str, *keys) -> Path:
     from medslm import settings
 
@@ -136,7 +152,6 @@ def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max
     objective = loss or answer_loss
     import transformers
     from transformers import Trainer, TrainerCallback, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     transformers.utils.logging.set_verbosity_error()
     cuda = device.startswith("cuda")
@@ -180,7 +195,7 @@ def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     trainer = AnswerTrainer(model=model, args=args, train_dataset=Rows(rows), data_collator=collate(pad),
                       callbacks=[Record()] + tensorboard(targets, ckdir))
-    last = get_last_checkpoint(str(ckdir))
+    last = last_complete_checkpoint(ckdir)
     if last:
         print(f"{desc}: resuming from {last}", flush=True)
     if cuda:
