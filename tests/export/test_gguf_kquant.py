@@ -144,17 +144,46 @@ def test_q4_k_m_target_refuses_its_own_overrides(cfg, msg):
         parse_config({"method": "quantize", "bits": 4, **cfg})
 
 
+@pytest.mark.parametrize("wide,embeddings,target,want", [
+    (256, "auto", "q4_k_m", "q6_k"), (256, "auto", "gguf", "int8"), (True, "auto", "q4_k_m", "int8"),
+    (True, "q6_k", "q4_k_m", "width 288 is not a multiple of 256"),
+])
+def test_tied_table_type_follows_llama_cpps_output_rule(tmp_path, wide, embeddings, target, want):
+    """A tied table under --target q4_k_m gets llama.cpp's output rule (Q6_K where the width is a
+    multiple of 256, Q8_0 else); a Q6_K table of another width is refused naming the width. The
+    quantized table looks up the rows its full dequantization has."""
+    import torch
+
+    from medslm.errors import MedslmError
+    from medslm.methods import compress
+
+    art = tiny.save_artifact("gemma3", tmp_path / "base", wide=wide)
+    cfg = {"method": "quantize", "bits": 4, "target": target, "embeddings": embeddings}
+    if " " in want:
+        with pytest.raises(MedslmError, match=want + r".*embeddings=int8"):
+            compress(art, cfg, tmp_path / "q")
+        return
+    q = compress(art, cfg, tmp_path / "q")
+    assert q.meta.extra["quantization"]["embeddings"] == want
+    emb = q.load()[0].get_input_embeddings()
+    ids = torch.tensor([[3, 0, 7], [7, 1, 2]])
+    assert torch.equal(emb.rows(ids), emb.rows(slice(None))[ids])
+    dense = art.load()[0].get_input_embeddings().weight.detach()
+    assert float(((emb.rows(slice(None)) - dense) ** 2).mean()) < 2e-3 * float((dense ** 2).mean())
+
+
 def _types(path):
     import gguf
 
     return {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
 
 
-@pytest.mark.parametrize("arch,algorithm", [("gemma3", "gptq"), ("llama", "rtn"), ("mistral", "rtn")])
-def test_q4_k_m_export_is_llama_cpps_mix_with_medslms_integers(tmp_path, arch, algorithm):
+@pytest.mark.parametrize("arch,algorithm,wide", [("gemma3", "gptq", True), ("gemma3", "rtn", 256),
+                                                ("llama", "rtn", True), ("mistral", "rtn", True)])
+def test_q4_k_m_export_is_llama_cpps_mix_with_medslms_integers(tmp_path, arch, algorithm, wide):
     """The export has llama.cpp's own Q4_K_M tensor types for every block tensor (and for Gemma's
-    tied embedding); each tensor, dequantized by gguf, equals medslm's weight; llama.cpp's scores on
-    it follow the hf backend on the quantized artifact."""
+    tied embedding: Q8_0 at width 288, Q6_K at 256); each tensor, dequantized by gguf, equals
+    medslm's weight; llama.cpp's scores on it follow the hf backend on the quantized artifact."""
     pytest.importorskip("llama_cpp")
     import gguf
 
@@ -162,7 +191,7 @@ def test_q4_k_m_export_is_llama_cpps_mix_with_medslms_integers(tmp_path, arch, a
     from medslm.methods import compress
     from medslm.models.quantized import KQuantLinear, QuantEmbedding, QuantLinear
 
-    art = tiny.save_artifact(arch, tmp_path / "base", spm=True, wide=True)
+    art = tiny.save_artifact(arch, tmp_path / "base", spm=True, wide=wide)
     cfg = {"method": "quantize", "bits": 4, "target": "q4_k_m", "algorithm": algorithm}
     if algorithm == "gptq":
         corpus = tmp_path / "calib.txt"
@@ -175,9 +204,9 @@ def test_q4_k_m_export_is_llama_cpps_mix_with_medslms_integers(tmp_path, arch, a
     mine_t, peer_t = _types(out), _types(peer)
     blocks = {n for n in peer_t if n.startswith("blk.") and n.endswith(".weight") and peer_t[n] != "F32"}
     assert {n: mine_t[n] for n in blocks} == {n: peer_t[n] for n in blocks}
-    assert {"Q4_K", "Q6_K", "Q5_0", "Q8_0"} <= {peer_t[n] for n in blocks}
+    assert ({"Q4_K", "Q6_K", "Q5_0", "Q8_0"} if wide is True else {"Q4_K", "Q6_K"}) <= {peer_t[n] for n in blocks}
     if arch == "gemma3":
-        assert mine_t["token_embd.weight"] == peer_t["token_embd.weight"] == "Q8_0"
+        assert mine_t["token_embd.weight"] == peer_t["token_embd.weight"] == ("Q8_0" if wide is True else "Q6_K")
         assert out.stat().st_size <= peer.stat().st_size
     assert side["type"] == "q4_k_m" and side["medslm_integers"]["exact"]
     model, tok = q.load()

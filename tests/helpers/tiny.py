@@ -62,7 +62,8 @@ def spm_tokenizer(turns: bool = False):
 WIDE = dict(hidden_size=288, intermediate_size=512, head_dim=128)
 
 
-def config(arch: str, vocab_size: int | None = None, wide: bool = False):
+def config(arch: str, vocab_size: int | None = None, wide: bool | int = False):
+    """``wide``: Gemma 3 270M's shape in small (WIDE); an int: that hidden size instead of WIDE's."""
     import transformers as T
 
     V = vocab_size or len(tokenizer())
@@ -71,7 +72,7 @@ def config(arch: str, vocab_size: int | None = None, wide: bool = False):
     if wide:
         if arch not in ("gemma3", "llama", "mistral"):
             raise ValueError(f"wide: {arch}")
-        dims = WIDE
+        dims = WIDE if isinstance(wide, bool) else dict(WIDE, hidden_size=wide)
     if arch == "gemma3":
         return T.Gemma3TextConfig(hidden_size=dims["hidden_size"], intermediate_size=dims["intermediate_size"],
                                   num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
@@ -96,7 +97,7 @@ def config(arch: str, vocab_size: int | None = None, wide: bool = False):
     raise ValueError(arch)
 
 
-def model(arch: str, seed: int = 0, vocab_size: int | None = None, wide: bool = False):
+def model(arch: str, seed: int = 0, vocab_size: int | None = None, wide: bool | int = False):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -106,7 +107,8 @@ def model(arch: str, seed: int = 0, vocab_size: int | None = None, wide: bool = 
     return m
 
 
-def save_artifact(arch: str, out, seed: int = 0, spm: bool = False, turns: bool = False, wide: bool = False):
+def save_artifact(arch: str, out, seed: int = 0, spm: bool = False, turns: bool = False,
+                  wide: bool | int = False):
     """A tiny random model saved as an artifact; ``spm``: with the SentencePiece-style vocabulary
     (byte fallback) that llama.cpp's converters read for Gemma and Llama."""
     from medslm.models.artifact import ModelArtifact

@@ -8,7 +8,9 @@ A medslm quantization with groups of 32 already *is* a GGUF block grid:
 - asymmetric int4 codes in 0..15, an fp16 scale and a zero point are a ``Q4_1`` block
   (``w = d * q + m``) with ``m = -scale * zero``; exact when ``m`` is an fp16 number, which
   ``medslm quantize --target gguf`` guarantees (it chooses the integers for the fp16-rounded ``m``);
-- an embedding quantized in groups of 32 (``--embeddings int8|int4``) is Q8_0 / Q4_0 in the same way;
+- an embedding quantized in groups of 32 (``--embeddings int8|int4``) is Q8_0 / Q4_0 in the same way,
+  and a Q6_K one (``--embeddings q6_k``, or ``auto`` under ``--target q4_k_m`` where the rows are a
+  multiple of 256 wide) is Q6_K super-blocks;
 - ``medslm quantize --target q4_k_m`` layers are Q4_K / Q6_K super-blocks and symmetric 5-bit
   Q5_0 blocks (their packing: :mod:`medslm.export.gguf_kblocks`), with llama.cpp's Q4_K_M file type.
 
@@ -91,10 +93,10 @@ def _codes(m):
     (rows, cols) first, then per-block numbers (fp16 scales, offsets; a K-quant's d, dmin, sc, mn)."""
     import torch
 
-    from medslm.models.quantized import KQuantLinear, QuantEmbedding, offset, unpack_codes
+    from medslm.models.quantized import KQuantEmbedding, KQuantLinear, QuantEmbedding, offset, unpack_codes
 
-    if isinstance(m, KQuantLinear):
-        parts = (m.d, m.dmin, m.sc, m.mn) if m.kind == "q4_k" else (m.d, m.sc)
+    if isinstance(m, (KQuantLinear, KQuantEmbedding)):
+        parts = (m.d, m.dmin, m.sc, m.mn) if m.kind == "q4_k" else (m.d, m.sc)  # a table: q6_k
         return m.kind, (m.qweight.numpy(), *(t.numpy() for t in parts))
     if isinstance(m, QuantEmbedding):
         if m.group != BLOCK:

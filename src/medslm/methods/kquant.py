@@ -3,7 +3,8 @@
 llama.cpp's Q4_K_M is a per-tensor mixture (llama.cpp's ``llama_tensor_get_type``): Q4_K for most
 weights; Q6_K for ``attn_v`` and ``ffn_down`` in the layers its ``use_more_bits`` picks (the first
 and last eighth, and every third between); for a tied embedding, the output rule (Q6_K, or Q8_0
-where its width is not a multiple of 256, as Gemma 3 270M's 640 is not; medslm writes Q8_0); and,
+where its width is not a multiple of 256, as Gemma 3 270M's 640 is not; medslm's ``embeddings=auto``
+follows it, the Q6_K table's integers rounded on its searched grid); and,
 for a tensor whose rows do not split into 256-weight super-blocks, its fallback (Q4_K -> Q5_0,
 Q6_K -> Q8_0). medslm gives every block module the same type, so the file has llama.cpp's Q4_K_M's
 tensor types and bytes, with integers chosen by RTN or GPTQ on exactly the grid the block stores:

@@ -45,10 +45,12 @@ class QuantizeConfig(MethodConfig):
     skip: tuple[str, ...] = Field(("lm_head",), description="comma-separated module patterns kept in full "
                                   "precision; lm_head means the output layer whatever its name (a head tied "
                                   "to the embeddings is always kept)")
-    embeddings: Literal["auto", "keep", "int8", "int4"] = Field(
+    embeddings: Literal["auto", "keep", "int8", "int4", "q6_k"] = Field(
         "auto", description="the input embedding (and a tied LM head read from it): int8 or int4 in blocks of "
-        "32 (GGUF's Q8_0/Q4_0), or keep (float); auto: int8 when the head is tied to it (Gemma 3 270M's "
-        "embedding is 63% of its weights), else keep")
+        "32 (GGUF's Q8_0/Q4_0), q6_k (llama.cpp's Q6_K super-blocks; rows a multiple of 256 wide), or keep "
+        "(float); auto: when the head is tied to it (Gemma 3 270M's embedding is 63% of its weights), int8, "
+        "or with --target q4_k_m what llama.cpp's Q4_K_M gives a tied table (q6_k where the width is a "
+        "multiple of 256, else int8); else keep")
     symmetric: bool = Field(True, description="signed integers; --asymmetric: unsigned with a zero point per "
                             "group (min-max range, as GPTQ's and llama.cpp's Q4_K 'min' formats)",
                             json_schema_extra={"flag": "--asymmetric"})
@@ -141,19 +143,26 @@ def embedding_group(dim: int) -> int:
 def quantize_embeddings_(model: nn.Module, bits: int = 8, clip: bool = False,
                          codes: Callable[[int, int], tuple] | None = None) -> int:
     """In place: the input embedding as symmetric ``bits``-bit codes in groups of 32 (each a GGUF
-    Q8_0/Q4_0 block), and a tied LM head reading it. ``codes(bits, group)`` chooses the integers
-    (default: round to nearest). Returns the quantized weights."""
+    Q8_0/Q4_0 block; ``bits`` 6: Q6_K super-blocks), and a tied LM head reading it. ``codes(bits,
+    group)`` chooses the 8/4-bit integers (default: round to nearest; Q6_K's are rounded on its
+    searched grid, as llama.cpp's own Q6_K of the table). Returns the quantized weights."""
     if not head_tied(model):
         raise MedslmError(f"embeddings=int{bits} needs an LM head tied to the embeddings (Gemma, GPT-2); "
                           "this model's head is separate: use embeddings=keep")
     emb = model.get_input_embeddings()
     group = embedding_group(emb.embedding_dim)
     with torch.no_grad():
-        if codes is not None:
-            q, s = codes(bits, group)
+        if bits == 6:  # Q6_K: the grid by kquant's least-squares search, integers rounded on it
+            from medslm.methods.kquant import kquant_layer
+            from medslm.models.quantized import KQuantEmbedding
+
+            qe = KQuantEmbedding.from_layer(emb, kquant_layer(emb.weight.data, "q6_k", None))
         else:
-            q, s, _ = rtn_codes(emb.weight.data, bits, group, symmetric=True, clip=clip)
-    qe = QuantEmbedding.from_codes(emb, q, s, bits, group)
+            if codes is not None:
+                q, s = codes(bits, group)
+            else:
+                q, s, _ = rtn_codes(emb.weight.data, bits, group, symmetric=True, clip=clip)
+            qe = QuantEmbedding.from_codes(emb, q, s, bits, group)
     model.set_input_embeddings(qe)
     model.set_output_embeddings(QuantTiedHead(qe))
     return qe.n_quantized
@@ -216,21 +225,26 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
         raise MedslmError(f"quantize: bits8={list(cfg.bits8)} matched no quantized module (bits={cfg.bits}; "
                           "patterns match module names such as model.layers.0.mlp.down_proj)")
     embeddings = cfg.embeddings
-    if embeddings == "auto":
-        embeddings = "int8" if head_tied(model) else "keep"
+    width = model.get_input_embeddings().embedding_dim
+    if embeddings == "auto":  # target q4_k_m: llama.cpp's output rule for a tied table (Q6_K, Q8_0 fallback)
+        embeddings = ("keep" if not head_tied(model) else
+                      "q6_k" if cfg.target == "q4_k_m" and width % 256 == 0 else "int8")
     elif embeddings != "keep" and not head_tied(model):  # refused before any calibration work
         raise MedslmError(f"embeddings={embeddings} needs an LM head tied to the embeddings (Gemma, GPT-2); "
                           "this model's head is separate: use embeddings=keep")
-    if cfg.target != "medslm" and embeddings != "keep" and model.get_input_embeddings().embedding_dim % GGUF_BLOCK:
-        raise MedslmError(f"target={cfg.target}: the embedding width {model.get_input_embeddings().embedding_dim} is "
-                          f"not a multiple of {GGUF_BLOCK}, so it cannot be GGUF blocks; use embeddings=keep")
+    if embeddings == "q6_k" and width % 256:
+        raise MedslmError(f"embeddings=q6_k: the embedding width {width} is not a multiple of 256 (Q6_K's "
+                          "super-block); use embeddings=int8 (Q8_0, llama.cpp's fallback there) or keep")
+    if cfg.target != "medslm" and embeddings != "keep" and width % GGUF_BLOCK:
+        raise MedslmError(f"target={cfg.target}: the embedding width {width} is not a multiple of "
+                          f"{GGUF_BLOCK}, so it cannot be GGUF blocks; use embeddings=keep")
     # the algorithm's own choice of integers (its module's quantize_layers_); RTN's is here
     algo = sys.modules[type(cfg).__module__]
     names, calib_tokens = algo.quantize_layers_(model, tok, cfg, sel)
     emb_group = None
     if embeddings != "keep":  # the algorithm's own integers for the table where it has them (GPTQ)
         own = getattr(algo, "embedding_codes", None)
-        quantize_embeddings_(model, int(embeddings[3:]), cfg.clip_search,
+        quantize_embeddings_(model, 6 if embeddings == "q6_k" else int(embeddings[3:]), cfg.clip_search,
                              None if own is None else (lambda bits, group: own(model, tok, cfg, bits, group)))
         emb_group = model.get_input_embeddings().group
     qn = sum(getattr(m, "n_quantized", 0) for m in model.modules())

@@ -194,6 +194,37 @@ class QuantEmbedding(nn.Module):
         return x * self.embed_scale if self.embed_scale is not None else x
 
 
+class KQuantEmbedding(QuantEmbedding):
+    """An embedding table on llama.cpp's Q6_K grid (rows a multiple of 256 wide), stored as
+    :class:`KQuantLinear` stores it: what llama.cpp's Q4_K_M makes of a tied embedding of such a
+    width (its output rule), so the export writes it byte for byte."""
+
+    def __init__(self, num: int, dim: int, embed_scale: float | None = None):
+        nn.Module.__init__(self)
+        self.num_embeddings, self.embedding_dim = num, dim
+        self.bits, self.group, self.kind = 6, KQuantLinear.SUB["q6_k"], "q6_k"
+        self.register_buffer("qweight", torch.zeros(num, dim, dtype=torch.int8))
+        self.register_buffer("d", torch.zeros(num, dim // 256, dtype=torch.float16))
+        self.register_buffer("sc", torch.zeros(num, dim // self.group, dtype=torch.int8))
+        self.embed_scale = embed_scale
+        self.n_quantized = num * dim
+
+    @classmethod
+    def from_layer(cls, emb: nn.Embedding, k: KQuantLinear) -> "KQuantEmbedding":
+        """The table of ``emb`` with the codes and grid of ``k``, a q6_k KQuantLinear of its weight."""
+        scale = getattr(emb, "embed_scale", None)
+        m = cls(emb.num_embeddings, emb.embedding_dim, None if scale is None else float(scale))
+        m.qweight, m.d, m.sc = k.qweight, k.d, k.sc
+        return m
+
+    def rows(self, idx: slice | torch.Tensor) -> torch.Tensor:
+        q, d, sc = self.qweight[idx], self.d[idx], self.sc[idx]
+        lead = q.shape[:-1]  # the product in KQuantLinear.dequantize's order (llama.cpp's values)
+        s = d.float().repeat_interleave(256 // self.group, -1) * sc.float()
+        w = s[..., None] * q.float().reshape(*lead, -1, self.group)
+        return w.reshape(*lead, self.embedding_dim)
+
+
 class QuantTiedHead(nn.Module):
     """The LM head tied to a QuantEmbedding. Holds no state of its own (the embedding's is saved
     once). The first forward call dequantizes the table once and keeps it in the activations'
@@ -220,9 +251,12 @@ def empty_quantized_(model: nn.Module, q: dict) -> None:
     """In place: give ``model`` empty QuantLinear layers where an artifact recorded them (loading)."""
     if q.get("embeddings", "keep") != "keep":
         emb = model.get_input_embeddings()
-        scale = getattr(emb, "embed_scale", None)
-        qe = QuantEmbedding(emb.num_embeddings, emb.embedding_dim, None if scale is None else float(scale),
-                            bits=int(q["embeddings"][3:]), group=q.get("embedding_group_size"))
+        scale = None if getattr(emb, "embed_scale", None) is None else float(emb.embed_scale)
+        if q["embeddings"] == "q6_k":
+            qe = KQuantEmbedding(emb.num_embeddings, emb.embedding_dim, scale)
+        else:
+            qe = QuantEmbedding(emb.num_embeddings, emb.embedding_dim, scale, bits=int(q["embeddings"][3:]),
+                                group=q.get("embedding_group_size"))
         model.set_input_embeddings(qe)
         model.set_output_embeddings(QuantTiedHead(qe))
     gguf = q.get("target") in ("gguf", "q4_k_m")
