@@ -24,9 +24,9 @@ PROMPT = "Question: What are the first-line treatments for type 2 diabetes melli
 
 
 def gguf_tok_s(path: str, threads: int, tokens: int, runs: int) -> float:
-    from llama_cpp import Llama
+    from medslm.backends.llamacpp import open_llama  # without AMX repacks on AMX CPUs (they segfault)
 
-    llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=512, verbose=False)
+    llm = open_llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=512, verbose=False)
     prompt = llm.tokenize(PROMPT.encode())
     best = 0.0
     for r in range(runs + 1):  # the first is a warm-up

@@ -21,6 +21,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or os.uname().machine
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (``avx512f``, ``amx_int8``, ...); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity), which can be fewer than ``os.cpu_count()``."""
     try:

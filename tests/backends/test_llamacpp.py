@@ -1,7 +1,10 @@
 """The llamacpp backend on the embedded Gemma 3 270M GGUF (Q4_K_M), against the hf backend on the
-same weights dequantized to fp32. llama.cpp multiplies with quantized activations, so the two agree
-within a tolerance rather than exactly: per request |d loglik| <= 0.35 nats and the same predicted
-option on (nearly) every question."""
+same weights dequantized to fp32. llama.cpp multiplies with quantized activations (8-bit), so the two
+agree within a tolerance rather than exactly, and its size depends on the CPU's kernels and the llama.cpp
+build. Measured over these 24 requests, mean / max |d loglik| in nats: 0.108 / 0.407 (llama-cpp-python
+0.3.16, AMX kernels, Xeon), 0.159 / 0.355 (0.3.36, AVX-512 kernels, same Xeon), max 0.424 (0.3.36 on
+CI's machine); with the BOS token left out (the bug this test exists for) 6.88 / 16.8. So the test bounds
+the mean at 0.3 and each request at 0.75 nats, and asks for the same predicted option on every question."""
 
 import pytest
 
@@ -33,7 +36,8 @@ def test_loglikelihoods_agree_with_hf(backends):
     a = lc.loglikelihood(reqs)
     b = hf.loglikelihood(reqs)
     diffs = [abs(x[0] - y[0]) for x, y in zip(a, b)]
-    assert max(diffs) <= 0.35, max(diffs)
+    assert sum(diffs) / len(diffs) <= 0.3, diffs
+    assert max(diffs) <= 0.75, diffs
     agree = 0
     for i in range(len(QUESTIONS)):
         la = [a[i * len(OPTIONS) + j][0] for j in range(len(OPTIONS))]

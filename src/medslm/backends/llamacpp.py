@@ -14,13 +14,17 @@ of times slower on a small machine.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 from medslm.backends.base import (Backend, GenerateRequest, LoglikelihoodRequest, RollingRequest, cut_at_stop,
                                   target_logprobs, wants_bos)
 from medslm.errors import MedslmError
-from medslm.system import usable_cores
+from medslm.system import cpu_flags, usable_cores
+
+_REPACK_ENV = "MEDSLM_LLAMACPP_REPACK"
+_OPEN_LOCK = threading.Lock()  # open_llama swaps a module function for one call
 
 
 def free_cores() -> int:
@@ -52,6 +56,49 @@ def find_gguf(model: str) -> Path:
                       "this model has none")
 
 
+def repack_weights() -> bool:
+    """Whether llama.cpp may move weights into its extra CPU buffer types (AMX tiles, interleaved
+    repacks). Not on a CPU with AMX: there ggml's AMX matmul segfaults in the first ``llama_decode``
+    (seen with llama-cpp-python 0.3.16 on tiny Gemma/Llama exports and 0.3.17 to 0.3.36 on the embedded
+    Gemma Q4_K_M on a Sapphire Rapids Xeon; llama.cpp issue #20824), a crash no Python code can catch.
+    ``MEDSLM_LLAMACPP_REPACK=1`` or ``0`` overrides the choice."""
+    env = os.environ.get(_REPACK_ENV, "").strip().lower()
+    if env in ("1", "true", "on", "yes"):
+        return True
+    if env in ("0", "false", "off", "no"):
+        return False
+    if env:
+        raise MedslmError(f"{_REPACK_ENV}={env!r}: use 1 (let llama.cpp repack weights) or 0 (plain CPU "
+                          "buffers), or unset it for the automatic choice (off on AMX CPUs)")
+    return not any(f.startswith("amx") for f in cpu_flags())
+
+
+def open_llama(**kwargs: Any):
+    """``llama_cpp.Llama(**kwargs)``, with llama.cpp's extra buffer types off where
+    :func:`repack_weights` says so. llama-cpp-python has no argument for ``use_extra_bufts`` (its
+    ``Llama`` fills ``llama_model_params`` from ``llama_model_default_params()``), so that function is
+    wrapped for the one call; versions whose params lack the field are left as they are."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as low
+
+    if repack_weights():
+        return llama_cpp.Llama(**kwargs)
+    with _OPEN_LOCK:
+        default = low.llama_model_default_params
+
+        def params():
+            p = default()
+            if any(name == "use_extra_bufts" for name, *_ in type(p)._fields_):
+                p.use_extra_bufts = False
+            return p
+
+        low.llama_model_default_params = params
+        try:
+            return llama_cpp.Llama(**kwargs)
+        finally:
+            low.llama_model_default_params = default
+
+
 class LlamaCppBackend(Backend):
     name = "llamacpp"
     show_progress = True
@@ -75,8 +122,8 @@ class LlamaCppBackend(Backend):
             print(f"medslm: warning: --threads {threads} but only about {free} cores are idle (load "
                   "average); llama.cpp slows down sharply when its threads share cores", file=sys.stderr)
         self.threads = threads or free
-        self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=self.threads,
-                                   n_threads_batch=self.threads, logits_all=False, verbose=False)
+        self.llm = open_llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=self.threads,
+                              n_threads_batch=self.threads, logits_all=False, verbose=False)
         arch = self.llm.metadata.get("general.architecture", "")
         self.add_bos = wants_bos(arch) if add_bos is None else add_bos
         self.prefix_token_id = self.llm.token_bos()
