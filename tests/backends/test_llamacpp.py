@@ -62,6 +62,9 @@ def test_scurvy_and_generation(backends):
     out = lc.generate([GenerateRequest(QUESTIONS[1], until=("\n",), max_tokens=12)])[0]
     assert out.strip() and "\n" not in out
     assert lc.loglikelihood_rolling([RollingRequest("Insulin is produced by the pancreas.")])[0] < 0
+    from medslm.backends.llamacpp import repack_weights
+
+    assert lc.describe()["repack"] is repack_weights()  # the kernels the numbers came from are recorded
 
 
 def test_refuses_more_threads_than_cores():

@@ -59,8 +59,8 @@ def find_gguf(model: str) -> Path:
 def repack_weights() -> bool:
     """Whether llama.cpp may move weights into its extra CPU buffer types (AMX tiles, interleaved
     repacks). Not on a CPU with AMX: there ggml's AMX matmul segfaults in the first ``llama_decode``
-    (seen with llama-cpp-python 0.3.16 on tiny Gemma/Llama exports and 0.3.17 to 0.3.36 on the embedded
-    Gemma Q4_K_M on a Sapphire Rapids Xeon; llama.cpp issue #20824), a crash no Python code can catch.
+    (seen with every llama-cpp-python from 0.3.17 to 0.3.36 on the embedded Gemma Q4_K_M on an AMX
+    Xeon; llama.cpp issue #20824), a crash no Python code can catch.
     ``MEDSLM_LLAMACPP_REPACK=1`` or ``0`` overrides the choice."""
     env = os.environ.get(_REPACK_ENV, "").strip().lower()
     if env in ("1", "true", "on", "yes"):
@@ -122,6 +122,7 @@ class LlamaCppBackend(Backend):
             print(f"medslm: warning: --threads {threads} but only about {free} cores are idle (load "
                   "average); llama.cpp slows down sharply when its threads share cores", file=sys.stderr)
         self.threads = threads or free
+        self.repack = repack_weights()  # recorded: it changes which kernels llama.cpp's numbers come from
         self.llm = open_llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=self.threads,
                               n_threads_batch=self.threads, logits_all=False, verbose=False)
         arch = self.llm.metadata.get("general.architecture", "")
@@ -274,7 +275,7 @@ class LlamaCppBackend(Backend):
         out = {"backend": self.name, "model": self.ref, "path": str(self.path), "hash": self._hash,
                "bytes": self.path.stat().st_size, "parameters": int(self.llm.metadata.get("general.parameter_count", 0) or 0),
                "dtype": self.llm.metadata.get("general.file_type", "gguf"), "device": "cpu",
-               "threads": self.threads, "cpu": cpu_name(),
+               "threads": self.threads, "cpu": cpu_name(), "repack": self.repack,
                "scoring": "shared-context" if self.shared_context else "pairwise"}
         side = self.path.with_name(self.path.name + ".medslm.json")  # written by medslm export
         if side.is_file():
