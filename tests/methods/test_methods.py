@@ -372,10 +372,23 @@ def test_artifacts_with_per_row_int8_embeddings_still_load(tmp_path):
     assert e.group is None and torch.equal(e.rows(slice(None)), codes.float() * s.float()[:, None])
 
 
-def test_int8_embeddings_need_a_tied_head(tmp_path):
+def test_int8_embeddings_of_an_untied_model_quantize_the_input_table_alone(tmp_path):
+    """An untied model's input table is quantized alone: the head stays its own float layer (not
+    read from the table), the record says untied, and the reloaded table equals the written one."""
+    from medslm.models.quantized import QuantEmbedding, QuantTiedHead
+
     base = tiny.save_artifact("llama", tmp_path / "base")  # untied head
-    with pytest.raises(MedslmError, match="tied"):
-        compress(base, {"method": "quantize", "embeddings": "int8", "group_size": 16}, tmp_path / "q")
+    q = compress(base, {"method": "quantize", "embeddings": "int8", "group_size": 16}, tmp_path / "q")
+    rec = q.meta.extra["quantization"]
+    assert rec["embeddings"] == "int8" and rec["embedding_tied"] is False and "lm_head" not in rec["modules"]
+    model, _ = q.load()
+    dense, _ = base.load()
+    assert isinstance(model.get_input_embeddings(), QuantEmbedding)
+    head = model.get_output_embeddings()
+    assert not isinstance(head, QuantTiedHead) and torch.equal(head.weight, dense.get_output_embeddings().weight)
+    table = model.get_input_embeddings().rows(slice(None))
+    w = dense.get_input_embeddings().weight
+    assert not torch.equal(table, w) and float((table - w).abs().max()) <= float(w.abs().max()) / 127
 
 
 def test_trim_keeps_the_evaluation_prompts(tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ and last eighth, and every third between); for a tied embedding, the output rule
 where its width is not a multiple of 256, as Gemma 3 270M's 640 is not; medslm's ``embeddings=auto``
 follows it, the Q6_K table's integers rounded on its searched grid); and,
 for a tensor whose rows do not split into 256-weight super-blocks, its fallback (Q4_K -> Q5_0,
-Q6_K -> Q8_0). medslm gives every block module the same type, so the file has llama.cpp's Q4_K_M's
+Q6_K -> Q8_0); an untied LM head the output rule, an untied input embedding Q4_K (Q5_0 as its
+fallback). medslm gives every module the same type, so the file has llama.cpp's Q4_K_M's
 tensor types and bytes, with integers chosen by RTN or GPTQ on exactly the grid the block stores:
 
 - a Q4_K super-block's fp16 ``d``/``dmin`` and 6-bit sub-block scales and mins are fixed first
@@ -53,10 +54,14 @@ def q4_k_m_types(model, names: list[str]) -> dict[str, str]:
         raise MedslmError(f"target=q4_k_m: {fused[0]} is a fused q/k/v projection, which llama.cpp's Q4_K_M "
                           "stores as Q5_K, a type medslm does not write; use --target gguf (Q4_0/Q4_1/Q8_0)")
     prefix, n_layers = blocks_prefix(model) + ".", len(decoder_layers(model))
+    head = model.get_output_embeddings()
     types = {}
     for n in names:
         mod = model.get_submodule(n)
         width = getattr(mod, "in_features", None) or linear_weight(mod).shape[1]
+        if mod is head:  # an untied LM head: llama.cpp's output rule
+            types[n] = "q6_k" if width % QK_K == 0 else "q8_0"
+            continue
         layer = int(n[len(prefix):].split(".")[0]) if n.startswith(prefix) else -1
         role = any(fnmatch.fnmatch(n, p) for p in ATTN_V + FFN_DOWN)
         kind = "q6_k" if role and layer >= 0 and use_more_bits(layer, n_layers) else "q4_k"
@@ -64,6 +69,15 @@ def q4_k_m_types(model, names: list[str]) -> dict[str, str]:
             kind = {"q4_k": "q5_0", "q6_k": "q8_0"}[kind]  # llama.cpp's fallback for rows of other widths
         types[n] = kind
     return types
+
+
+def table_type(width: int, tied: bool) -> str:
+    """medslm's ``embeddings`` value for llama.cpp's Q4_K_M of the token table: tied (it is also the
+    output) by the output rule, Q6_K (``q6_k``) or, where the width is not a multiple of 256, Q8_0
+    (``int8``); untied by the default type, Q4_K (``q4_k``), or its fallback Q5_0 (``int5``)."""
+    if tied:
+        return "q6_k" if width % QK_K == 0 else "int8"
+    return "q4_k" if width % QK_K == 0 else "int5"
 
 
 def _pick(base: torch.Tensor, step: torch.Tensor, lo: int, hi: int, err) -> torch.Tensor:

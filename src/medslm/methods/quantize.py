@@ -44,13 +44,15 @@ class QuantizeConfig(MethodConfig):
                             "the integers export to llama.cpp as they are")
     skip: tuple[str, ...] = Field(("lm_head",), description="comma-separated module patterns kept in full "
                                   "precision; lm_head means the output layer whatever its name (a head tied "
-                                  "to the embeddings is always kept)")
-    embeddings: Literal["auto", "keep", "int8", "int4", "q6_k"] = Field(
-        "auto", description="the input embedding (and a tied LM head read from it): int8 or int4 in blocks of "
-        "32 (GGUF's Q8_0/Q4_0), q6_k (llama.cpp's Q6_K super-blocks; rows a multiple of 256 wide), or keep "
-        "(float); auto: when the head is tied to it (Gemma 3 270M's embedding is 63% of its weights), int8, "
-        "or with --target q4_k_m what llama.cpp's Q4_K_M gives a tied table (q6_k where the width is a "
-        "multiple of 256, else int8); else keep")
+                                  "to the embeddings is always kept; with --target q4_k_m the default is "
+                                  "none: an untied head gets llama.cpp's output type, Q6_K, or Q8_0 where "
+                                  "its width is not a multiple of 256)")
+    embeddings: Literal["auto", "keep", "int8", "int5", "int4", "q6_k", "q4_k"] = Field(
+        "auto", description="the input embedding (and a tied LM head read from it): int8, int5 or int4 in "
+        "blocks of 32 (GGUF's Q8_0/Q5_0/Q4_0), q6_k or q4_k (llama.cpp's super-blocks; rows a multiple of "
+        "256 wide), or keep (float); auto: with --target q4_k_m what llama.cpp's Q4_K_M gives the table "
+        "(tied: q6_k, or int8 where the width is not a multiple of 256; untied: q4_k, or int5); otherwise "
+        "int8 when the head is tied to it (Gemma 3 270M's embedding is 63% of its weights), else keep")
     symmetric: bool = Field(True, description="signed integers; --asymmetric: unsigned with a zero point per "
                             "group (min-max range, as GPTQ's and llama.cpp's Q4_K 'min' formats)",
                             json_schema_extra={"flag": "--asymmetric"})
@@ -73,6 +75,14 @@ class QuantizeConfig(MethodConfig):
         if v < 8 or v & (v - 1):
             raise ValueError(f"group_size={v}: must be a power of two >= 8 (e.g. 32, 64, 128)")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _q4_k_m_head(cls, data):
+        """target q4_k_m quantizes an untied LM head by llama.cpp's output rule unless --skip is given."""
+        if isinstance(data, dict) and data.get("target") == "q4_k_m" and "skip" not in data:
+            data = {**data, "skip": ()}
+        return data
 
     @model_validator(mode="after")
     def _gguf_grid(self):
@@ -132,7 +142,8 @@ def quantize_linear(lin: nn.Module, bits: int, group_size: int, symmetric: bool 
 def head_tied(model: nn.Module) -> bool:
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     return bool(getattr(model.config, "tie_word_embeddings", False)) and head is not None and \
-        isinstance(emb, nn.Embedding) and head.weight.data_ptr() == emb.weight.data_ptr()
+        isinstance(emb, nn.Embedding) and getattr(head, "weight", None) is not None and \
+        head.weight.data_ptr() == emb.weight.data_ptr()
 
 
 def embedding_group(dim: int) -> int:
@@ -140,31 +151,32 @@ def embedding_group(dim: int) -> int:
     return GGUF_BLOCK if dim % GGUF_BLOCK == 0 else dim
 
 
-def quantize_embeddings_(model: nn.Module, bits: int = 8, clip: bool = False,
+def quantize_embeddings_(model: nn.Module, kind: str = "int8", clip: bool = False,
                          codes: Callable[[int, int], tuple] | None = None) -> int:
-    """In place: the input embedding as symmetric ``bits``-bit codes in groups of 32 (each a GGUF
-    Q8_0/Q4_0 block; ``bits`` 6: Q6_K super-blocks), and a tied LM head reading it. ``codes(bits,
-    group)`` chooses the 8/4-bit integers (default: round to nearest; Q6_K's are rounded on its
-    searched grid, as llama.cpp's own Q6_K of the table). Returns the quantized weights."""
-    if not head_tied(model):
-        raise MedslmError(f"embeddings=int{bits} needs an LM head tied to the embeddings (Gemma, GPT-2); "
-                          "this model's head is separate: use embeddings=keep")
+    """In place: the input embedding as ``kind`` (``int8``/``int5``/``int4``: symmetric codes in
+    groups of 32, each a GGUF Q8_0/Q5_0/Q4_0 block; ``q6_k``/``q4_k``: llama.cpp's super-blocks, the
+    grid by kquant's least-squares search and the integers rounded on it, as llama.cpp's own), and a
+    tied LM head reading it. ``codes(bits, group)`` chooses the 8/4-bit integers (default: round to
+    nearest). Returns the quantized weights."""
+    tied = head_tied(model)
     emb = model.get_input_embeddings()
     group = embedding_group(emb.embedding_dim)
     with torch.no_grad():
-        if bits == 6:  # Q6_K: the grid by kquant's least-squares search, integers rounded on it
+        if kind in ("q6_k", "q4_k"):
             from medslm.methods.kquant import kquant_layer
             from medslm.models.quantized import KQuantEmbedding
 
-            qe = KQuantEmbedding.from_layer(emb, kquant_layer(emb.weight.data, "q6_k", None))
+            qe = KQuantEmbedding.from_layer(emb, kquant_layer(emb.weight.data, kind, None))
         else:
+            bits = int(kind[3:])
             if codes is not None:
                 q, s = codes(bits, group)
             else:
                 q, s, _ = rtn_codes(emb.weight.data, bits, group, symmetric=True, clip=clip)
             qe = QuantEmbedding.from_codes(emb, q, s, bits, group)
     model.set_input_embeddings(qe)
-    model.set_output_embeddings(QuantTiedHead(qe))
+    if tied:
+        model.set_output_embeddings(QuantTiedHead(qe))
     return qe.n_quantized
 
 
@@ -224,17 +236,19 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
     if cfg.bits8 and not eight:
         raise MedslmError(f"quantize: bits8={list(cfg.bits8)} matched no quantized module (bits={cfg.bits}; "
                           "patterns match module names such as model.layers.0.mlp.down_proj)")
-    embeddings = cfg.embeddings
+    embeddings, tied = cfg.embeddings, head_tied(model)
     width = model.get_input_embeddings().embedding_dim
-    if embeddings == "auto":  # target q4_k_m: llama.cpp's output rule for a tied table (Q6_K, Q8_0 fallback)
-        embeddings = ("keep" if not head_tied(model) else
-                      "q6_k" if cfg.target == "q4_k_m" and width % 256 == 0 else "int8")
-    elif embeddings != "keep" and not head_tied(model):  # refused before any calibration work
-        raise MedslmError(f"embeddings={embeddings} needs an LM head tied to the embeddings (Gemma, GPT-2); "
-                          "this model's head is separate: use embeddings=keep")
-    if embeddings == "q6_k" and width % 256:
-        raise MedslmError(f"embeddings=q6_k: the embedding width {width} is not a multiple of 256 (Q6_K's "
-                          "super-block); use embeddings=int8 (Q8_0, llama.cpp's fallback there) or keep")
+    if embeddings == "auto":
+        if cfg.target == "q4_k_m":  # the type llama.cpp's Q4_K_M gives the table
+            from medslm.methods.kquant import table_type
+            embeddings = table_type(width, tied)
+        else:
+            embeddings = "int8" if tied else "keep"
+    if embeddings in ("q6_k", "q4_k") and width % 256:  # refused before any calibration work
+        fallback = "int8 (Q8_0" if embeddings == "q6_k" else "int5 (Q5_0"
+        raise MedslmError(f"embeddings={embeddings}: the embedding width {width} is not a multiple of 256 "
+                          f"({embeddings.upper()}'s super-block); use embeddings={fallback}, llama.cpp's "
+                          "fallback there) or keep")
     if cfg.target != "medslm" and embeddings != "keep" and width % GGUF_BLOCK:
         raise MedslmError(f"target={cfg.target}: the embedding width {width} is not a multiple of "
                           f"{GGUF_BLOCK}, so it cannot be GGUF blocks; use embeddings=keep")
@@ -242,9 +256,10 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
     algo = sys.modules[type(cfg).__module__]
     names, calib_tokens = algo.quantize_layers_(model, tok, cfg, sel)
     emb_group = None
-    if embeddings != "keep":  # the algorithm's own integers for the table where it has them (GPTQ)
-        own = getattr(algo, "embedding_codes", None)
-        quantize_embeddings_(model, 6 if embeddings == "q6_k" else int(embeddings[3:]), cfg.clip_search,
+    if embeddings != "keep":  # the algorithm's own integers for a tied table where it has them (GPTQ,
+        # chosen for the table's use as the LM head; an untied input table is only looked up: RTN)
+        own = getattr(algo, "embedding_codes", None) if tied else None
+        quantize_embeddings_(model, embeddings, cfg.clip_search,
                              None if own is None else (lambda bits, group: own(model, tok, cfg, bits, group)))
         emb_group = model.get_input_embeddings().group
     qn = sum(getattr(m, "n_quantized", 0) for m in model.modules())
@@ -258,6 +273,7 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
         q["scheme"] = f"q4_k_m-{cfg.algorithm}" + ("" if embeddings == "keep" else f"+emb-{embeddings}")
     if emb_group is not None:
         q["embedding_group_size"] = emb_group
+        q["embedding_tied"] = tied
     if eight:
         q["modules_8bit"] = eight
         q["scheme"] += f"+{len(eight)}x8bit"

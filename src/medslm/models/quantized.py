@@ -10,14 +10,17 @@ The format sits in ``models/`` because ``models`` loads it, ``methods`` (quantiz
   ``w = (q - zero) * scale`` (symmetric: ``w = q * scale``, int4 codes stored offset by 8). On the
   GGUF grid (``fp16_min``) the offset is the one a Q4_1 block stores, ``-scale * zero`` rounded to
   fp16: ``w = q * scale + fp16(-scale * zero)``.
-- ``QuantEmbedding``: int8 or int4 rows with fp16 scales per group of the row (32: a Q8_0/Q4_0
-  block), or, in artifacts written before groups, int8 with one scale per row; ``QuantTiedHead``
-  computes a tied LM head from it (dequantized once, on first use).
+- ``QuantEmbedding``: int8, int5 or int4 rows with fp16 scales per group of the row (32: a
+  Q8_0/Q5_0/Q4_0 block), or, in artifacts written before groups, int8 with one scale per row;
+  ``KQuantEmbedding`` the same on a Q6_K or Q4_K grid; ``QuantTiedHead`` computes a tied LM head
+  from it (dequantized once, on first use).
 - An artifact's ``medslm.json`` ``extra.quantization`` lists the modules (``modules``,
   ``modules_8bit``), ``bits``, ``group_size``, ``symmetric``, ``target`` (``gguf``: scales and
   offsets as a GGUF block stores them; 8-bit modules then symmetric, as Q8_0; ``q4_k_m``: each
   module on the GGUF type llama.cpp's Q4_K_M gives it, listed in ``module_types``) and ``embeddings``
-  (``keep``, ``int8``, ``int4``) with ``embedding_group_size``.
+  (``keep``, ``int8``, ``int5``, ``int4``, ``q6_k``, ``q4_k``) with ``embedding_group_size`` and
+  ``embedding_tied`` (false: an untied input table alone; absent in older artifacts, whose quantized
+  tables were all tied).
 """
 
 from __future__ import annotations
@@ -195,33 +198,44 @@ class QuantEmbedding(nn.Module):
 
 
 class KQuantEmbedding(QuantEmbedding):
-    """An embedding table on llama.cpp's Q6_K grid (rows a multiple of 256 wide), stored as
-    :class:`KQuantLinear` stores it: what llama.cpp's Q4_K_M makes of a tied embedding of such a
-    width (its output rule), so the export writes it byte for byte."""
+    """An embedding table on one of llama.cpp's K-quant grids (rows a multiple of 256 wide), stored as
+    :class:`KQuantLinear` stores it, so the export writes it byte for byte: ``q6_k`` is what llama.cpp's
+    Q4_K_M makes of a tied table of such a width (its output rule), ``q4_k`` what it makes of an
+    untied input embedding (its default type)."""
 
-    def __init__(self, num: int, dim: int, embed_scale: float | None = None):
+    def __init__(self, num: int, dim: int, embed_scale: float | None = None, kind: str = "q6_k"):
         nn.Module.__init__(self)
-        self.num_embeddings, self.embedding_dim = num, dim
-        self.bits, self.group, self.kind = 6, KQuantLinear.SUB["q6_k"], "q6_k"
+        self.num_embeddings, self.embedding_dim, self.kind = num, dim, kind
+        self.bits, self.group = (4 if kind == "q4_k" else 6), KQuantLinear.SUB[kind]
         self.register_buffer("qweight", torch.zeros(num, dim, dtype=torch.int8))
         self.register_buffer("d", torch.zeros(num, dim // 256, dtype=torch.float16))
-        self.register_buffer("sc", torch.zeros(num, dim // self.group, dtype=torch.int8))
+        self.register_buffer("sc", torch.zeros(num, dim // self.group,
+                                               dtype=torch.uint8 if kind == "q4_k" else torch.int8))
+        if kind == "q4_k":
+            self.register_buffer("dmin", torch.zeros(num, dim // 256, dtype=torch.float16))
+            self.register_buffer("mn", torch.zeros(num, dim // self.group, dtype=torch.uint8))
         self.embed_scale = embed_scale
         self.n_quantized = num * dim
 
     @classmethod
     def from_layer(cls, emb: nn.Embedding, k: KQuantLinear) -> "KQuantEmbedding":
-        """The table of ``emb`` with the codes and grid of ``k``, a q6_k KQuantLinear of its weight."""
+        """The table of ``emb`` with the codes and grid of ``k``, a KQuantLinear of its weight."""
         scale = getattr(emb, "embed_scale", None)
-        m = cls(emb.num_embeddings, emb.embedding_dim, None if scale is None else float(scale))
+        m = cls(emb.num_embeddings, emb.embedding_dim, None if scale is None else float(scale), k.kind)
         m.qweight, m.d, m.sc = k.qweight, k.d, k.sc
+        if k.kind == "q4_k":
+            m.dmin, m.mn = k.dmin, k.mn
         return m
 
     def rows(self, idx: slice | torch.Tensor) -> torch.Tensor:
         q, d, sc = self.qweight[idx], self.d[idx], self.sc[idx]
-        lead = q.shape[:-1]  # the product in KQuantLinear.dequantize's order (llama.cpp's values)
-        s = d.float().repeat_interleave(256 // self.group, -1) * sc.float()
+        lead = q.shape[:-1]  # the products in KQuantLinear.dequantize's order (llama.cpp's values)
+        per = 256 // self.group
+        s = d.float().repeat_interleave(per, -1) * sc.float()
         w = s[..., None] * q.float().reshape(*lead, -1, self.group)
+        if self.kind == "q4_k":
+            m = -(self.dmin[idx].float().repeat_interleave(per, -1) * self.mn[idx].float())
+            w = w + m[..., None]
         return w.reshape(*lead, self.embedding_dim)
 
 
@@ -252,13 +266,14 @@ def empty_quantized_(model: nn.Module, q: dict) -> None:
     if q.get("embeddings", "keep") != "keep":
         emb = model.get_input_embeddings()
         scale = None if getattr(emb, "embed_scale", None) is None else float(emb.embed_scale)
-        if q["embeddings"] == "q6_k":
-            qe = KQuantEmbedding(emb.num_embeddings, emb.embedding_dim, scale)
+        if q["embeddings"] in KQuantLinear.SUB:
+            qe = KQuantEmbedding(emb.num_embeddings, emb.embedding_dim, scale, q["embeddings"])
         else:
             qe = QuantEmbedding(emb.num_embeddings, emb.embedding_dim, scale, bits=int(q["embeddings"][3:]),
                                 group=q.get("embedding_group_size"))
         model.set_input_embeddings(qe)
-        model.set_output_embeddings(QuantTiedHead(qe))
+        if q.get("embedding_tied", True):  # artifacts before untied tables all had a tied head
+            model.set_output_embeddings(QuantTiedHead(qe))
     gguf = q.get("target") in ("gguf", "q4_k_m")
     kinds = q.get("module_types", {})  # target q4_k_m: each module's GGUF type
     for n in q["modules"]:
