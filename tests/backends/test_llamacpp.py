@@ -78,9 +78,9 @@ def test_refuses_more_threads_than_cores():
 
 
 def test_scoring_in_row_chunks_equals_scoring_at_once():
-    """target_logprobs bounds its float64 temporaries to a few rows; the sums and the greedy flag do
-    not depend on the chunk size, and the numpy path (llama.cpp's logits) agrees with the torch path
-    (the hf backend's)."""
+    """target_logprobs bounds its temporaries to a few rows; the sums and the greedy flag do not
+    depend on the chunk size, the numpy path (llama.cpp's logits) equals the torch path (the hf
+    backend's), and float32's log-sum-exp stays within 1e-4 nats of float64's over 37 positions."""
     import numpy as np
     import torch
 
@@ -96,7 +96,7 @@ def test_scoring_in_row_chunks_equals_scoring_at_once():
     greedy = logits.argmax(-1).tolist()
     assert target_logprobs(logits, greedy, rows=4)[1] is True
     t = target_logprobs(torch.from_numpy(logits), targets)
-    assert t[0] == pytest.approx(whole[0], abs=1e-3) and t[1] is False
+    assert t[0] == pytest.approx(whole[0], abs=1e-9) and t[1] is False
     assert target_logprobs(torch.from_numpy(logits), greedy)[1] is True
     lp = logits.astype(np.float64) - np.log(np.exp(logits.astype(np.float64)).sum(-1, keepdims=True))
-    assert whole[0] == pytest.approx(lp[np.arange(37), targets].sum(), abs=1e-9)
+    assert whole[0] == pytest.approx(lp[np.arange(37), targets].sum(), abs=1e-4)
