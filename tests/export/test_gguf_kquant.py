@@ -265,3 +265,34 @@ def test_q4_k_m_artifact_exports_as_q4_k_m_only():
         gb.check_exportable(art, "q4_0")
     gb.check_exportable(art, "q4_k_m")
     assert gb.default_type(art.meta.extra["quantization"]) == "q4_k_m"
+
+
+def test_gptq_chooses_a_q6_k_tables_integers_for_the_lm_head(tmp_path):
+    """A tied Q6_K table under GPTQ keeps the grid round-to-nearest finds (it depends on the weights
+    alone) and takes GPTQ's integers on it, chosen for the head's inputs: on the calibration texts'
+    final hidden states its head error is below the rounded table's."""
+    from medslm.methods import compress
+
+    art = tiny.save_artifact("gemma3", tmp_path / "base", spm=True, wide=256)
+    corpus = tmp_path / "calib.txt"
+    corpus.write_text("\n\n".join(tiny.CORPUS))
+    base = {"method": "quantize", "bits": 4, "target": "q4_k_m"}
+    rtn = compress(art, base, tmp_path / "rtn")
+    gptq = compress(art, {**base, "algorithm": "gptq", "calibration": str(corpus), "samples": 8, "seq_len": 32},
+                    tmp_path / "gptq")
+    dense, tok = art.load()
+    w = dense.get_input_embeddings().weight.detach()
+    tables = {}
+    for name, q in (("rtn", rtn), ("gptq", gptq)):
+        assert q.meta.extra["quantization"]["embeddings"] == "q6_k"
+        model = q.load()[0]
+        tables[name] = model.get_input_embeddings()
+    assert torch.equal(tables["rtn"].d, tables["gptq"].d) and torch.equal(tables["rtn"].sc, tables["gptq"].sc)
+    assert not torch.equal(tables["rtn"].qweight, tables["gptq"].qweight)
+    assert int(tables["gptq"].qweight.min()) >= -32 and int(tables["gptq"].qweight.max()) <= 31
+    model = gptq.load()[0]
+    ids = tok(list(tiny.CORPUS), return_tensors="pt", padding=True).input_ids
+    with torch.no_grad():
+        h = model.base_model(ids).last_hidden_state.reshape(-1, w.shape[1])
+    err = {n: float(((h @ (t.rows(slice(None)) - w).T) ** 2).sum()) for n, t in tables.items()}
+    assert err["gptq"] < 0.9 * err["rtn"], err

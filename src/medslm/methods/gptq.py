@@ -130,16 +130,19 @@ def _codes(cfg: GPTQConfig, hessians: dict[str, torch.Tensor]):
     return codes
 
 
-def embedding_codes(model: nn.Module, tok, cfg: GPTQConfig, bits: int, group: int):
+def embedding_codes(model: nn.Module, tok, cfg: GPTQConfig, bits: int, group: int, grid: tuple | None = None):
     """GPTQ's integers for a tied embedding table, chosen for its use as the LM head: the Hessian
     of the head's inputs (the final hidden states of the model as quantized so far) over the
     calibration texts; the head's 262k-way product itself is never computed. The lookups read the
-    same rows. (packed codes, fp16 scales)"""
+    same rows. (packed codes, fp16 scales); with ``grid`` (a K-quant table's fixed (scale, offset)
+    per sub-block of ``group``) the unpacked codes on that grid."""
     head = model.get_output_embeddings()
     batches = calibration_batches(tok, calibration_texts(cfg.calibration, cfg.samples, cfg.seed), cfg.seq_len)
     h = collect_stat({"head": head}, lambda x: x.t() @ x,
                      lambda: forward_until(model, batches, stop=head, before=True))["head"]
     w = model.get_input_embeddings().weight
+    if grid is not None:
+        return gptq_(w, h, bits, group, cfg.damp, act_order=cfg.act_order, grid=grid)
     q, s, _ = gptq_(w, h, bits, group, cfg.damp, symmetric=True, act_order=cfg.act_order, clip=cfg.clip_search)
     return q, s
 

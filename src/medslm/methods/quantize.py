@@ -156,8 +156,9 @@ def quantize_embeddings_(model: nn.Module, kind: str = "int8", clip: bool = Fals
     """In place: the input embedding as ``kind`` (``int8``/``int5``/``int4``: symmetric codes in
     groups of 32, each a GGUF Q8_0/Q5_0/Q4_0 block; ``q6_k``/``q4_k``: llama.cpp's super-blocks, the
     grid by kquant's least-squares search and the integers rounded on it, as llama.cpp's own), and a
-    tied LM head reading it. ``codes(bits, group)`` chooses the 8/4-bit integers (default: round to
-    nearest). Returns the quantized weights."""
+    tied LM head reading it. ``codes(bits, group)`` chooses the 8/5/4-bit integers (default: round
+    to nearest); for a K-quant table ``codes(bits, group, grid=(scale, offset))`` the integers on
+    its fixed grid. Returns the quantized weights."""
     tied = head_tied(model)
     emb = model.get_input_embeddings()
     group = embedding_group(emb.embedding_dim)
@@ -166,7 +167,8 @@ def quantize_embeddings_(model: nn.Module, kind: str = "int8", clip: bool = Fals
             from medslm.methods.kquant import kquant_layer
             from medslm.models.quantized import KQuantEmbedding
 
-            qe = KQuantEmbedding.from_layer(emb, kquant_layer(emb.weight.data, kind, None))
+            own = None if codes is None else (lambda w_, s, m, b, g: codes(b, g, grid=(s, m)))
+            qe = KQuantEmbedding.from_layer(emb, kquant_layer(emb.weight.data, kind, None, own))
         else:
             bits = int(kind[3:])
             if codes is not None:
@@ -259,8 +261,8 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
     if embeddings != "keep":  # the algorithm's own integers for a tied table where it has them (GPTQ,
         # chosen for the table's use as the LM head; an untied input table is only looked up: RTN)
         own = getattr(algo, "embedding_codes", None) if tied else None
-        quantize_embeddings_(model, embeddings, cfg.clip_search,
-                             None if own is None else (lambda bits, group: own(model, tok, cfg, bits, group)))
+        table = None if own is None else (lambda bits, group, grid=None: own(model, tok, cfg, bits, group, grid))
+        quantize_embeddings_(model, embeddings, cfg.clip_search, table)
         emb_group = model.get_input_embeddings().group
     qn = sum(getattr(m, "n_quantized", 0) for m in model.modules())
     total = sum(p.numel() for p in model.parameters()) + qn
