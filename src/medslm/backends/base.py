@@ -102,6 +102,10 @@ class Backend(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]: ...
 
+    def close(self) -> None:
+        """Release engine processes and threads before the interpreter exits (a no-op for in-process
+        backends)."""
+
     def cache_key(self) -> str:
         """What, besides the request, determines an answer: used to key the on-disk request cache."""
         d = self.describe()

@@ -139,6 +139,19 @@ class VLLMBackend(Backend):
         res = self.llm.generate(prompts, params, use_tqdm=False)
         return [cut_at_stop(o.outputs[0].text, r.until) for o, r in zip(res, requests)]
 
+    def close(self) -> None:
+        """Shut vLLM's engine core down while the interpreter is whole. Left to vLLM's atexit and
+        garbage collection, the teardown raced the interpreter's own: CI saw the process abort
+        ("terminate called without an active exception", exit -6) after every result was written."""
+        llm = getattr(self, "llm", None)
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+        self.llm = None
+        import gc
+
+        gc.collect()
+
     def describe(self) -> dict[str, Any]:
         import torch
 

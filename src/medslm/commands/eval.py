@@ -208,7 +208,6 @@ def cmd_eval(args) -> int:
         return list_tasks()
     from medslm.backends.base import BACKENDS, get_backend
     from medslm.errors import MedslmError
-    from medslm.evaluate.runner import evaluate, format_table
     from medslm.tasks import TASKS, get_task
 
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -243,6 +242,15 @@ def cmd_eval(args) -> int:
     backend = get_backend(args.backend)(args.model, dtype=args.dtype, device=args.device,
                                         batch_size=args.batch_size, threads=args.threads,
                                         shared_context=args.scoring == "shared-context", **remote)
+    try:
+        return _run(args, backend, tasks, names, split, limit)
+    finally:
+        backend.close()
+
+
+def _run(args, backend, tasks, names, split, limit) -> int:
+    from medslm.evaluate.runner import evaluate, format_table
+
     if args.rag:
         return rag_eval(args, backend, names, split, limit)
     results = evaluate(backend, tasks, split=split, limit=limit, seed=args.seed,
