@@ -84,6 +84,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per evaluation (default: all cores)")
     ap.add_argument("--split", default=None, help="held-out parts, e.g. pubmedqa=dev@50,medmcqa=dev@500 (a "
                     "fine-tuned --model: the parts it did not train on)")
+    ap.add_argument("--calibration", default=None,
+                    help="calibration texts of every calibrated variant (default pubmedqa,medquad; with "
+                    "--split pubmedqa=dev@N, pubmedqa:fit@N,medquad, so no variant calibrates on what it is "
+                    "scored on)")
     ap.add_argument("--pairs", default="gguf-q4_k_m:medslm-gptq-q4_k_m,gguf-q4_k_m:medslm-rtn-q4_k_m",
                     help="PEER:VARIANT pairs compared item by item (McNemar / paired bootstrap), where both ran")
     ap.add_argument("--gguf", action="store_true",
@@ -101,12 +105,21 @@ def main() -> None:
     unknown = set(names) - set(VARIANTS) - set(GGUF)
     if unknown:
         sys.exit(f"unknown variants {sorted(unknown)}; choose from {', '.join([*VARIANTS, *GGUF])}")
-    variants = [{"name": n} | (GGUF[n] if n in GGUF else {"steps": VARIANTS[n]})
+    split = dict(kv.split("=", 1) for kv in a.split.split(",")) if a.split else {}
+    calibration = a.calibration
+    if calibration is None and split.get("pubmedqa", "").startswith("dev@"):
+        calibration = f"pubmedqa:{split['pubmedqa'].replace('dev@', 'fit@', 1)},medquad"
+    variants = [{"name": n} | (dict(GGUF[n]) if n in GGUF else {"steps": VARIANTS[n]})
                 | ({"dtype": DTYPES[n]} if n in DTYPES else {}) for n in names]
+    if calibration:
+        print(f"calibration: {calibration}")
+        for v in variants:
+            if "steps" in v:
+                v["steps"] = [st | {"calibration": calibration} if "calibration" in st else st for st in v["steps"]]
     recipe = {"version": 1, "name": "bench-compression", "model": a.model,
               "eval": {"tasks": ["pubmedqa", "medmcqa", "medppl"],
                        "limit": {"pubmedqa": a.pubmedqa, "medmcqa": a.medmcqa, "medppl": a.medppl},
-                       **({"split": dict(kv.split("=", 1) for kv in a.split.split(","))} if a.split else {})},
+                       **({"split": split} if split else {})},
               "variants": variants}
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(recipe, f)

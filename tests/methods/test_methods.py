@@ -239,6 +239,25 @@ def test_medical_calibration_from_datasets(tmp_path, monkeypatch):
     assert len(texts) == 4 and all(t.startswith("Background") for t in texts)  # train split only
 
 
+def test_calibration_on_a_carve_leaves_out_what_its_dev_part_evaluates(tmp_path, monkeypatch):
+    """A mirror without PubMedQA's test split evaluates on its train records; pubmedqa:fit@2
+    calibrates on every record but the two that --split pubmedqa=dev@2 scores."""
+    root = tmp_path / "mirror"
+    fixtures.pubmedqa(root / "pubmedqa", with_test=False)
+    monkeypatch.setenv("MEDSLM_DATA_DIR", str(root))
+    from medslm.methods.calibration import calibration_texts
+    from medslm.tasks import get_task
+
+    every = calibration_texts("pubmedqa", 10, 1)
+    fit = calibration_texts("pubmedqa:fit@2", 10, 1)
+    dev = {e.context for e in get_task("pubmedqa").examples("dev@2")}
+    assert len(every) == 6 and len(fit) == 4 and len(dev) == 2
+    assert not dev & set(fit) and set(fit) | dev == set(every)
+    for bad, hint in (("pubmedqa:dev@2", "pubmedqa:fit@2"), ("pubmedqa:test", "evaluation split")):
+        with pytest.raises(MedslmError, match=hint):
+            calibration_texts(bad, 10, 1)
+
+
 def test_cli_quantize_and_info(tmp_path):
     import subprocess
     import sys

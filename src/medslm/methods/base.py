@@ -28,7 +28,7 @@ class MethodConfig(BaseModel):
 class CalibratedConfig(MethodConfig):
     """Configs of methods that read calibration activations (Wanda, SparseGPT, GPTQ, ...)."""
 
-    calibration: str = Field("pubmedqa,medquad", description='calibration texts: dataset names (comma-separated, train splits), generic (non-medical English) or a .txt file')
+    calibration: str = Field("pubmedqa,medquad", description='calibration texts: dataset names (comma-separated; each its records outside the test and dev splits, or NAME:SPLIT, e.g. pubmedqa:fit@50 to leave out what --split pubmedqa=dev@50 evaluates), generic (non-medical English) or a .txt file')
     samples: int = Field(64, description='calibration texts')
     seq_len: int = Field(256, description='tokens per calibration text')
     seed: int = Field(1234, description='seed of the calibration sample')

@@ -15,11 +15,10 @@ from medslm.errors import MedslmError
 
 
 def calibration_texts(spec: str, n: int, seed: int) -> list[str]:
-    """``n`` texts from the named datasets (train splits where they exist) or a text file."""
+    """``n`` texts from the named datasets (outside their test and dev splits, or ``NAME:SPLIT``) or
+    a text file."""
     import random
     from pathlib import Path
-
-    from medslm.data import load_dataset
 
     if spec.endswith(".txt"):
         p = Path(spec)
@@ -28,13 +27,12 @@ def calibration_texts(spec: str, n: int, seed: int) -> list[str]:
         texts = [t for t in p.read_text().split("\n\n") if t.strip()]
     else:
         texts = []
-        for name in [s.strip() for s in spec.split(",") if s.strip()]:
-            if name == "generic":
+        for item in [s.strip() for s in spec.split(",") if s.strip()]:
+            if item == "generic":
                 texts += generic_texts()
                 continue
-            for e in load_dataset(name):
-                if e.split in ("test", "dev"):
-                    continue  # never calibrate on evaluation data (held-out test or dev parts)
+            name, _, split = item.partition(":")
+            for e in _calibration_records(name, split or None, spec):
                 t = next((getattr(e, a) for a in ("context", "answer", "text", "question")
                           if isinstance(getattr(e, a, None), str) and getattr(e, a).strip()), "")
                 if t:
@@ -43,6 +41,39 @@ def calibration_texts(spec: str, n: int, seed: int) -> list[str]:
         raise MedslmError(f"calibration={spec!r} gave no text")
     rng = random.Random(seed)
     return rng.sample(texts, min(n, len(texts)))
+
+
+def _calibration_records(name: str, split: str | None, spec: str) -> list:
+    """The records of ``name`` to calibrate on. No split: every record but the held-out ones (test
+    and dev splits). ``NAME:SPLIT``: that split, which may be a carve (``pubmedqa:fit@50``, the part
+    that ``--split pubmedqa=dev@50`` does not evaluate on: a mirror without PubMedQA's test split
+    evaluates on its train records, so an uncarved calibration can read the texts it is scored on)."""
+    from medslm.data import get_spec, load_dataset
+    from medslm.data.splits import carve, parse_carve
+
+    if split is None:
+        return [e for e in load_dataset(name) if e.split not in ("test", "dev")]
+    c = parse_carve(split)
+    if c is None:
+        if split in ("test", "dev"):
+            raise MedslmError(f"calibration={spec!r}: {name}:{split} is an evaluation split; calibrate on "
+                              "a training split or the fit@N carve of the split you evaluate on")
+        recs = list(load_dataset(name, split=split))
+        if not recs:
+            raise MedslmError(f"calibration={spec!r}: {name} has no {split!r} records (splits: "
+                              f"{', '.join(get_spec(name).splits)})")
+        return recs
+    if c.part == "dev":
+        raise MedslmError(f"calibration={spec!r}: {name}:{split} is the held-out part of a carve; "
+                          f"calibrate on {name}:{split.replace('dev@', 'fit@', 1)}")
+    from medslm.tasks import TASKS, get_task
+
+    if name in TASKS:  # the task's carve, so the parts are exactly the ones its evaluation uses
+        return get_task(name).load(split)
+    if c.source is None:
+        raise MedslmError(f"calibration={spec!r}: {name} is not a task, so {split} needs its source "
+                          f"split, e.g. {name}:train/{split}")
+    return carve(list(load_dataset(name, split=c.source)), c, f"calibration {name}")
 
 
 def generic_texts(min_chars: int = 1000) -> list[str]:
