@@ -389,8 +389,13 @@ def _quantize(src: Path, dst: Path, qtype: str, threads: int | None) -> None:
         raise MedslmError(f"llama.cpp could not quantize {src.name} to {qtype} (code {rc})")
 
 
+# Bumped when the files medslm writes change for the same artifact, so cached exports are redone:
+# 2 = the per-layer sliding-window pattern (layer_pattern)
+EXPORT_FORMAT = 2
+
+
 def export_key(art_hash: str, qtype: str) -> str:
-    return hashlib.sha256(f"{art_hash}:{qtype}".encode()).hexdigest()[:20]
+    return hashlib.sha256(f"{art_hash}:{qtype}:{EXPORT_FORMAT}".encode()).hexdigest()[:20]
 
 
 __all__ = ["TYPES", "converter_dir", "export_gguf", "sidecar", "spm_from_tokenizer_json"]
