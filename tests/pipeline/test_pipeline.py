@@ -72,6 +72,21 @@ def test_run_then_rerun_is_all_cached(setup):
     assert metrics(out) == m
 
 
+def test_a_renamed_variant_leaves_the_report_and_keeps_its_old_results(setup):
+    """The report of a recipe shows its variants only; results of a variant it no longer has stay
+    on disk and are counted, not shown as a row."""
+    tmp, recipe = setup
+    assert run(recipe, tmp / "out").returncode == 0
+    renamed = tmp / "renamed.yaml"
+    renamed.write_text(Path(recipe).read_text().replace("  - name: trim+int4", "  - name: trimmed-int4"))
+    p = run(renamed, tmp / "out")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert set(metrics(tmp / "out")) == {"base", "trimmed-int4"}
+    assert sorted(f.name for f in (tmp / "out" / "results").glob("trim_int4__*.json")) == [
+        "trim_int4__medmcqa.json", "trim_int4__pubmedqa.json"]
+    assert "(2 result files in" in (tmp / "out" / "report.md").read_text()
+
+
 def test_kill_during_run_then_resume(setup):
     tmp, recipe = setup
     out = tmp / "killed"

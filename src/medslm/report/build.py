@@ -251,10 +251,21 @@ th:first-child,td:first-child,td:nth-child(2){text-align:left}th{background:#f6f
 
 
 def build_report(results_dir: str | Path, out: str | Path | None = None,
-                 task_order: list[str] | None = None, model_order: list[str] | None = None) -> dict[str, str]:
+                 task_order: list[str] | None = None, model_order: list[str] | None = None,
+                 only_listed: bool = False) -> dict[str, str]:
+    """``only_listed`` (a recipe's report): only the results of ``model_order``'s variants; those an
+    earlier version of the recipe left in the folder (a renamed or removed variant) stay on disk,
+    counted in the report, not shown as rows."""
     results_dir = Path(results_dir)
     out = Path(out or (results_dir.parent if results_dir.name == "results" else results_dir))
     results = load_results(results_dir)
+    left_out = 0
+    if only_listed and model_order is not None:
+        keep = [r for r in results if (r["model"].get("label") or r["model"].get("model")) in model_order]
+        left_out = len(results) - len(keep)
+        if not keep:
+            raise MedslmError(f"{results_dir}: no results of the recipe's variants {model_order}")
+        results = keep
     rws, tasks = rows(results)
     if model_order:  # a recipe's variants in its own order
         rws.sort(key=lambda r: model_order.index(r["label"]) if r["label"] in model_order else len(model_order))
@@ -272,7 +283,9 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.json").write_text(json.dumps(lb, indent=1, default=float) + "\n")
     fam_row = ["task family", ""] + [groups[t] for t in tasks] + ["", "", "", "", ""]
-    md = ["# medslm report", "", f"{len(rws)} models x {len(tasks)} tasks; {hardware}; {created}", "",
+    others = (f" ({left_out} result files in {results_dir} of variants not in the recipe are not shown)"
+              if left_out else "")
+    md = ["# medslm report", "", f"{len(rws)} models x {len(tasks)} tasks; {hardware}; {created}{others}", "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head), "| " + " | ".join(fam_row) + " |"]
     md += ["| " + " | ".join(row) + " |" for row in body]
     md += ["", "Accuracy in % ± half the 95% bootstrap CI; perplexity with its CI. Reproduce from the "
