@@ -380,6 +380,6 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
     from medslm.report.build import build_report
 
     rep = build_report(results, out, task_order=recipe.eval.tasks,
-                       model_order=[v.name for v in recipe.variants], only_listed=True)
+                       model_order=[v.name for v in recipe.variants])
     log(f"done in {time.perf_counter() - t0:.0f}s; report: {rep['html']}")
     return out

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from medslm.errors import ConfigError
+from medslm.export.gguf_file import copy_fields
 
 BLOCK = 32
 TYPES = ("q4_0", "q4_1", "q8_0", "q4_k_m")
@@ -255,11 +256,7 @@ def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: 
     reader = gguf.GGUFReader(f32)
     arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
     writer = gguf.GGUFWriter(out, arch)
-    for field in reader.fields.values():
-        if field.name in (gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE) or field.name.startswith("GGUF."):
-            continue
-        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
+    copy_fields(reader, writer, skip=(gguf.Keys.General.FILE_TYPE,))
     writer.add_file_type({"q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
                           "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}[qtype])
     todo = dict(quantized)

@@ -251,16 +251,15 @@ th:first-child,td:first-child,td:nth-child(2){text-align:left}th{background:#f6f
 
 
 def build_report(results_dir: str | Path, out: str | Path | None = None,
-                 task_order: list[str] | None = None, model_order: list[str] | None = None,
-                 only_listed: bool = False) -> dict[str, str]:
-    """``only_listed`` (a recipe's report): only the results of ``model_order``'s variants; those an
+                 task_order: list[str] | None = None, model_order: list[str] | None = None) -> dict[str, str]:
+    """``model_order`` (a recipe's variants): the report shows those, in that order; results an
     earlier version of the recipe left in the folder (a renamed or removed variant) stay on disk,
     counted in the report, not shown as rows."""
     results_dir = Path(results_dir)
     out = Path(out or (results_dir.parent if results_dir.name == "results" else results_dir))
     results = load_results(results_dir)
     left_out = 0
-    if only_listed and model_order is not None:
+    if model_order:
         keep = [r for r in results if (r["model"].get("label") or r["model"].get("model")) in model_order]
         left_out = len(results) - len(keep)
         if not keep:
@@ -268,7 +267,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
         results = keep
     rws, tasks = rows(results)
     if model_order:  # a recipe's variants in its own order
-        rws.sort(key=lambda r: model_order.index(r["label"]) if r["label"] in model_order else len(model_order))
+        rws.sort(key=lambda r: model_order.index(r["label"]))
     if task_order:  # a recipe's order within each task family
         tasks.sort(key=lambda t: (_group_rank(group_of(results, t)), task_order.index(t) if t in task_order else 99))
     groups = {t: group_of(results, t) for t in tasks}

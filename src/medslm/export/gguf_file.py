@@ -1,0 +1,58 @@
+"""Rewriting a GGUF file around llama.cpp's converter: its metadata copied into a new writer, and the
+per-layer sliding-window pattern the converter leaves out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from medslm.errors import MedslmError
+
+
+def copy_fields(reader, writer, skip: tuple[str, ...] = ()) -> None:
+    """Every metadata field of ``reader`` into ``writer`` but the architecture (the writer's own),
+    the reader's virtual ``GGUF.*`` fields and ``skip``."""
+    import gguf
+
+    for field in reader.fields.values():
+        if field.name in (gguf.Keys.General.ARCHITECTURE, *skip) or field.name.startswith("GGUF."):
+            continue
+        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
+
+
+def layer_pattern(path: Path, cfg: dict) -> bool:
+    """Write the model's own sliding-window layers into the GGUF ``path`` (its
+    ``{arch}.attention.sliding_window_pattern``, one bool per layer) when the converter left them
+    out. llama.cpp's converter does not write them for Gemma 2/3, whose loader then assumes the
+    upstream pattern by layer index (Gemma 3: every sixth layer global, with its own RoPE base): a
+    depth-pruned model, whose ``layer_types`` are those of the layers it kept, would run with the
+    wrong layers global in llama.cpp. The loader reads the per-layer array first when it is there.
+    Returns whether the file was rewritten."""
+    import gguf
+
+    types = cfg.get("layer_types") or (cfg.get("text_config") or {}).get("layer_types")
+    if not types or "sliding_attention" not in types:
+        return False
+    reader = gguf.GGUFReader(path)
+    arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
+    key = gguf.Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=arch)
+    n_layer = reader.fields.get(gguf.Keys.LLM.BLOCK_COUNT.format(arch=arch))
+    if key in reader.fields or n_layer is None:
+        return False
+    if int(n_layer.contents()) != len(types):
+        raise MedslmError(f"{path}: {int(n_layer.contents())} layers in the GGUF, {len(types)} layer_types "
+                          "in config.json; fix the model's config.json (layer_types: one per layer)")
+    tmp = path.with_name(path.name + ".pattern")
+    writer = gguf.GGUFWriter(tmp, arch)
+    copy_fields(reader, writer)
+    writer.add_sliding_window_pattern([t == "sliding_attention" for t in types])
+    for t in reader.tensors:
+        writer.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    del reader
+    os.replace(tmp, path)
+    return True
