@@ -315,3 +315,25 @@ def test_a_limit_per_dataset(data):
     assert [e.id for e in parts[0].examples] == [e.id for e in load_parts("pubmedqa:fit@6", limit={"pubmedqa": 3}, seed=1)[0].examples]
     with pytest.raises(ConfigError, match=r"limit names \['medqa'\], which data='pubmedqa:fit@6' does not read"):
         load_parts("pubmedqa:fit@6", limit={"medqa": 3})
+
+
+def test_repeat_weights_a_dataset_in_the_mixture(tmp_path, data):
+    from medslm.methods.finetune import FinetuneConfig
+    from medslm.train.data import build_sft, load_parts
+
+    m, tok = tiny.save_artifact("gemma3", tmp_path / "base").load()
+    parts = load_parts("pubmedqa:fit@6,medmcqa:fit@5")
+    once, st1 = build_sft(parts, tok, m.config, seq_len=128)
+    rows, st = build_sft(parts, tok, m.config, seq_len=128, repeat={"pubmedqa": 3})
+    n_pqa = len(parts[0].examples)
+    assert len(rows) == len(once) + 2 * n_pqa
+    # each PubMedQA row three times, each MedMCQA row once, recorded in the provenance
+    key = lambda r: tuple(r["input_ids"])  # noqa: E731
+    counts = {k: sum(key(r) == k for r in rows) for k in map(key, once)}
+    assert [counts[key(r)] for r in once] == [3] * n_pqa + [1] * (len(once) - n_pqa)
+    assert st["parts"][0]["repeat"] == 3 and "repeat" not in st["parts"][1]
+    assert FinetuneConfig(data="pubmedqa:fit@6,medmcqa", repeat="pubmedqa=3").repeat == {"pubmedqa": 3}
+    for bad, msg in [("pubmedqa=0", "at least once"), ("pubmedqa", "write NAME=N"),
+                     ("medqa=2", r"repeat names \['medqa'\], which data")]:
+        with pytest.raises(ValueError, match=msg):
+            FinetuneConfig(data="pubmedqa:fit@6,medmcqa", repeat=bad)

@@ -91,6 +91,9 @@ class FinetuneConfig(TrainingConfig):
     data: str = Field("pubmedqa:fit@50", description='NAME[:SPLIT],... e.g. pubmedqa:fit@50,medmcqa:fit@500 (fit@N: all but a held-out dev@N)')
     limit: int | dict[str, int] = Field(0, description='at most N examples per dataset (a seeded sample; 0: every '
                                         'example); in a config, also {dataset: N} (datasets not named: all)')
+    repeat: dict[str, int] = Field(default_factory=dict, description='mixture weights: each example of a dataset '
+                                   'trained N times per epoch, e.g. pubmedqa=3 (in a config {pubmedqa: 3}; '
+                                   'datasets not named: once)')
     tuning: Literal["full", "lora", "qlora"] = Field("lora", description='full | lora | qlora', json_schema_extra={'flag': '--method'})
     merge: bool = Field(False, description='merge the LoRA adapter into a new dense model')
     explanations: bool = Field(True, description='train on explanations/long answers too (--no-explanations: the answer only)')
@@ -106,6 +109,34 @@ class FinetuneConfig(TrainingConfig):
             raise ValueError("must be >= 0 (0: every example)")
         return v
 
+    @field_validator("repeat", mode="before")
+    @classmethod
+    def _repeat_text(cls, v):
+        if isinstance(v, str):  # the flag's form: NAME=N,NAME=N
+            out = {}
+            for item in [t.strip() for t in v.split(",") if t.strip()]:
+                name, eq, n = item.partition("=")
+                if not eq or not n.strip().isdigit():
+                    raise ValueError(f"{item!r}: write NAME=N, e.g. pubmedqa=3")
+                out[name.strip()] = int(n)
+            return out
+        return v
+
+    @field_validator("repeat")
+    @classmethod
+    def _repeat(cls, v):
+        bad = {k: n for k, n in v.items() if n < 1}
+        if bad:
+            raise ValueError(f"{bad}: each dataset is trained at least once (1); leave it out of data to drop it")
+        return v
+
+    @model_validator(mode="after")
+    def _repeat_names(self):
+        named = set(_names(self.data))
+        if set(self.repeat) - named:
+            raise ValueError(f"repeat names {sorted(set(self.repeat) - named)}, which data={self.data!r} does not read")
+        return self
+
     @model_validator(mode="after")
     def _merge(self):
         if self.merge and self.tuning == "full":
@@ -115,6 +146,10 @@ class FinetuneConfig(TrainingConfig):
 
     def learning_rate(self) -> float:
         return self.lr or (2e-5 if self.tuning == "full" else 2e-4)
+
+
+def _names(spec: str) -> list[str]:
+    return [t.strip().partition(":")[0] for t in str(spec).split(",") if t.strip()]
 
 
 def lora_config(cfg):
@@ -189,7 +224,8 @@ def apply(art, cfg: FinetuneConfig, *, stop_after: int | None = None) -> Transfo
 
         chat = install(tok, model, getattr(model.config, "model_type", ""))
     rows, stats = build_sft(parts, tok, model.config, seq_len=cfg.seq_len,
-                            explanations=cfg.explanations, chat_template=cfg.chat_template, eos=cfg.eos)
+                            explanations=cfg.explanations, chat_template=cfg.chat_template, eos=cfg.eos,
+                            repeat=cfg.repeat)
     ckdir = engine.checkpoint_dir("finetune", art.hash, cfg.to_dict(), stats["parts"])
     n_train = trainable(model)
     run = engine.train(model, tok, rows, ckdir=ckdir, epochs=cfg.epochs, max_steps=cfg.max_steps,

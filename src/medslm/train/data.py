@@ -185,7 +185,11 @@ def encode_sft(tokenizer, prompt: str, target: str, *, add_bos: bool, seq_len: i
 
 
 def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, explanations: bool = True,
-              chat_template: bool = False, eos: bool = True) -> tuple[list[dict], dict]:
+              chat_template: bool = False, eos: bool = True,
+              repeat: dict[str, int] | None = None) -> tuple[list[dict], dict]:
+    """Tokenized rows of every part; ``repeat`` {dataset: N} trains a dataset's rows N times per
+    epoch (the mixture weight; the trainer shuffles the copies apart)."""
+    repeat = repeat or {}
     add_bos = wants_bos(tokenizer, model_config)
     rows, truncated = [], 0
     for p in parts:
@@ -194,14 +198,16 @@ def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, expla
                 ids, labels, cut = encode_sft(tokenizer, prompt, target, add_bos=add_bos, seq_len=seq_len,
                                               chat_template=chat_template, eos=eos)
                 truncated += cut
-                rows.append({"input_ids": ids, "labels": labels})
+                rows.extend({"input_ids": ids, "labels": labels} for _ in range(repeat.get(p.dataset, 1)))
     if not rows:
         raise DataError("finetune: the data gave no labelled examples")
     stats = {"examples": len(rows), "truncated": truncated,
              "tokens": sum(len(r["input_ids"]) for r in rows),
              "answer_tokens": sum(sum(1 for x in r["labels"] if x != -100) for r in rows),
              "parts": [{"dataset": p.dataset, "split": p.resolved, "n": len(p.examples),
-                        "ids_sha256": ids_digest(p.examples)} for p in parts]}
+                        "ids_sha256": ids_digest(p.examples),
+                        **({"repeat": repeat[p.dataset]} if repeat.get(p.dataset, 1) != 1 else {})}
+                       for p in parts]}
     return rows, stats
 
 
