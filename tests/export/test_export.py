@@ -168,3 +168,36 @@ def test_gemma3_export_carries_its_own_global_layers(tmp_path, types):
     field = gguf.GGUFReader(out).fields["gemma3.attention.sliding_window_pattern"]
     assert [bool(v) for v in field.contents()] == [t == "sliding_attention" for t in types]
     tiny.llamacpp_follows_hf(art, out, tok, tol=0.005)
+
+
+def test_the_layer_pattern_is_written_only_where_llama_cpp_would_guess_wrong(tmp_path):
+    """Gemma 3's upstream pattern (every sixth layer global) is what llama.cpp assumes without the
+    per-layer array, so a dense export of an unpruned model is not rewritten for it; a pruned one's
+    is; a config whose layer count differs from the file's is an error naming the file."""
+    import gguf
+    import numpy as np
+
+    from medslm.export.gguf_file import layer_pattern, pattern_of
+
+    def file(n_layer):
+        path = tmp_path / f"m{n_layer}.gguf"
+        w = gguf.GGUFWriter(path, "gemma3")
+        w.add_block_count(n_layer)
+        w.add_tensor("output_norm.weight", np.ones(4, dtype=np.float32))
+        w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+        return path
+
+    upstream = ["full_attention" if i % 6 == 5 else "sliding_attention" for i in range(12)]
+    pruned = upstream[:4] + upstream[5:]  # layer 4 removed: the globals move to 4 and 10
+    path = file(12)
+    assert pattern_of(gguf.GGUFReader(path), {"layer_types": upstream}, path, when_default=False) is None
+    assert pattern_of(gguf.GGUFReader(path), {"layer_types": upstream}, path) == [t == "sliding_attention" for t in upstream]
+    before = path.read_bytes()
+    assert not layer_pattern(path, {"layer_types": upstream}) and path.read_bytes() == before
+    path = file(11)
+    assert layer_pattern(path, {"layer_types": pruned})
+    field = gguf.GGUFReader(path).fields["gemma3.attention.sliding_window_pattern"]
+    assert [i for i, v in enumerate(field.contents()) if not v] == [4, 10]
+    assert not layer_pattern(path, {"layer_types": pruned})  # already there
+    with pytest.raises(MedslmError, match=r"m11.gguf: 11 layers in the GGUF, 12 layer_types"):
+        layer_pattern(file(11), {"layer_types": upstream})

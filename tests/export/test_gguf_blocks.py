@@ -159,6 +159,10 @@ def test_tiny_exports_hold_medslm_weights_exactly(tmp_path, arch, qtype):
         kinds[t.tensor_type.name] = kinds.get(t.tensor_type.name, 0) + 1
     assert found == set(mine)
     assert qtype.upper() in kinds and set(kinds) <= {qtype.upper(), "Q8_0"}
+    if arch == "gemma3":  # the blocks carry the model's own sliding-window layers (added in the same write)
+        types = json.loads((q.path / "config.json").read_text())["layer_types"]
+        field = gguf.GGUFReader(out).fields["gemma3.attention.sliding_window_pattern"]
+        assert [bool(v) for v in field.contents()] == [t == "sliding_attention" for t in types]
     if arch == "gemma3":  # Llama's converter leaves SentencePiece's space prefix on for a vocabulary
         tiny.llamacpp_follows_hf(q, out, tok)  # without one (llama.cpp then adds a "▁" the hf tokenizer does not)
 

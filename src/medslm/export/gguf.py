@@ -275,9 +275,10 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
             from medslm.export.gguf_blocks import dense_copy, write_blocks
 
             quantized, src = dense_copy(art, tmp / "dense")
-            first = _convert(src, tmp, conv, "f32", art.path)
+            first = _convert(src, tmp, conv, "f32", art.path, pattern=False)  # write_blocks adds it
             final = tmp / f"model-{qtype}.gguf"
-            extra_side = write_blocks(first, final, quantized, qtype, float_type)
+            extra_side = write_blocks(first, final, quantized, qtype, float_type,
+                                      cfg=json.loads((src.path / "config.json").read_text()))
         else:
             if art.is_adapter:  # merge first: llama.cpp runs one set of weights
                 m, tok = art.load(dtype="float32")
@@ -315,8 +316,9 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
     return out
 
 
-def _convert(src, tmp: Path, conv: Path, outtype: str, where: Path) -> Path:
-    """``src`` (an artifact) through llama.cpp's converter: a GGUF of ``outtype`` in ``tmp``."""
+def _convert(src, tmp: Path, conv: Path, outtype: str, where: Path, pattern: bool = True) -> Path:
+    """``src`` (an artifact) through llama.cpp's converter: a GGUF of ``outtype`` in ``tmp``
+    (``pattern``: with the per-layer sliding-window pattern where llama.cpp needs it)."""
     stage = _stage(src, tmp)
     first = tmp / f"model-{outtype}.gguf"
     cmd = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(stage), "--outfile", str(first),
@@ -325,9 +327,10 @@ def _convert(src, tmp: Path, conv: Path, outtype: str, where: Path) -> Path:
     if p.returncode != 0:
         tail = "\n".join(p.stdout.strip().splitlines()[-8:])
         raise MedslmError(f"llama.cpp's convert_hf_to_gguf.py failed on {where} (exit {p.returncode}):\n{tail}")
-    from medslm.export.gguf_file import layer_pattern
+    if pattern:
+        from medslm.export.gguf_file import layer_pattern
 
-    layer_pattern(first, json.loads((src.path / "config.json").read_text()))
+        layer_pattern(first, json.loads((src.path / "config.json").read_text()))
     return first
 
 
@@ -351,8 +354,9 @@ def _quantize(src: Path, dst: Path, qtype: str, threads: int | None) -> None:
 
 
 # Bumped when the files medslm writes change for the same artifact, so cached exports are redone:
-# 2 = the per-layer sliding-window pattern (layer_pattern)
-EXPORT_FORMAT = 2
+# 2 = the per-layer sliding-window pattern (layer_pattern); 3 = that pattern left out of dense
+# exports whose layers are llama.cpp's default (no rewrite), always in medslm's blocks
+EXPORT_FORMAT = 3
 
 
 def export_key(art_hash: str, qtype: str) -> str:

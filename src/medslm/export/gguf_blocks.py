@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from medslm.errors import ConfigError
-from medslm.export.gguf_file import copy_fields
+from medslm.export.gguf_file import copy_fields, pattern_of
 
 BLOCK = 32
 TYPES = ("q4_0", "q4_1", "q8_0", "q4_k_m")
@@ -245,10 +245,12 @@ def pack(kind: str, arrays: tuple) -> np.ndarray:
             "q4_k": k.q4_k_blocks, "q6_k": k.q6_k_blocks}[kind](*arrays)
 
 
-def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: str = "f16") -> dict:
+def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: str = "f16",
+                 cfg: dict | None = None) -> dict:
     """``f32`` (the converter's file of the dequantized model) with medslm's tensors as blocks.
     ``float_type``: how the 2-D tensors medslm kept in float (the embedding) are stored: f16, or
-    q8_0 (llama.cpp's own rounding: a requantization, listed in the result)."""
+    q8_0 (llama.cpp's own rounding: a requantization, listed in the result). ``cfg`` (the model's
+    config.json): its per-layer sliding-window pattern is written too (:func:`pattern_of`)."""
     import gguf
     from tqdm.auto import tqdm
 
@@ -257,6 +259,9 @@ def write_blocks(f32: Path, out: Path, quantized: dict, qtype: str, float_type: 
     arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
     writer = gguf.GGUFWriter(out, arch)
     copy_fields(reader, writer, skip=(gguf.Keys.General.FILE_TYPE,))
+    pattern = pattern_of(reader, cfg or {}, f32)
+    if pattern is not None:
+        writer.add_sliding_window_pattern(pattern)
     writer.add_file_type({"q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
                           "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}[qtype])
     todo = dict(quantized)
