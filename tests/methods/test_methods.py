@@ -429,6 +429,25 @@ def test_trim_keeps_the_evaluation_prompts(tmp_path, monkeypatch):
                 assert t0.convert_ids_to_tokens(t0(text).input_ids) == t1.convert_ids_to_tokens(t1(text).input_ids)
 
 
+def test_trim_on_a_carve_reads_no_held_out_record(tmp_path, monkeypatch):
+    """corpus pubmedqa:fit@2 reads every record but the two --split pubmedqa=dev@2 scores (their
+    abstracts and the prompts built on them); the dev part and a test split are refused, with the fix."""
+    root = tmp_path / "mirror"
+    fixtures.pubmedqa(root / "pubmedqa", with_test=False)
+    monkeypatch.setenv("MEDSLM_DATA_DIR", str(root))
+    from medslm.methods.trim import corpus_texts
+    from medslm.tasks import get_task
+
+    every, fit = "\n".join(corpus_texts("pubmedqa")), "\n".join(corpus_texts("pubmedqa:fit@2"))
+    task = get_task("pubmedqa")
+    dev, kept = task.examples("dev@2"), task.examples("fit@2")
+    assert all(e.context in every for e in dev + kept)
+    assert all(e.context in fit for e in kept) and not any(e.context in fit for e in dev)
+    for bad, hint in (("pubmedqa:dev@2", "use pubmedqa:fit@2"), ("pubmedqa:test", "is an evaluation split")):
+        with pytest.raises(MedslmError, match=rf"corpus='{bad}': .*{hint}"):
+            corpus_texts(bad)
+
+
 def test_sparsegpt_update_compensates_the_pruned_weights():
     """On the calibration inputs, SparseGPT's weight update brings the pruned layer closer to the
     dense one than the same mask without the update, and far closer than magnitude pruning."""

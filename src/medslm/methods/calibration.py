@@ -32,7 +32,7 @@ def calibration_texts(spec: str, n: int, seed: int) -> list[str]:
                 texts += generic_texts()
                 continue
             name, _, split = item.partition(":")
-            for e in _calibration_records(name, split or None, spec):
+            for e in training_records(name, split or None, spec):
                 t = next((getattr(e, a) for a in ("context", "answer", "text", "question")
                           if isinstance(getattr(e, a, None), str) and getattr(e, a).strip()), "")
                 if t:
@@ -43,8 +43,8 @@ def calibration_texts(spec: str, n: int, seed: int) -> list[str]:
     return rng.sample(texts, min(n, len(texts)))
 
 
-def _calibration_records(name: str, split: str | None, spec: str) -> list:
-    """The records of ``name`` to calibrate on. No split: every record but the held-out ones (test
+def training_records(name: str, split: str | None, spec: str, flag: str = "calibration") -> list:
+    """The records of ``name`` to calibrate (or trim, or distill) on. No split: every record but the held-out ones (test
     and dev splits). ``NAME:SPLIT``: that split, which may be a carve (``pubmedqa:fit@50``, the part
     that ``--split pubmedqa=dev@50`` does not evaluate on: a mirror without PubMedQA's test split
     evaluates on its train records, so an uncarved calibration can read the texts it is scored on)."""
@@ -56,20 +56,20 @@ def _calibration_records(name: str, split: str | None, spec: str) -> list:
     c = parse_carve(split)
     if c is None:
         if split in ("test", "dev"):
-            raise MedslmError(f"calibration={spec!r}: {name}:{split} is an evaluation split; calibrate on "
-                              "a training split or the fit@N carve of the split you evaluate on")
+            raise MedslmError(f"{flag}={spec!r}: {name}:{split} is an evaluation split; use a training "
+                              "split or the fit@N carve of the split you evaluate on")
         return list(load_dataset(name, split=split))  # an empty split is refused there, naming the splits
     if c.part == "dev":
-        raise MedslmError(f"calibration={spec!r}: {name}:{split} is the held-out part of a carve; "
-                          f"calibrate on {name}:{split.replace('dev@', 'fit@', 1)}")
+        raise MedslmError(f"{flag}={spec!r}: {name}:{split} is the held-out part of a carve; "
+                          f"use {name}:{split.replace('dev@', 'fit@', 1)}")
     from medslm.tasks import TASKS, get_task
 
     if name in TASKS:  # the task's carve, so the parts are exactly the ones its evaluation uses
         return get_task(name).load(split)
     if c.source is None:
-        raise MedslmError(f"calibration={spec!r}: {name} is not a task, so {split} needs its source "
+        raise MedslmError(f"{flag}={spec!r}: {name} is not a task, so {split} needs its source "
                           f"split, e.g. {name}:train/{split}")
-    return carve(list(load_dataset(name, split=c.source)), c, f"calibration {name}")
+    return carve(list(load_dataset(name, split=c.source)), c, f"{flag} {name}")
 
 
 def generic_texts(min_chars: int = 1000) -> list[str]:

@@ -36,7 +36,8 @@ BYTE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 class TrimConfig(MethodConfig):
     method: Literal["trim"] = "trim"
     version: ClassVar[int] = 2  # 2: the corpus includes the evaluation prompts built on it
-    corpus: str = Field("pubmedqa,medquad,medmcqa", description='datasets (comma-separated) or a .txt file whose tokens are kept')
+    corpus: str = Field("pubmedqa,medquad,medmcqa", description='datasets (comma-separated; NAME: every record, '
+                        'NAME:SPLIT: that split or carve only, e.g. pubmedqa:fit@50) or a .txt file whose tokens are kept')
     min_count: int = Field(1, description='keep tokens used at least this often')
     @field_validator("min_count")
     @classmethod
@@ -69,12 +70,17 @@ def task_texts(dataset: str, examples: list) -> list[str]:
 
 
 def corpus_texts(spec: str) -> list[str]:
-    """Every text field of the named datasets, and the prompts their evaluation tasks build (all
-    splits: the vocabulary must cover evaluation text too; trimming learns no weights, so this is
-    not contamination), or a text file."""
+    """The text fields of the named datasets and the prompts their evaluation tasks build on those
+    records, or a text file. ``NAME``: every record of the dataset (its evaluation splits too:
+    trimming learns no weights, but the kept vocabulary then covers the evaluated text, so a
+    trimmed model is scored on text its vocabulary was chosen for); ``NAME:SPLIT``: that split or
+    carve only (``pubmedqa:fit@50``, ``medquad:train``), as calibration reads it, so the held-out
+    part an evaluation scores (``dev@50``, ``test``) also tests the vocabulary on unseen text:
+    what a shipped model meets."""
     from pathlib import Path
 
     from medslm.data import load_dataset
+    from medslm.methods.calibration import training_records
 
     if spec.endswith(".txt"):
         p = Path(spec)
@@ -82,8 +88,9 @@ def corpus_texts(spec: str) -> list[str]:
             raise MedslmError(f"corpus={spec!r}: no such file")
         return [p.read_text()]
     texts = []
-    for name in [s.strip() for s in spec.split(",") if s.strip()]:
-        examples = list(load_dataset(name))
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        name, _, split = item.partition(":")
+        examples = training_records(name, split, spec, "corpus") if split else list(load_dataset(name))
         for e in examples:
             for a in ("context", "question", "answer", "text", "case"):
                 v = getattr(e, a, None)
