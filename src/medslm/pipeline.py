@@ -365,6 +365,11 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
     base = resolve(recipe.model).artifact()
     log(f"recipe {recipe.name}: model {recipe.model} ({base.hash[:19]}), {len(recipe.variants)} variants, "
         f"tasks {', '.join(recipe.eval.tasks)} -> {out}")
+    from medslm.held_out import describe, overlaps
+
+    held_out = [describe(o) for o in overlaps(recipe)]
+    for line in held_out:
+        log(f"  warning: {line}")
     if ray is None:
         served = [run_variant(recipe, v, base, results, threads, log) for v in recipe.variants]
     else:
@@ -380,6 +385,6 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
     from medslm.report.build import build_report
 
     rep = build_report(results, out, task_order=recipe.eval.tasks,
-                       model_order=[v.name for v in recipe.variants])
+                       model_order=[v.name for v in recipe.variants], held_out=held_out)
     log(f"done in {time.perf_counter() - t0:.0f}s; report: {rep['html']}")
     return out

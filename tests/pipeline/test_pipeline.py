@@ -64,6 +64,7 @@ def test_run_then_rerun_is_all_cached(setup):
     m = metrics(out)
     assert set(m) == {"base", "trim+int4"} and set(m["base"]) == {"medmcqa", "pubmedqa"}
     assert "trim -> quantize" in (out / "report.md").read_text()
+    assert "## Held-out check" in (out / "report.md").read_text() and "none reads one." in (out / "report.md").read_text()
     t = time.time()
     again = run(recipe, tmp / "out")
     assert again.returncode == 0

@@ -46,7 +46,11 @@ def cmd_run(args) -> int:
     recipe = load_recipe(path)
     run_output(recipe, args.output)
     if args.check:
+        from medslm.held_out import describe, overlaps
+
         print(f"{path}: valid ({len(recipe.variants)} variants, tasks {', '.join(recipe.eval.tasks)})")
+        for o in overlaps(recipe):
+            print(f"  warning: {describe(o)}")
         return 0
     out = run_recipe(recipe, args.output, threads=args.threads, ray=args.ray)
     print((out / "report.md").read_text())

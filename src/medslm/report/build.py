@@ -251,10 +251,12 @@ th:first-child,td:first-child,td:nth-child(2){text-align:left}th{background:#f6f
 
 
 def build_report(results_dir: str | Path, out: str | Path | None = None,
-                 task_order: list[str] | None = None, model_order: list[str] | None = None) -> dict[str, str]:
+                 task_order: list[str] | None = None, model_order: list[str] | None = None,
+                 held_out: list[str] | None = None) -> dict[str, str]:
     """``model_order`` (a recipe's variants): the report shows those, in that order; results an
     earlier version of the recipe left in the folder (a renamed or removed variant) stay on disk,
-    counted in the report, not shown as rows."""
+    counted in the report, not shown as rows. ``held_out``: the recipe's held-out check
+    (:mod:`medslm.held_out`), one line per compression step that may read evaluated records."""
     results_dir = Path(results_dir)
     out = Path(out or (results_dir.parent if results_dir.name == "results" else results_dir))
     results = load_results(results_dir)
@@ -279,6 +281,8 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
     lb = {"schema_version": 1, "created": created, "hardware": hardware, "tasks": tasks, "groups": groups,
           "models": rws,
           "paired": paired, "sources": sorted(r.get("path", "") for r in results)}
+    if held_out is not None:
+        lb["held_out_check"] = held_out
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.json").write_text(json.dumps(lb, indent=1, default=float) + "\n")
     fam_row = ["task family", ""] + [groups[t] for t in tasks] + ["", "", "", "", ""]
@@ -300,6 +304,11 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
         md += [f"- {c['model']}, {c['task']}: {c['words']}" for c in paired]
     if any(r["overlap_allowed"] for r in rws):
         md.append("WARNING: some models were trained with --allow-overlap (test contamination possible).")
+    if held_out is not None:
+        md += ["", "## Held-out check", "", "Compression steps (calibration, distillation corpus, trimmed "
+               "vocabulary) against the records this evaluation scores, by record id: "
+               + ("none reads one." if not held_out else f"{len(held_out)} may read some.")]
+        md += [f"- {line}" for line in held_out]
     (out / "report.md").write_text("\n".join(md) + "\n")
     plots = []
     for t in tasks:
@@ -319,7 +328,18 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
 to a result JSON in {esc(str(results_dir))} (task and prompt version, seed, artifact hash, packages).</p>
 {('<p class="note">Energy: ' + esc('; '.join(methods)) + '.</p>') if methods else ''}
 {_paired_html(paired)}
+{_held_out_html(held_out)}
 <div class="plots">{''.join(plots)}</div></body></html>"""
     (out / "report.html").write_text(page)
     return {"html": str(out / "report.html"), "md": str(out / "report.md"),
             "leaderboard": str(out / "leaderboard.json"), "table": "\n".join(md[4:4 + len(body) + 3])}
+
+
+def _held_out_html(held_out: list[str] | None) -> str:
+    if held_out is None:
+        return ""
+    if not held_out:
+        return '<p class="note">Held-out check: no compression step reads a record this evaluation scores.</p>'
+    items = "".join(f"<li>{html.escape(x)}</li>" for x in held_out)
+    return f'<p class="note">Held-out check: these steps may read records this evaluation scores:</p><ul>{items}</ul>'
+
