@@ -337,3 +337,19 @@ def test_repeat_weights_a_dataset_in_the_mixture(tmp_path, data):
                      ("medqa=2", r"repeat names \['medqa'\], which data")]:
         with pytest.raises(ValueError, match=msg):
             FinetuneConfig(data="pubmedqa:fit@6,medmcqa", repeat=bad)
+
+
+def test_cut_training_prompts_are_counted_per_dataset_and_warned(tmp_path, data, capsys):
+    """PubMedQA prompts longer than seq_len are cut for training, while evaluation reads them
+    whole: counted per dataset in the stats (and the artifact's provenance), and warned."""
+    from medslm.train.data import build_sft, load_parts
+
+    m, tok = tiny.save_artifact("gemma3", tmp_path / "base").load()
+    parts = load_parts("pubmedqa:fit@6,medmcqa:fit@5")
+    _, st = build_sft(parts, tok, m.config, seq_len=4096)
+    assert st["truncated_by_dataset"] == {"pubmedqa": 0, "medmcqa": 0} and "warning" not in capsys.readouterr().err
+    short = min(len(tok(e.context).input_ids) for e in parts[0].examples) // 2
+    _, st = build_sft(parts, tok, m.config, seq_len=short)
+    n = len(parts[0].examples)
+    assert st["truncated_by_dataset"]["pubmedqa"] == n == st["truncated"] - st["truncated_by_dataset"]["medmcqa"]
+    assert f"warning: {n} of {n} pubmedqa examples are longer than seq_len {short}" in capsys.readouterr().err

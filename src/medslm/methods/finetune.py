@@ -237,6 +237,7 @@ def apply(art, cfg: FinetuneConfig, *, stop_after: int | None = None) -> Transfo
     if stop_after is not None and run["steps"] < run["total_steps"]:
         raise KeyboardInterrupt(f"stopped after step {run['steps']} (checkpoint kept in {ckdir})")
     info = {"data": stats["parts"], "examples": stats["examples"], "truncated": stats["truncated"],
+            "truncated_by_dataset": stats["truncated_by_dataset"],
             "answer_tokens": stats["answer_tokens"], "trainable_parameters": n_train,
             "contamination": guard, "lr": cfg.learning_rate(), **run,
             "peak_rss_mib": round(peak_rss_bytes() / 2**20)}
