@@ -30,21 +30,15 @@ def _reads(cfg) -> tuple[str, str] | None:
     return None
 
 
-def step_records(method: str, spec: str) -> list:
-    """The records a step may read from ``spec`` (text files and the generic corpus read none)."""
-    from medslm.data import load_dataset
-    from medslm.methods.calibration import training_records
+def step_records(method: str, field: str, spec: str) -> list:
+    """The records a step may read from ``spec``, by the rule the step itself reads it with (text
+    files and the generic corpus hold no records)."""
+    from medslm.methods.calibration import item_records
 
-    out = []
     if spec.endswith(".txt"):
-        return out
-    for item in [s.strip() for s in spec.split(",") if s.strip() and s.strip() != "generic"]:
-        name, _, split = item.partition(":")
-        if method == "trim" and not split:  # trim's bare NAME reads every record (methods.trim)
-            out += list(load_dataset(name))
-        else:
-            out += training_records(name, split or None, spec, "corpus" if method != "quantize" else "calibration")
-    return out
+        return []
+    return [e for item in [s.strip() for s in spec.split(",") if s.strip() and s.strip() != "generic"]
+            for e in item_records(item, spec, field, every_split=method == "trim")[1]]
 
 
 def evaluated(recipe) -> dict[str, str]:
@@ -78,7 +72,7 @@ def overlaps(recipe) -> list[dict[str, Any]]:
             key = (cfg.method, spec)
             if key not in cache:
                 per: dict[str, int] = {}
-                for e in step_records(cfg.method, spec):
+                for e in step_records(cfg.method, field, spec):
                     task = scored.get(str(e.id))
                     if task is not None:
                         per[task] = per.get(task, 0) + 1

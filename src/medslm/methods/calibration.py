@@ -31,8 +31,7 @@ def calibration_texts(spec: str, n: int, seed: int) -> list[str]:
             if item == "generic":
                 texts += generic_texts()
                 continue
-            name, _, split = item.partition(":")
-            for e in training_records(name, split or None, spec):
+            for e in item_records(item, spec)[1]:
                 t = next((getattr(e, a) for a in ("context", "answer", "text", "question")
                           if isinstance(getattr(e, a, None), str) and getattr(e, a).strip()), "")
                 if t:
@@ -41,6 +40,18 @@ def calibration_texts(spec: str, n: int, seed: int) -> list[str]:
         raise MedslmError(f"calibration={spec!r} gave no text")
     rng = random.Random(seed)
     return rng.sample(texts, min(n, len(texts)))
+
+
+def item_records(item: str, spec: str, flag: str = "calibration", every_split: bool = False) -> tuple[str, list]:
+    """(dataset, records) of one ``NAME[:SPLIT]`` item of a data spec: :func:`training_records`,
+    or, for a bare NAME with ``every_split`` (a trim corpus), every record of the dataset. The one
+    rule calibration, trimming and the held-out check (:mod:`medslm.held_out`) read data by."""
+    from medslm.data import load_dataset
+
+    name, _, split = item.partition(":")
+    if every_split and not split:
+        return name, list(load_dataset(name))
+    return name, training_records(name, split or None, spec, flag)
 
 
 def training_records(name: str, split: str | None, spec: str, flag: str = "calibration") -> list:

@@ -79,8 +79,7 @@ def corpus_texts(spec: str) -> list[str]:
     what a shipped model meets."""
     from pathlib import Path
 
-    from medslm.data import load_dataset
-    from medslm.methods.calibration import training_records
+    from medslm.methods.calibration import item_records
 
     if spec.endswith(".txt"):
         p = Path(spec)
@@ -89,8 +88,7 @@ def corpus_texts(spec: str) -> list[str]:
         return [p.read_text()]
     texts = []
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
-        name, _, split = item.partition(":")
-        examples = training_records(name, split, spec, "corpus") if split else list(load_dataset(name))
+        name, examples = item_records(item, spec, "corpus", every_split=True)
         for e in examples:
             for a in ("context", "question", "answer", "text", "case"):
                 v = getattr(e, a, None)

@@ -192,13 +192,12 @@ def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, expla
     epoch (the mixture weight; the trainer shuffles the copies apart)."""
     repeat = repeat or {}
     add_bos = wants_bos(tokenizer, model_config)
-    rows, truncated, cut_of, pairs_of = [], 0, {}, {}
+    rows, cut_of, pairs_of = [], {}, {}
     for p in parts:
         for e in p.examples:
             for prompt, target in training_pairs(p.dataset, e, explanations, chat=chat_template):
                 ids, labels, cut = encode_sft(tokenizer, prompt, target, add_bos=add_bos, seq_len=seq_len,
                                               chat_template=chat_template, eos=eos)
-                truncated += cut
                 cut_of[p.dataset] = cut_of.get(p.dataset, 0) + cut
                 pairs_of[p.dataset] = pairs_of.get(p.dataset, 0) + 1
                 rows.extend({"input_ids": ids, "labels": labels} for _ in range(repeat.get(p.dataset, 1)))
@@ -210,7 +209,7 @@ def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, expla
             print(f"medslm: warning: {cut} of {n} {name} examples are longer than seq_len {seq_len} and "
                   "were cut (the middle of the prompt) for training, while evaluation reads them whole; "
                   "raise seq_len to train on what is scored", file=sys.stderr)
-    stats = {"examples": len(rows), "truncated": truncated, "truncated_by_dataset": cut_of,
+    stats = {"examples": len(rows), "truncated": sum(cut_of.values()), "truncated_by_dataset": cut_of,
              "tokens": sum(len(r["input_ids"]) for r in rows),
              "answer_tokens": sum(sum(1 for x in r["labels"] if x != -100) for r in rows),
              "parts": [{"dataset": p.dataset, "split": p.resolved, "n": len(p.examples),
