@@ -66,6 +66,10 @@ def test_fewer_bytes_and_refusals(tmp_path):
         export_compressed_tensors(q, out, progress=False)
     with pytest.raises(ConfigError, match="not quantized by medslm"):
         export_compressed_tensors(base, tmp_path / "dense", progress=False)
+    sparse = compress(base, {"method": "prune", "algorithm": "magnitude", "sparsity": 0.5}, tmp_path / "w50")
+    with pytest.raises(ConfigError, match=r"pruned to 50% sparsity.*no sparse compressor.*quantize it"):
+        export_compressed_tensors(sparse, tmp_path / "w50-ct", progress=False)
+    assert not (tmp_path / "w50-ct").exists()
     asym = compress(base, {"method": "quantize", "bits": 4, "symmetric": False}, tmp_path / "asym")
     with pytest.raises(ConfigError, match="asymmetric .*#1618.* quantize symmetric"):
         export_compressed_tensors(asym, tmp_path / "asym-ct", progress=False)

@@ -18,7 +18,11 @@ which gives back medslm's integers exactly (checked on the written file before i
   is the one medslm computes); the tensors medslm kept in float (norms, and the tied embedding,
   dequantized when medslm stored it as integers) are float32.
 
-Refused with the fix: a model medslm did not quantize, and asymmetric ones.
+Refused with the fix: a model medslm did not quantize, and asymmetric ones. A pruned (sparse) model
+is refused with the reason: compressed-tensors 0.20 keeps ``sparse-bitmask`` and
+``sparse-24-bitmask`` only as names of legacy formats and has no compressor for either, so the
+library medslm writes with cannot store zeros in fewer bytes; a sparse model quantized afterwards
+exports as ``pack-quantized`` like any other.
 """
 
 from __future__ import annotations
@@ -91,7 +95,15 @@ def export_compressed_tensors(art, out: str | Path, *, progress: bool = True) ->
     out = Path(out)
     if out.exists():
         raise MedslmError(f"--out {out} exists; medslm never overwrites a model directory: choose a new path")
-    if not (art.meta.extra or {}).get("quantization"):
+    extra = art.meta.extra or {}
+    if not extra.get("quantization") and extra.get("sparsity"):
+        raise ConfigError(
+            f"export --format compressed-tensors: {art.path} is pruned to {extra['sparsity']:.0%} sparsity and "
+            "not quantized; compressed-tensors "
+            f"{_library().__version__} has no sparse compressor (it lists sparse-bitmask and sparse-24-bitmask "
+            "as legacy formats and writes neither), so its zeros would be stored dense: quantize it "
+            "(`medslm quantize --bits 4`, then this export), or export it as GGUF")
+    if not extra.get("quantization"):
         raise ConfigError(f"export --format compressed-tensors: {art.path} is not quantized by medslm; run "
                           "`medslm quantize --bits 4` first (a dense model needs no compressed-tensors)")
     if art.meta.extra["quantization"].get("target") == "q4_k_m":
