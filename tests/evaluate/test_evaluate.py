@@ -177,3 +177,30 @@ def test_kill_and_resume_gives_identical_results(mirror, tmp_path):
         assert a["metrics"] == b["metrics"] and a["examples"] == b["examples"]
     total = 5 * 4 + 6 * 3
     assert rerun_chunks * 4 < total  # the resumed run did not recompute everything
+
+
+def test_a_backend_sets_how_many_requests_reach_it_at_once(tmp_path):
+    """A batching engine (vLLM) decodes the requests of one call together: the runner hands it its
+    ``request_chunk`` (a cache commit each), other backends the runner's default of 4 generations."""
+    from medslm.evaluate.cache import RequestCache
+    from medslm.evaluate.runner import CHUNK, run_requests
+    from medslm.requests import GenerateRequest
+
+    class Recorder(HFBackend):
+        def generate(self, reqs):
+            self.sizes.append(len(reqs))
+            return [f"answer {r.context}" for r in reqs]
+
+    reqs = [GenerateRequest(f"q{i}", until=("\n",), max_tokens=4) for i in range(25)]
+    plain = Recorder(tiny.model("gpt2"), tiny.tokenizer())
+    plain.sizes = []
+    run_requests(plain, reqs, None, progress=False)
+    assert plain.sizes == [CHUNK["generate"]] * 6 + [1]
+    batched = Recorder(tiny.model("gpt2"), tiny.tokenizer())
+    batched.sizes, batched.request_chunk = [], {"generate": 10}
+    cache = RequestCache(tmp_path / "c.sqlite")
+    answers, _, fresh = run_requests(batched, reqs, cache, progress=False)
+    assert batched.sizes == [10, 10, 5] and answers == [f"answer q{i}" for i in range(25)] and all(fresh)
+    again = Recorder(tiny.model("gpt2"), tiny.tokenizer())
+    again.sizes, again.request_chunk = [], {"generate": 10}
+    assert run_requests(again, reqs, cache, progress=False)[0] == answers and again.sizes == []

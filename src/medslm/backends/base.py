@@ -89,6 +89,10 @@ class Backend(ABC):
     name: str = "base"
     add_bos: bool = False
     prefix_token_id: int | None = None  # what an empty context is conditioned on (BOS, else EOS)
+    # requests of one kind the evaluation runner hands over at once ({"generate": 64}; a kind not
+    # named keeps the runner's default): a batching engine (vLLM) decodes a chunk's requests
+    # together, so its chunk is its batch; each chunk is committed to the request cache when done
+    request_chunk: dict[str, int] = {}
 
     @abstractmethod
     def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[tuple[float, bool]]: ...

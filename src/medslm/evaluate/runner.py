@@ -30,6 +30,7 @@ from medslm.tasks.base import Task, get_task
 SCHEMA_VERSION = 1
 KINDS = {LoglikelihoodRequest: "loglikelihood", RollingRequest: "loglikelihood_rolling",
          GenerateRequest: "generate"}
+# requests per backend call and cache commit, unless the backend asks for others (``request_chunk``)
 CHUNK = {"loglikelihood": 48, "loglikelihood_rolling": 4, "generate": 4}
 
 
@@ -66,7 +67,7 @@ def run_requests(backend, reqs: list, cache: RequestCache | None, progress: bool
                dynamic_ncols=True)
     for kind, items in todo.items():
         fn = getattr(backend, "generate" if kind == "generate" else kind)
-        step = CHUNK[kind]
+        step = max(1, int(getattr(backend, "request_chunk", {}).get(kind, CHUNK[kind])))
         for i in range(0, len(items), step):
             chunk = items[i:i + step]
             t = time.perf_counter()
