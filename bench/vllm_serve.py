@@ -35,6 +35,8 @@ if __name__ == "__main__":  # vLLM spawns its engine process: everything below r
     ap.add_argument("--levels", default="1,2,4,8,16")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default=None, help="vLLM's weights: fp32 | bf16 | fp16 (default: the artifact's own, "
+                    "fp32 for the converted Gemma); both vLLM rows use it")
     ap.add_argument("--out", default="bench/results/vllm_serve.json")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
@@ -50,7 +52,7 @@ if __name__ == "__main__":  # vLLM spawns its engine process: everything below r
         from medslm.backends.vllm import VLLMBackend
         from medslm.serve.vllm_runtime import VLLMRuntime
 
-        be = VLLMBackend(a.model, max_num_seqs=max(levels), max_model_len=2048)
+        be = VLLMBackend(a.model, max_num_seqs=max(levels), max_model_len=2048, dtype=a.dtype)
         rt = VLLMRuntime(be, None, a.model)  # tokenizer and chat facts only (no driver)
         prompts = [render(rt, [{"role": "user", "content": p}]).ids for p in loadgen.PROMPTS]
         sp = SamplingParams(temperature=0.0, max_tokens=a.max_tokens, stop_token_ids=sorted(rt.eos_ids))
@@ -76,6 +78,8 @@ if __name__ == "__main__":  # vLLM spawns its engine process: everything below r
                 cmd += ["--slots", str(slots)]
             if runtime == "llamacpp":
                 cmd += ["--threads", str(max(1, a.threads // (slots or 1)))]
+            elif a.dtype:
+                cmd += ["--dtype", a.dtype]
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode != 0:
                 sys.exit(f"{' '.join(cmd)} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
@@ -102,7 +106,7 @@ if __name__ == "__main__":  # vLLM spawns its engine process: everything below r
     summary = {"offline": off, "medslm_vllm": mine, "llamacpp": lcpp, "llamacpp_best": best,
                "ratio_vs_offline": {c: round(mine[c] / off[c], 3) for c in levels},
                "ratio_top_vs_llamacpp_best": round(mine[top] / best, 3), "capacity_vllm": srv.get("capacity"),
-               "max_tokens": a.max_tokens, "levels": srv["levels"]}
+               "max_tokens": a.max_tokens, "dtype": a.dtype or "the artifact's", "levels": srv["levels"]}
     print("\n".join(rows))
     print(f"llama.cpp runtime ({a.gguf}): " + "; ".join(f"--slots {s}: " + ", ".join(f"c{c} {v}" for c, v in d.items())
                                                         for s, d in lcpp.items()) + f" tok/s; best {best}")

@@ -561,3 +561,22 @@ def test_bench_serve_reports_latency_percentiles_and_capacity(tmp_path):
         assert lv["output_tok_per_s"] > 0 and lv["slo_fraction"] == 1.0
     assert res["capacity"] == 2 and res["single_stream_tok_s"] > 0
     assert "capacity (>= 90% of requests" in p.stdout
+
+
+def test_serve_dtype_reaches_the_runtime_and_a_gguf_refuses_it(tiny_artifacts, tmp_path):
+    """``medslm serve --dtype bf16`` loads the hf runtime's weights in bf16 (the vllm runtime takes it
+    the same way); llama.cpp's GGUF keeps its own tensor types, so --dtype there is an error naming
+    the fix, not a flag silently dropped."""
+    import torch
+
+    from medslm.errors import MedslmError
+    from medslm.serve.server import load_runtimes
+
+    rt = load_runtimes(str(tiny_artifacts["llama"].path), "hf", 1, dtype="bf16", n_ctx=256)[0]
+    assert next(rt.backend.model.parameters()).dtype == torch.bfloat16
+    rt32 = load_runtimes(str(tiny_artifacts["llama"].path), "hf", 1, n_ctx=256)[0]
+    assert next(rt32.backend.model.parameters()).dtype == torch.float32
+    fake = tmp_path / "m.gguf"
+    fake.write_bytes(b"GGUF")
+    with pytest.raises(MedslmError, match=r"--dtype: .*m\.gguf runs on llama\.cpp.*drop --dtype"):
+        load_runtimes(str(fake), "llamacpp", 1, dtype="bf16")

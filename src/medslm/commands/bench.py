@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--slots", type=int, default=None, help="the server's --slots (default: its own)")
     b.add_argument("--n-ctx", type=int, default=None, help="the server's --n-ctx (default: its own)")
     b.add_argument("--threads", type=threads_arg, default=None)
+    b.add_argument("--dtype", default=None, help="the server's --dtype (hf / vllm runtime)")
     b.add_argument("--api-key")
     b.add_argument("--mode", default="concurrency", help="concurrency (default) | poisson")
     b.add_argument("--concurrency", default="1,2,4", help="levels, comma-separated (default 1,2,4)")
@@ -69,6 +70,8 @@ def cmd_bench_serve(args) -> int:
             serve_args += ["--slots", str(args.slots)]
         if args.n_ctx:
             serve_args += ["--n-ctx", str(args.n_ctx)]
+        if args.dtype:
+            serve_args += ["--dtype", args.dtype]
         if args.api_key:
             serve_args += ["--api-key", args.api_key]
         proc, url = start_subprocess(serve_args)

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=threads_arg, help="llama.cpp / torch threads (default: free cores)")
     p.add_argument("--n-ctx", type=int, default=2048, help="context size (default 2048)")
     p.add_argument("--device", default="cpu", help="hf backend device: cpu | cuda")
+    p.add_argument("--dtype", default=None, help="hf / vllm runtime: fp32 | bf16 | fp16 (default: the "
+                   "artifact's own for vllm, fp32 on CPU for hf); a GGUF's types are its own")
     p.add_argument("--rag", help="a retrieval index directory (medslm rag build) for requests with rag: true")
     p.add_argument("--log-file", help="write the (metadata-only) request log here instead of stderr")
     p.set_defaults(handler=cmd_serve)
@@ -76,7 +78,7 @@ def cmd_serve(args) -> int:
     o = ServeOptions(model=args.model, backend=args.backend, host=args.host, port=args.port,
                      api_keys=read_keys(args.api_key, args.api_key_file), insecure=args.insecure,
                      cors_origins=args.cors_origin, threads=args.threads, n_ctx=args.n_ctx,
-                     device=args.device, served_name=args.served_model_name, rag=args.rag,
+                     device=args.device, dtype=args.dtype, served_name=args.served_model_name, rag=args.rag,
                      log_file=args.log_file, limits=limits)
     serve(o)
     return 0

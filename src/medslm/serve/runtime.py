@@ -86,7 +86,10 @@ def load_runtime(model: str, backend: str = "auto", **kw: Any) -> Runtime:
         raise MedslmError(f"--backend {backend!r}: choose auto or a serving backend "
                           f"({', '.join(n for n in BACKENDS.names() if n not in NOT_SERVING)})")
     if backend == "llamacpp":
-        kw.pop("device", None), kw.pop("dtype", None)
+        kw.pop("device", None)
+        if kw.pop("dtype", None):
+            raise MedslmError(f"--dtype: {model} runs on llama.cpp, whose GGUF keeps its own tensor types; "
+                              "drop --dtype, or export another type (medslm export --type f16|q8_0|...)")
         kw.setdefault("n_ctx", 2048)
     elif "n_ctx" in kw:
         kw["max_length"] = kw.pop("n_ctx")

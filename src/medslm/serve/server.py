@@ -31,6 +31,7 @@ class ServeOptions:
     threads: int | None = None
     n_ctx: int = 2048
     device: str = "cpu"
+    dtype: str | None = None  # hf / vllm weights' precision (None: the backend's default)
     served_name: str | None = None
     rag: str | None = None
     log_file: str | None = None
@@ -91,7 +92,8 @@ def build(o: ServeOptions, load_async: bool = True) -> Any:
     log = logging.getLogger("medslm.serve")
 
     def load() -> None:
-        rts = load_runtimes(o.model, o.backend, o.limits.slots, threads=o.threads, n_ctx=o.n_ctx, device=o.device)
+        rts = load_runtimes(o.model, o.backend, o.limits.slots, threads=o.threads, n_ctx=o.n_ctx, device=o.device,
+                            **({"dtype": o.dtype} if o.dtype else {}))
         if o.rag:
             from medslm.rag.index import Index
 
