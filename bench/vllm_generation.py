@@ -2,14 +2,15 @@
 
     python bench/vllm_generation.py --vllm-python .ci-vllm-venv/bin/python
 
-Both evaluate MedQuAD (open generation, greedy, up to 256 tokens an answer, the task's own stop
-string) on Gemma 3 270M's converted artifact in fp32, each with an empty request cache of its own:
+Both evaluate MedQuAD (open generation, greedy, up to 128 tokens an answer, the task's own stop
+strings) on Gemma 3 270M's converted artifact in fp32, each with an empty request cache of its own:
 vLLM on ``--n`` questions (default 100) through ``medslm eval`` in vLLM's environment, the hf backend
 on ``--hf-n`` of them (default 20: it decodes one answer at a time at about 10-20 tok/s here, so
 100 would take half an hour; its throughput does not depend on how many it is given). Throughput is
 the answers' tokens (counted with the model's tokenizer) over the seconds the backend spent
-generating them (the runner's per-request times; model loading excluded). On the questions both
-answered, the share of identical answers is printed (greedy in fp32 on both; a difference is a
+generating them (the runner's per-request times, which for vLLM are a batch's time shared among
+its requests; model loading excluded). On the questions both runs' seeded subsets share, the
+number of identical answers is printed (greedy in fp32 on both; a difference is a
 near-tie of two tokens decided by another summation order). The issue's target: vLLM >= 5x hf.
 """
 
@@ -66,7 +67,8 @@ def main() -> None:
             rows[backend] = {"questions": len(answers), "answer_tokens": toks, "generate_seconds": round(secs, 1),
                              "tok_s": round(toks / secs, 2), "process_seconds": round(wall, 1),
                              "rougeL": round(res["metrics"]["rougeL"]["value"], 4), "answers": answers,
-                             "versions": res["reproducibility"].get("packages", {})}
+                             "versions": {**res["reproducibility"].get("packages", {}),
+                                          **({"vllm": res["model"]["vllm"]} if res["model"].get("vllm") else {})}}
             print(f"{backend}: {len(answers)} answers, {toks} tokens in {secs:.1f} s of generation: "
                   f"{toks / secs:.1f} tok/s (process {wall:.0f} s)", flush=True)
     v, h = rows["vllm"], rows["hf"]

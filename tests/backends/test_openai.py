@@ -161,3 +161,33 @@ def test_an_amega_judge_can_be_a_served_model(fake):
     assert be.name == "openai" and be.model == "judge-model" and be.url == url
     assert be.loglikelihood([LoglikelihoodRequest("Met:", " True")]) == [(-0.2, True)]
     assert h.calls == 1
+
+
+def test_the_runner_keeps_concurrency_requests_in_flight(fake):
+    """The evaluation runner hands the backend ``concurrency`` generations per call (its default
+    chunk of 4 capped --concurrency 8 at 4 requests in flight)."""
+    import time
+
+    from medslm.backends.openai import OpenAIBackend
+    from medslm.evaluate.runner import run_requests
+
+    h, url = fake
+    state = {"now": 0, "peak": 0}
+    lock = threading.Lock()
+
+    def slow_post(self, _orig=h.do_POST):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.3)
+        with lock:
+            state["now"] -= 1
+        _orig(self)
+
+    h.do_POST = slow_post
+    h.script = [(200, {}, _completion(" yes"))]
+    be = OpenAIBackend("m", base_url=url, concurrency=8, max_retries=0)
+    answers, _, _ = run_requests(be, [GenerateRequest(f"Q{i}:", max_tokens=2) for i in range(16)], None,
+                                 progress=False)
+    assert answers == [" yes"] * 16 and h.calls == 16
+    assert state["peak"] == 8

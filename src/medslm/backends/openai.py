@@ -52,6 +52,8 @@ class OpenAIBackend(Backend):
             raise MedslmError(f"concurrency={concurrency}: at least 1 request in flight")
         key = next((os.environ[k] for k in KEY_ENV if os.environ.get(k)), None) or "none"
         self.model, self.url, self.concurrency = str(model), url.rstrip("/"), concurrency
+        # as many requests per call as may be in flight (the runner's default of 4 would cap --concurrency)
+        self.request_chunk = {"generate": max(4, concurrency), "loglikelihood_rolling": max(4, concurrency)}
         self._openai = openai
         self.client = openai.OpenAI(base_url=self.url, api_key=key, max_retries=max_retries, timeout=timeout)
 

@@ -73,8 +73,8 @@ class VLLMBackend(Backend):
         self.add_bos = wants_bos(self.model_type)
         self.prefix_token_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
         self.batch_size = batch_size
-        # generation requests reach the engine together up to its sequence budget (the runner's
-        # default of 4 would cap continuous batching at 4 sequences; vLLM's own default budget is 256)
+        # generation requests reach the engine 64 at a time, or --max-num-seqs (the runner's default of
+        # 4 would cap continuous batching at 4 sequences); each call's answers are one cache commit
         self.request_chunk = {"generate": int(max_num_seqs or 64)}
         self.chat_template = getattr(self.tokenizer, "chat_template", None) or None
         self.bos_text = self.tokenizer.bos_token or ""
