@@ -563,7 +563,7 @@ def test_bench_serve_reports_latency_percentiles_and_capacity(tmp_path):
     assert "capacity (>= 90% of requests" in p.stdout
 
 
-def test_serve_dtype_reaches_the_runtime_and_a_gguf_refuses_it(tiny_artifacts, tmp_path):
+def test_serve_dtype_reaches_the_runtime_and_a_gguf_refuses_it(tiny_artifacts, tmp_path, capsys):
     """``medslm serve --dtype bf16`` loads the hf runtime's weights in bf16 (the vllm runtime takes it
     the same way); llama.cpp's GGUF keeps its own tensor types, so --dtype there is an error naming
     the fix, not a flag silently dropped."""
@@ -578,5 +578,13 @@ def test_serve_dtype_reaches_the_runtime_and_a_gguf_refuses_it(tiny_artifacts, t
     assert next(rt32.backend.model.parameters()).dtype == torch.float32
     fake = tmp_path / "m.gguf"
     fake.write_bytes(b"GGUF")
-    with pytest.raises(MedslmError, match=r"--dtype: .*m\.gguf runs on llama\.cpp.*drop --dtype"):
+    with pytest.raises(MedslmError, match=r"--dtype bf16: .*m\.gguf runs on llama\.cpp.*drop --dtype"):
         load_runtimes(str(fake), "llamacpp", 1, dtype="bf16")
+    # the command refuses it before any server starts (the model loads in the background after that)
+    from medslm.cli import main
+
+    capsys.readouterr()
+    assert main(["serve", "--model", str(fake), "--backend", "llamacpp", "--dtype", "bf16", "--port", "1"]) != 0
+    assert "--dtype bf16: " in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main(["serve", "--model", str(fake), "--dtype", "fp64"])

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--slots", type=int, default=None, help="the server's --slots (default: its own)")
     b.add_argument("--n-ctx", type=int, default=None, help="the server's --n-ctx (default: its own)")
     b.add_argument("--threads", type=threads_arg, default=None)
-    b.add_argument("--dtype", default=None, help="the server's --dtype (hf / vllm runtime)")
+    b.add_argument("--dtype", default=None, choices=("fp32", "bf16", "fp16"), help="the server's --dtype (hf / vllm runtime)")
     b.add_argument("--api-key")
     b.add_argument("--mode", default="concurrency", help="concurrency (default) | poisson")
     b.add_argument("--concurrency", default="1,2,4", help="levels, comma-separated (default 1,2,4)")
@@ -55,10 +55,14 @@ def cmd_bench_serve(args) -> int:
         raise MedslmError("--mode concurrency|poisson, --concurrency >= 1 and --rate > 0")
     proc = None
     url = args.url
-    res: dict = {"model": args.model if not url else None, "url": url}
+    res: dict = {"model": args.model if not url else None, "url": url, "dtype": args.dtype}
+    if args.dtype and not url:
+        from medslm.serve.runtime import runtime_backend
+
+        runtime_backend(args.model, args.backend, dtype=args.dtype)  # before a server starts
     if args.compare_in_process:
         res["in_process_tok_s"] = loadgen.in_process_decode(args.model, args.backend, args.threads, 2048,
-                                                            args.max_tokens)
+                                                            args.max_tokens, dtype=args.dtype)
     if not url:
         from medslm.serve.server import start_subprocess
 

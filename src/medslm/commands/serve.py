@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=threads_arg, help="llama.cpp / torch threads (default: free cores)")
     p.add_argument("--n-ctx", type=int, default=2048, help="context size (default 2048)")
     p.add_argument("--device", default="cpu", help="hf backend device: cpu | cuda")
-    p.add_argument("--dtype", default=None, help="hf / vllm runtime: fp32 | bf16 | fp16 (default: the "
+    p.add_argument("--dtype", default=None, choices=("fp32", "bf16", "fp16"), help="hf / vllm runtime: fp32 | bf16 | fp16 (default: the "
                    "artifact's own for vllm, fp32 on CPU for hf); a GGUF's types are its own")
     p.add_argument("--rag", help="a retrieval index directory (medslm rag build) for requests with rag: true")
     p.add_argument("--log-file", help="write the (metadata-only) request log here instead of stderr")
@@ -72,6 +72,10 @@ def cmd_serve(args) -> int:
 
         args.model, note = default_model()
         print(f"medslm serve: {note}", file=sys.stderr, flush=True)
+    if args.dtype:  # refused now, not after the server has started loading in the background
+        from medslm.serve.runtime import runtime_backend
+
+        runtime_backend(args.model, args.backend, dtype=args.dtype)
     limits = Limits(slots=args.slots, queue=args.queue, max_tokens_default=args.max_tokens,
                     max_tokens_cap=args.max_tokens_cap, request_seconds=args.request_timeout,
                     max_body_bytes=args.max_body)

@@ -144,13 +144,15 @@ def capacity(levels: list[dict[str, Any]]) -> int | None:
     return max(ok) if ok else None
 
 
-def in_process_decode(model: str, backend: str, threads: int | None, n_ctx: int, max_tokens: int) -> float:
-    """Decode tokens/s of the same model generating in this process (greedy, one stream)."""
+def in_process_decode(model: str, backend: str, threads: int | None, n_ctx: int, max_tokens: int,
+                      dtype: str | None = None) -> float:
+    """Decode tokens/s of the same model generating in this process (greedy, one stream), in the
+    server's ``dtype``."""
     from medslm.serve.chat import render
     from medslm.serve.engine import Job, Sampling
     from medslm.serve.runtime import load_runtime
 
-    rt = load_runtime(model, backend, threads=threads, n_ctx=n_ctx)
+    rt = load_runtime(model, backend, threads=threads, n_ctx=n_ctx, **({"dtype": dtype} if dtype else {}))
     ids = render(rt, [{"role": "user", "content": PROMPTS[0]}]).ids
     job = Job(ids, Sampling(max_tokens=max_tokens, temperature=0.0), 600.0)
     job.run(rt, lambda ev: None)

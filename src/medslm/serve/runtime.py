@@ -65,9 +65,10 @@ class BackendRuntime(Runtime):
 NOT_SERVING = ("dummy", "openai")  # no token-level calls (a fake; a remote server)
 
 
-def load_runtime(model: str, backend: str = "auto", **kw: Any) -> Runtime:
-    """``backend``: a registered backend name, or auto (llamacpp when the model is or holds a .gguf
-    and llama-cpp-python is installed, else hf)."""
+def runtime_backend(model: str, backend: str = "auto", dtype: str | None = None) -> str:
+    """The backend ``backend`` resolves to for ``model``: a registered name, or auto (llamacpp when
+    the model is or holds a .gguf and llama-cpp-python is installed, else hf). A ``dtype`` for
+    llama.cpp is refused: its GGUF keeps its own tensor types."""
     from pathlib import Path
 
     if backend == "auto":
@@ -79,6 +80,15 @@ def load_runtime(model: str, backend: str = "auto", **kw: Any) -> Runtime:
 
             if importlib.util.find_spec("llama_cpp") is None:
                 backend = "hf"
+    if backend == "llamacpp" and dtype:
+        raise MedslmError(f"--dtype {dtype}: {model} runs on llama.cpp, whose GGUF keeps its own tensor types; "
+                          "drop --dtype, or export another type (medslm export --type f16|q8_0|...)")
+    return backend
+
+
+def load_runtime(model: str, backend: str = "auto", **kw: Any) -> Runtime:
+    """One serving runtime of ``model`` on ``backend`` (see :func:`runtime_backend`)."""
+    backend = runtime_backend(model, backend, kw.get("dtype"))
     if backend == "vllm":
         raise MedslmError("the vllm runtime is one engine shared by every slot: build it with "
                           "medslm.serve.server.load_runtimes (medslm serve --runtime vllm)")
@@ -86,10 +96,7 @@ def load_runtime(model: str, backend: str = "auto", **kw: Any) -> Runtime:
         raise MedslmError(f"--backend {backend!r}: choose auto or a serving backend "
                           f"({', '.join(n for n in BACKENDS.names() if n not in NOT_SERVING)})")
     if backend == "llamacpp":
-        kw.pop("device", None)
-        if kw.pop("dtype", None):
-            raise MedslmError(f"--dtype: {model} runs on llama.cpp, whose GGUF keeps its own tensor types; "
-                              "drop --dtype, or export another type (medslm export --type f16|q8_0|...)")
+        kw.pop("device", None), kw.pop("dtype", None)
         kw.setdefault("n_ctx", 2048)
     elif "n_ctx" in kw:
         kw["max_length"] = kw.pop("n_ctx")
