@@ -67,7 +67,7 @@ def run_requests(backend, reqs: list, cache: RequestCache | None, progress: bool
                dynamic_ncols=True)
     for kind, items in todo.items():
         fn = getattr(backend, "generate" if kind == "generate" else kind)
-        step = max(1, int(getattr(backend, "request_chunk", {}).get(kind, CHUNK[kind])))
+        step = getattr(backend, "request_chunk", {}).get(kind, CHUNK[kind])
         for i in range(0, len(items), step):
             chunk = items[i:i + step]
             t = time.perf_counter()

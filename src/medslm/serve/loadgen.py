@@ -152,7 +152,7 @@ def in_process_decode(model: str, backend: str, threads: int | None, n_ctx: int,
     from medslm.serve.engine import Job, Sampling
     from medslm.serve.runtime import load_runtime
 
-    rt = load_runtime(model, backend, threads=threads, n_ctx=n_ctx, **({"dtype": dtype} if dtype else {}))
+    rt = load_runtime(model, backend, threads=threads, n_ctx=n_ctx, dtype=dtype)
     ids = render(rt, [{"role": "user", "content": PROMPTS[0]}]).ids
     job = Job(ids, Sampling(max_tokens=max_tokens, temperature=0.0), 600.0)
     job.run(rt, lambda ev: None)

@@ -93,7 +93,7 @@ def build(o: ServeOptions, load_async: bool = True) -> Any:
 
     def load() -> None:
         rts = load_runtimes(o.model, o.backend, o.limits.slots, threads=o.threads, n_ctx=o.n_ctx, device=o.device,
-                            **({"dtype": o.dtype} if o.dtype else {}))
+                            dtype=o.dtype)
         if o.rag:
             from medslm.rag.index import Index
 
