@@ -204,12 +204,14 @@ def test_allow_overlap_is_recorded(tmp_path, data):
     assert merged.meta.extra["contamination_allowed"] == {"medmcqa:validation": 20}  # inherited
 
 
-def test_finetune_resume_continues_same_step_and_order(tmp_path, data):
+@pytest.mark.parametrize("batches", ["length", "dataset"])
+def test_finetune_resume_continues_same_step_and_order(tmp_path, data, batches):
     from medslm.methods import finetune
 
     base = tiny.save_artifact("gemma3", tmp_path / "base")
-    cfg = parse_config({"method": "finetune", "data": "pubmedqa:fit@6", "tuning": "full", "max_steps": 6,
-                        "batch_size": 4, "lr": 1e-3, "seq_len": 128, "checkpoint_every": 2})
+    cfg = parse_config({"method": "finetune", "data": "pubmedqa:fit@6,medmcqa:fit@5", "tuning": "full",
+                        "max_steps": 6, "batch_size": 4, "lr": 1e-3, "seq_len": 128, "checkpoint_every": 2,
+                        "batches": batches})
     straight = finetune.apply(base, cfg)
     with pytest.raises(KeyboardInterrupt):
         finetune.apply(base, cfg, stop_after=3)  # interrupted after step 3 (checkpoint at 2... and 3)
@@ -337,6 +339,61 @@ def test_repeat_weights_a_dataset_in_the_mixture(tmp_path, data):
                      ("medqa=2", r"repeat names \['medqa'\], which data")]:
         with pytest.raises(ValueError, match=msg):
             FinetuneConfig(data="pubmedqa:fit@6,medmcqa", repeat=bad)
+
+
+def test_dataset_batches_give_each_step_one_dataset():
+    from medslm.train.engine import DatasetBatches
+
+    groups = ["a"] * 10 + ["b"] * 7
+    s = DatasetBatches(groups, lengths=list(range(17)), batch=4, seed=1)
+    order = list(s)
+    assert len(order) == len(s) == 12 + 8  # each dataset's last batch filled from its own rows
+    assert set(order) == set(range(17))
+    chunks = [order[k:k + 4] for k in range(0, len(order), 4)]
+    assert all(len({groups[i] for i in c}) == 1 for c in chunks)
+    assert all(len(set(c)) == 4 for c in chunks)
+    assert list(DatasetBatches(groups, list(range(17)), 4, seed=1)) == order  # a resumed run sees the same
+    s.set_epoch(1)
+    assert list(s) != order
+
+
+def test_finetune_batches_by_dataset(tmp_path, data, monkeypatch):
+    """``batches: dataset``: every step the Trainer takes holds one dataset's rows (the default
+    mixes them), recorded in the provenance with the answer tokens of each dataset."""
+    from medslm.train import engine
+
+    seen = []
+    real = engine.collate
+
+    def spy(pad):
+        fn = real(pad)
+
+        def wrapped(batch):
+            seen.append([tuple(r["input_ids"]) for r in batch])
+            return fn(batch)
+        return wrapped
+
+    monkeypatch.setattr(engine, "collate", spy)
+    base = tiny.save_artifact("gemma3", tmp_path / "base")
+    spec = "pubmedqa:fit@6,medmcqa:fit@5"
+    kinds = {}
+    m, tok = base.load()
+    from medslm.train.data import build_sft, load_parts
+
+    rows, st = build_sft(load_parts(spec), tok, m.config, seq_len=128)
+    for r, d in zip(rows, st["dataset_of_row"]):
+        kinds[tuple(r["input_ids"])] = d
+    assert st["answer_tokens_by_dataset"]["medmcqa"] + st["answer_tokens_by_dataset"]["pubmedqa"] == st["answer_tokens"]
+    ft = compress(base, {"method": "finetune", "data": spec, "tuning": "lora", "max_steps": 8,
+                         "batch_size": 4, "seq_len": 128, "batches": "dataset"}, tmp_path / "ft")
+    assert ft.meta.steps[-1]["batches"] == "one dataset per step" and len(seen) >= 8  # (+ one prefetched)
+    assert all(len({kinds[r] for r in b}) == 1 for b in seen)
+    assert {kinds[r] for b in seen for r in b} == {"pubmedqa", "medmcqa"}
+    seen.clear()
+    compress(base, {"method": "finetune", "data": spec, "tuning": "lora", "max_steps": 8,
+                    "batch_size": 4, "seq_len": 128}, tmp_path / "ft2")
+    assert ft.meta.steps[-1]["answer_tokens_by_dataset"] == st["answer_tokens_by_dataset"]
+    assert any(len({kinds[r] for r in b}) == 2 for b in seen)  # the default mixes them
 
 
 def test_cut_training_prompts_are_counted_per_dataset_and_warned(tmp_path, data, capsys):

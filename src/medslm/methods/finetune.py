@@ -94,6 +94,11 @@ class FinetuneConfig(TrainingConfig):
     repeat: dict[str, int] = Field(default_factory=dict, description='mixture weights: each example of a dataset '
                                    'trained N times per epoch, e.g. pubmedqa=3 (in a config {pubmedqa: 3}; '
                                    'datasets not named: once)')
+    batches: Literal["length", "dataset"] = Field(
+        "length", description="length: rows of similar length batch together (least padding); dataset: each "
+        "step trains one dataset's rows, so a set with one-word answers (PubMedQA's decisions) is not "
+        "drowned in a mixture by the long answers it would share a step with (the loss is a mean over "
+        "answer tokens)")
     tuning: Literal["full", "lora", "qlora"] = Field("lora", description='full | lora | qlora', json_schema_extra={'flag': '--method'})
     merge: bool = Field(False, description='merge the LoRA adapter into a new dense model')
     explanations: bool = Field(True, description='train on explanations/long answers too (--no-explanations: the answer only)')
@@ -233,12 +238,14 @@ def apply(art, cfg: FinetuneConfig, *, stop_after: int | None = None) -> Transfo
                        schedule=cfg.schedule, warmup=cfg.warmup, seed=cfg.seed,
                        checkpoint_every=cfg.checkpoint_every, device=device,
                        desc=f"finetune ({cfg.tuning})", stop_after=stop_after,
-                       weight_decay=cfg.weight_decay, precision=cfg.precision, report_to=cfg.report_to)
+                       weight_decay=cfg.weight_decay, precision=cfg.precision, report_to=cfg.report_to,
+                       groups=stats["dataset_of_row"] if cfg.batches == "dataset" else None)
     if stop_after is not None and run["steps"] < run["total_steps"]:
         raise KeyboardInterrupt(f"stopped after step {run['steps']} (checkpoint kept in {ckdir})")
     info = {"data": stats["parts"], "examples": stats["examples"], "truncated": stats["truncated"],
             "truncated_by_dataset": stats["truncated_by_dataset"],
-            "answer_tokens": stats["answer_tokens"], "trainable_parameters": n_train,
+            "answer_tokens": stats["answer_tokens"],
+            "answer_tokens_by_dataset": stats["answer_tokens_by_dataset"], "trainable_parameters": n_train,
             "contamination": guard, "lr": cfg.learning_rate(), **run,
             "peak_rss_mib": round(peak_rss_bytes() / 2**20)}
     extra = {"trained_on": stats["parts"]}

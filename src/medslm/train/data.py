@@ -192,7 +192,7 @@ def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, expla
     epoch (the mixture weight; the trainer shuffles the copies apart)."""
     repeat = repeat or {}
     add_bos = wants_bos(tokenizer, model_config)
-    rows, cut_of, pairs_of = [], {}, {}
+    rows, cut_of, pairs_of, dataset_of_row = [], {}, {}, []
     for p in parts:
         for e in p.examples:
             for prompt, target in training_pairs(p.dataset, e, explanations, chat=chat_template):
@@ -200,7 +200,9 @@ def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, expla
                                               chat_template=chat_template, eos=eos)
                 cut_of[p.dataset] = cut_of.get(p.dataset, 0) + cut
                 pairs_of[p.dataset] = pairs_of.get(p.dataset, 0) + 1
-                rows.extend({"input_ids": ids, "labels": labels} for _ in range(repeat.get(p.dataset, 1)))
+                n = repeat.get(p.dataset, 1)
+                rows.extend({"input_ids": ids, "labels": labels} for _ in range(n))
+                dataset_of_row += [p.dataset] * n
     if not rows:
         raise DataError("finetune: the data gave no labelled examples")
     for name, n in pairs_of.items():  # evaluation reads these prompts whole: say when training cut many
@@ -212,11 +214,21 @@ def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, expla
     stats = {"examples": len(rows), "truncated": sum(cut_of.values()), "truncated_by_dataset": cut_of,
              "tokens": sum(len(r["input_ids"]) for r in rows),
              "answer_tokens": sum(sum(1 for x in r["labels"] if x != -100) for r in rows),
+             "answer_tokens_by_dataset": _by(dataset_of_row, [sum(1 for x in r["labels"] if x != -100)
+                                                             for r in rows]),
+             "dataset_of_row": dataset_of_row,
              "parts": [{"dataset": p.dataset, "split": p.resolved, "n": len(p.examples),
                         "ids_sha256": ids_digest(p.examples),
                         **({"repeat": repeat[p.dataset]} if repeat.get(p.dataset, 1) != 1 else {})}
                        for p in parts]}
     return rows, stats
+
+
+def _by(keys: list[str], values: list[int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for k, v in zip(keys, values):
+        out[k] = out.get(k, 0) + v
+    return out
 
 
 def documents(parts: list[Part]) -> list[tuple[str, str]]:

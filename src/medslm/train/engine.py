@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -29,6 +30,51 @@ class Rows(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return self.rows[i]
+
+
+class DatasetBatches(torch.utils.data.Sampler):
+    """Indices in an order where every ``batch`` consecutive rows come from one dataset.
+
+    The answer-only loss is a mean over the answer tokens of a step. In a mixture, a row whose
+    answer is one word (a PubMedQA decision: 2 tokens with the end of turn) that shares a step with
+    a row of 300-token answer gets under 1% of that step's gradient: measured on the medical
+    assistant's mixture, PubMedQA was 57% of the rows and 3% of the answer tokens. One dataset per
+    step gives each dataset the share of steps its rows have (``repeat`` weights it). transformers'
+    samplers group by length or rebalance tokens, none by source, hence this one. Within a dataset,
+    rows of similar length batch together (less padding); each dataset's last batch is filled by
+    wrapping around its own rows; the order is a function of ``seed`` and the epoch, so a resumed
+    run skips exactly the batches it trained.
+    """
+
+    def __init__(self, groups: list[str], lengths: list[int], batch: int, seed: int):
+        self.groups, self.lengths, self.batch, self.seed, self.epoch = groups, lengths, batch, seed, 0
+        self.members: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            self.members.setdefault(g, []).append(i)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return sum(math.ceil(len(m) / self.batch) * self.batch for m in self.members.values())
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1009 + self.epoch)
+        batches = []
+        for name in sorted(self.members):
+            m = self.members[name]
+            order = [m[i] for i in torch.randperm(len(m), generator=g).tolist()]
+            mega = 16 * self.batch
+            mine = []
+            for s in range(0, len(order), mega):
+                block = sorted(order[s:s + mega], key=lambda i: -self.lengths[i])
+                mine += [block[k:k + self.batch] for k in range(0, len(block), self.batch)]
+            last = mine[-1]
+            fill = [i for i in order if i not in last] or order
+            last += [fill[k % len(fill)] for k in range(self.batch - len(last))]  # rows it lacks, if any
+            batches += mine
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            yield from batches[b]
 
 
 def collate(pad_id: int):
@@ -141,13 +187,16 @@ def bf16_training(precision: str, cuda: bool) -> bool:
 def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max_steps: int,
           batch_size: int, grad_accum: int, lr: float, schedule: str, warmup: float, seed: int,
           checkpoint_every: int, device: str, desc: str, stop_after: int | None = None,
-          weight_decay: float = 0.0, loss=None, precision: str = "auto", report_to: str = "none") -> dict:
+          weight_decay: float = 0.0, loss=None, precision: str = "auto", report_to: str = "none",
+          groups: list[str] | None = None) -> dict:
     """Train ``model`` in place on ``rows``; resume from the last checkpoint in ``ckdir``.
 
     ``loss(model, batch, num_items) -> tensor``: the objective (default :func:`answer_loss`).
     ``stop_after`` ends the run after that many optimizer steps, as an interruption would (tests).
     ``report_to``: ``none``, or transformers' integrations, comma-separated (``tensorboard``, ``wandb``,
     ``mlflow``, ...); TensorBoard logs go to :func:`log_dir` (they outlive the checkpoints).
+    ``groups``: each row's dataset; given, every optimizer step trains one dataset's rows
+    (:class:`DatasetBatches`), else rows of similar length batch together.
     """
     objective = loss or answer_loss
     import transformers
@@ -159,7 +208,10 @@ def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max
     ckdir.mkdir(parents=True, exist_ok=True)
     targets = [t.strip() for t in report_to.split(",") if t.strip() and t.strip() != "none"]
     others = [t for t in targets if t != "tensorboard"]
-    steps_per_epoch = math.ceil(len(rows) / batch_size / grad_accum)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun / accelerate launch set it
+    per_step = batch_size * grad_accum * world
+    sampler = DatasetBatches(groups, [len(r["input_ids"]) for r in rows], per_step, seed) if groups else None
+    steps_per_epoch = math.ceil((len(sampler) if sampler else len(rows)) / batch_size / grad_accum / world)
     total = max_steps if max_steps > 0 else max(1, math.ceil(steps_per_epoch * epochs))
     args = TrainingArguments(
         output_dir=str(ckdir), per_device_train_batch_size=batch_size,
@@ -184,6 +236,9 @@ def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max
                 control.should_training_stop = True
 
     class AnswerTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs:
                 return super().compute_loss(model, inputs, True, num_items_in_batch)
@@ -213,7 +268,8 @@ def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max
             "train_seconds": round(wall, 1), "tokens_seen": tokens, "device": device,
             "tokens_per_s": round(tokens / wall, 1) if wall > 0 and not last else None,
             "examples": len(rows), "batch_size": batch_size, "grad_accum": grad_accum,
-            "total_steps": total, "precision": "bf16 mixed" if bf16 else "fp32"}
+            "total_steps": total, "precision": "bf16 mixed" if bf16 else "fp32",
+            "batches": "one dataset per step" if sampler else "grouped by length"}
     if "tensorboard" in targets:
         info["tensorboard_logdir"] = str(log_dir(ckdir))
     if cuda:
