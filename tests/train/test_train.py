@@ -386,7 +386,7 @@ def test_finetune_batches_by_dataset(tmp_path, data, monkeypatch):
     assert st["answer_tokens_by_dataset"]["medmcqa"] + st["answer_tokens_by_dataset"]["pubmedqa"] == st["answer_tokens"]
     ft = compress(base, {"method": "finetune", "data": spec, "tuning": "lora", "max_steps": 8,
                          "batch_size": 4, "seq_len": 128, "batches": "dataset"}, tmp_path / "ft")
-    assert ft.meta.steps[-1]["batches"] == "one dataset per step" and len(seen) >= 8  # (+ one prefetched)
+    assert ft.meta.steps[-1]["batches"] == "one group per step: medmcqa, pubmedqa" and len(seen) >= 8  # (+ one prefetched)
     assert all(len({kinds[r] for r in b}) == 1 for b in seen)
     assert {kinds[r] for b in seen for r in b} == {"pubmedqa", "medmcqa"}
     seen.clear()
@@ -394,6 +394,23 @@ def test_finetune_batches_by_dataset(tmp_path, data, monkeypatch):
                     "batch_size": 4, "seq_len": 128}, tmp_path / "ft2")
     assert ft.meta.steps[-1]["answer_tokens_by_dataset"] == st["answer_tokens_by_dataset"]
     assert any(len({kinds[r] for r in b}) == 2 for b in seen)  # the default mixes them
+
+
+def test_label_batches_give_label_sets_steps_of_their_own(tmp_path, data):
+    """``batches: labels``: PubMedQA's decisions and MedMCQA's letters each get their own steps; the
+    free-text answers (MedQuAD's) share theirs."""
+    from medslm.methods.finetune import batch_groups
+    from medslm.train.data import build_sft, load_parts
+
+    m, tok = tiny.save_artifact("gemma3", tmp_path / "base").load()
+    rows, st = build_sft(load_parts("pubmedqa:fit@6,medmcqa:fit@5,medquad"), tok, m.config, seq_len=256,
+                         explanations=False)  # the answers alone: labels for two of the sets
+    med = st["median_answer_tokens"]
+    assert med["pubmedqa"] <= 8 and med["medmcqa"] <= 8 and med["medquad"] > 8, med
+    groups = batch_groups("labels", st)
+    assert {g for g, d in zip(groups, st["dataset_of_row"]) if d == "medquad"} == {"free text"}
+    assert {g for g, d in zip(groups, st["dataset_of_row"]) if d != "medquad"} == {"pubmedqa", "medmcqa"}
+    assert batch_groups("dataset", st) == st["dataset_of_row"] and batch_groups("length", st) is None
 
 
 def test_cut_training_prompts_are_counted_per_dataset_and_warned(tmp_path, data, capsys):

@@ -94,11 +94,12 @@ class FinetuneConfig(TrainingConfig):
     repeat: dict[str, int] = Field(default_factory=dict, description='mixture weights: each example of a dataset '
                                    'trained N times per epoch, e.g. pubmedqa=3 (in a config {pubmedqa: 3}; '
                                    'datasets not named: once)')
-    batches: Literal["length", "dataset"] = Field(
+    batches: Literal["length", "dataset", "labels"] = Field(
         "length", description="length: rows of similar length batch together (least padding); dataset: each "
-        "step trains one dataset's rows, so a set with one-word answers (PubMedQA's decisions) is not "
-        "drowned in a mixture by the long answers it would share a step with (the loss is a mean over "
-        "answer tokens)")
+        "step trains one dataset's rows; labels: a dataset whose answers are labels (median <= 8 answer "
+        "tokens: PubMedQA's decisions, MedMCQA's letters) gets steps of its own, the free-text sets share "
+        "theirs. The loss is a mean over a step's answer tokens, so in a mixed step a one-word answer is "
+        "drowned by the long answers beside it")
     tuning: Literal["full", "lora", "qlora"] = Field("lora", description='full | lora | qlora', json_schema_extra={'flag': '--method'})
     merge: bool = Field(False, description='merge the LoRA adapter into a new dense model')
     explanations: bool = Field(True, description='train on explanations/long answers too (--no-explanations: the answer only)')
@@ -209,6 +210,20 @@ def load_for_training(art, cfg, device: str):
     return model, tok
 
 
+LABEL_TOKENS = 8  # a median answer this short is a label (a decision, a letter, a relation), not text
+
+
+def batch_groups(mode: str, stats: dict) -> list[str] | None:
+    """Each row's step group for ``batches`` (None: length grouping over all rows)."""
+    if mode == "length":
+        return None
+    rows = stats["dataset_of_row"]
+    if mode == "dataset":
+        return rows
+    label_sets = {d for d, n in stats["median_answer_tokens"].items() if n <= LABEL_TOKENS}
+    return [d if d in label_sets else "free text" for d in rows]
+
+
 def trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -239,7 +254,7 @@ def apply(art, cfg: FinetuneConfig, *, stop_after: int | None = None) -> Transfo
                        checkpoint_every=cfg.checkpoint_every, device=device,
                        desc=f"finetune ({cfg.tuning})", stop_after=stop_after,
                        weight_decay=cfg.weight_decay, precision=cfg.precision, report_to=cfg.report_to,
-                       groups=stats["dataset_of_row"] if cfg.batches == "dataset" else None)
+                       groups=batch_groups(cfg.batches, stats))
     if stop_after is not None and run["steps"] < run["total_steps"]:
         raise KeyboardInterrupt(f"stopped after step {run['steps']} (checkpoint kept in {ckdir})")
     info = {"data": stats["parts"], "examples": stats["examples"], "truncated": stats["truncated"],

@@ -216,6 +216,8 @@ def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, expla
              "answer_tokens": sum(sum(1 for x in r["labels"] if x != -100) for r in rows),
              "answer_tokens_by_dataset": _by(dataset_of_row, [sum(1 for x in r["labels"] if x != -100)
                                                              for r in rows]),
+             "median_answer_tokens": _median_by(dataset_of_row, [sum(1 for x in r["labels"] if x != -100)
+                                                                for r in rows]),
              "dataset_of_row": dataset_of_row,
              "parts": [{"dataset": p.dataset, "split": p.resolved, "n": len(p.examples),
                         "ids_sha256": ids_digest(p.examples),
@@ -229,6 +231,15 @@ def _by(keys: list[str], values: list[int]) -> dict[str, int]:
     for k, v in zip(keys, values):
         out[k] = out.get(k, 0) + v
     return out
+
+
+def _median_by(keys: list[str], values: list[int]) -> dict[str, float]:
+    import statistics
+
+    groups: dict[str, list[int]] = {}
+    for k, v in zip(keys, values):
+        groups.setdefault(k, []).append(v)
+    return {k: statistics.median(v) for k, v in groups.items()}
 
 
 def documents(parts: list[Part]) -> list[tuple[str, str]]:

@@ -195,8 +195,8 @@ def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max
     ``stop_after`` ends the run after that many optimizer steps, as an interruption would (tests).
     ``report_to``: ``none``, or transformers' integrations, comma-separated (``tensorboard``, ``wandb``,
     ``mlflow``, ...); TensorBoard logs go to :func:`log_dir` (they outlive the checkpoints).
-    ``groups``: each row's dataset; given, every optimizer step trains one dataset's rows
-    (:class:`DatasetBatches`), else rows of similar length batch together.
+    ``groups``: each row's group (its dataset, say); given, every optimizer step trains one group's
+    rows (:class:`DatasetBatches`), else rows of similar length batch together.
     """
     objective = loss or answer_loss
     import transformers
@@ -269,7 +269,8 @@ def train(model, tokenizer, rows: list[dict], *, ckdir: Path, epochs: float, max
             "tokens_per_s": round(tokens / wall, 1) if wall > 0 and not last else None,
             "examples": len(rows), "batch_size": batch_size, "grad_accum": grad_accum,
             "total_steps": total, "precision": "bf16 mixed" if bf16 else "fp32",
-            "batches": "one dataset per step" if sampler else "grouped by length"}
+            "batches": (f"one group per step: {', '.join(sorted(set(groups)))}" if sampler
+                        else "grouped by length")}
     if "tensorboard" in targets:
         info["tensorboard_logdir"] = str(log_dir(ckdir))
     if cuda:
