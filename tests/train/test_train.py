@@ -274,6 +274,29 @@ def test_answer_only_loss_equals_the_models_loss(arch, tmp_path, data):
     assert abs(float(answer_loss(m, b, n * 2)) - float(ref) / 2) < 1e-5
 
 
+def test_answer_loss_in_head_chunks_gives_the_same_loss_and_gradients(tmp_path, data, monkeypatch):
+    """Above HEAD_CHUNK answer positions the head and the loss run chunk by chunk (checkpointed):
+    the loss and every gradient are those of the whole."""
+    from medslm.train import engine
+
+    m, tok = tiny.save_artifact("gemma3", tmp_path / "base").load()
+    b = engine.collate(tok.pad_token_id)(sft_rows(tiny.save_artifact("gemma3", tmp_path / "b2"))[:6])
+    n = int((b["labels"][:, 1:] != -100).sum())
+    assert n > 7
+
+    def run():
+        m.zero_grad()
+        loss = engine.answer_loss(m, b)
+        loss.backward()
+        return float(loss), {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+
+    whole, gw = run()
+    monkeypatch.setattr(engine, "HEAD_CHUNK", 7)
+    chunked, gc = run()
+    assert abs(whole - chunked) < 1e-5 and gw.keys() == gc.keys()
+    assert max(float((gw[k] - gc[k]).abs().max()) for k in gw) < 1e-5
+
+
 def test_no_eos_option(tmp_path, data):
     from medslm.train.data import encode_sft
 

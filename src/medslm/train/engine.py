@@ -111,6 +111,14 @@ def _body_and_head(model):
     return body, head, getattr(base.config, "final_logit_softcapping", None)
 
 
+# answer positions whose logits are held at once: Gemma 3's 262k-token head makes fp32 logits 1 MiB
+# per position, and a step of eight 512-token free-text answers (3,600 positions) peaked at 23 GB of
+# RSS; above this many positions the head and the loss run chunk by chunk under activation
+# checkpointing (the chunk's logits are recomputed in the backward), as fused linear-cross-entropy
+# kernels do on GPU
+HEAD_CHUNK = 1024
+
+
 def answer_loss(model, batch: dict, num_items: int | None = None):
     """Causal-LM cross-entropy computed only where labels are set.
 
@@ -129,11 +137,21 @@ def answer_loss(model, batch: dict, num_items: int | None = None):
     hidden = body(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
     target = labels[:, 1:]
     mask = target != -100
-    h = hidden[:, :-1][mask]
-    logits = head(h).float()
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    loss = torch.nn.functional.cross_entropy(logits, target[mask], reduction="sum")
+    h, t = hidden[:, :-1][mask], target[mask]
+
+    def ce(hc, tc):
+        logits = head(hc).float()
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return torch.nn.functional.cross_entropy(logits, tc, reduction="sum")
+
+    if len(t) <= HEAD_CHUNK:
+        loss = ce(h, t)
+    else:  # the logits of one chunk at a time, recomputed for the backward
+        from torch.utils.checkpoint import checkpoint
+
+        loss = sum(checkpoint(ce, h[i:i + HEAD_CHUNK], t[i:i + HEAD_CHUNK], use_reentrant=False)
+                   for i in range(0, len(t), HEAD_CHUNK))
     n = num_items if num_items is not None else mask.sum()
     return loss / n
 
