@@ -93,7 +93,7 @@ if __name__ == "__main__":  # vLLM spawns its engine process: everything below r
     mine = {lv["concurrency"]: lv["output_tok_per_s"] for lv in srv["levels"]}
     lcpp = {}
     for slots in (1, 2):
-        r = served(a.main_python, "llamacpp", a.gguf, slots, [lv for lv in levels if lv <= 4])
+        r = served(a.main_python, "llamacpp", a.gguf, slots, [lv for lv in levels if lv <= 4] or [1, 2, 4])
         lcpp[slots] = {lv["concurrency"]: lv["output_tok_per_s"] for lv in r["levels"]}
     best = max(v for d in lcpp.values() for v in d.values())
     rows = ["| concurrency | vLLM offline tok/s | medslm serve --runtime vllm tok/s | ratio (target >= 0.90) | "
