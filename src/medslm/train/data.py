@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import sys
 from dataclasses import dataclass, field
 
@@ -211,35 +212,20 @@ def build_sft(parts: list[Part], tokenizer, model_config, *, seq_len: int, expla
             print(f"medslm: warning: {cut} of {n} {name} examples are longer than seq_len {seq_len} and "
                   "were cut (the middle of the prompt) for training, while evaluation reads them whole; "
                   "raise seq_len to train on what is scored", file=sys.stderr)
+    answers: dict[str, list[int]] = {}  # each dataset's answer tokens per row
+    for d, r in zip(dataset_of_row, rows):
+        answers.setdefault(d, []).append(sum(1 for x in r["labels"] if x != -100))
     stats = {"examples": len(rows), "truncated": sum(cut_of.values()), "truncated_by_dataset": cut_of,
              "tokens": sum(len(r["input_ids"]) for r in rows),
-             "answer_tokens": sum(sum(1 for x in r["labels"] if x != -100) for r in rows),
-             "answer_tokens_by_dataset": _by(dataset_of_row, [sum(1 for x in r["labels"] if x != -100)
-                                                             for r in rows]),
-             "median_answer_tokens": _median_by(dataset_of_row, [sum(1 for x in r["labels"] if x != -100)
-                                                                for r in rows]),
+             "answer_tokens": sum(map(sum, answers.values())),
+             "answer_tokens_by_dataset": {d: sum(v) for d, v in answers.items()},
+             "median_answer_tokens": {d: statistics.median(v) for d, v in answers.items()},
              "dataset_of_row": dataset_of_row,
              "parts": [{"dataset": p.dataset, "split": p.resolved, "n": len(p.examples),
                         "ids_sha256": ids_digest(p.examples),
                         **({"repeat": repeat[p.dataset]} if repeat.get(p.dataset, 1) != 1 else {})}
                        for p in parts]}
     return rows, stats
-
-
-def _by(keys: list[str], values: list[int]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for k, v in zip(keys, values):
-        out[k] = out.get(k, 0) + v
-    return out
-
-
-def _median_by(keys: list[str], values: list[int]) -> dict[str, float]:
-    import statistics
-
-    groups: dict[str, list[int]] = {}
-    for k, v in zip(keys, values):
-        groups.setdefault(k, []).append(v)
-    return {k: statistics.median(v) for k, v in groups.items()}
 
 
 def documents(parts: list[Part]) -> list[tuple[str, str]]:

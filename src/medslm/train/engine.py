@@ -36,9 +36,9 @@ class DatasetBatches(torch.utils.data.Sampler):
     """Indices in an order where every ``batch`` consecutive rows come from one dataset.
 
     The answer-only loss is a mean over the answer tokens of a step. In a mixture, a row whose
-    answer is one word (a PubMedQA decision: 2 tokens with the end of turn) that shares a step with
+    answer is one word (a PubMedQA decision: 3 tokens with the turn's newline and end) that shares a step with
     a row of 300-token answer gets under 1% of that step's gradient: measured on the medical
-    assistant's mixture, PubMedQA was 57% of the rows and 3% of the answer tokens. One dataset per
+    assistant's mixture, PubMedQA was 57% of the rows and 4% of the answer tokens. One dataset per
     step gives each dataset the share of steps its rows have (``repeat`` weights it). transformers'
     samplers group by length or rebalance tokens, none by source, hence this one. Within a dataset,
     rows of similar length batch together (less padding); each dataset's last batch is filled by
@@ -47,7 +47,7 @@ class DatasetBatches(torch.utils.data.Sampler):
     """
 
     def __init__(self, groups: list[str], lengths: list[int], batch: int, seed: int):
-        self.groups, self.lengths, self.batch, self.seed, self.epoch = groups, lengths, batch, seed, 0
+        self.lengths, self.batch, self.seed, self.epoch = lengths, batch, seed, 0
         self.members: dict[str, list[int]] = {}
         for i, g in enumerate(groups):
             self.members.setdefault(g, []).append(i)
@@ -60,11 +60,10 @@ class DatasetBatches(torch.utils.data.Sampler):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1009 + self.epoch)
-        batches = []
+        batches, mega = [], 16 * self.batch
         for name in sorted(self.members):
             m = self.members[name]
             order = [m[i] for i in torch.randperm(len(m), generator=g).tolist()]
-            mega = 16 * self.batch
             mine = []
             for s in range(0, len(order), mega):
                 block = sorted(order[s:s + mega], key=lambda i: -self.lengths[i])
@@ -112,7 +111,7 @@ def _body_and_head(model):
 
 
 # answer positions whose logits are held at once: Gemma 3's 262k-token head makes fp32 logits 1 MiB
-# per position, and a step of eight 512-token free-text answers (3,600 positions) peaked at 23 GB of
+# per position, and steps of eight long free-text answers (up to ~3,600 positions) peaked at 23 GB of
 # RSS; above this many positions the head and the loss run chunk by chunk under activation
 # checkpointing (the chunk's logits are recomputed in the backward), as fused linear-cross-entropy
 # kernels do on GPU
