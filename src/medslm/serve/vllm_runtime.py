@@ -22,11 +22,19 @@ from medslm.serve.runtime import FACTS, Runtime
 
 
 class Driver:
-    """One thread stepping the engine while it has work; outputs go to each request's queue."""
+    """One thread owns the engine: it adds the submitted requests, applies aborts and steps while
+    there is work; each step's outputs go to their requests' queues.
+
+    vLLM's ``LLMEngine`` is not thread-safe (``add_request`` and ``step`` share its output
+    processor's request table), so slots never call it: :meth:`submit` and :meth:`abort` leave
+    their request in an inbox the driver empties between steps, and return at once instead of
+    waiting for the step in progress (a step of 16 sequences takes tens of ms on 2 cores).
+    """
 
     def __init__(self, engine: Any):
         self.engine = engine
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards the inbox and ``queues``, never held during a step
+        self.inbox: list[tuple[str, str, Any, Any]] = []  # ("add", rid, prompt, params) | ("abort", rid, ...)
         self.queues: dict[str, queue.Queue] = {}
         self.wake = threading.Event()
         self.closed = False
@@ -34,44 +42,63 @@ class Driver:
         self.thread = threading.Thread(target=self._loop, name="medslm-vllm", daemon=True)
         self.thread.start()
 
-    def submit(self, ids: list[int], params: Any) -> tuple[str, queue.Queue]:
-        from vllm import TokensPrompt
-
+    def submit(self, prompt: Any, params: Any) -> tuple[str, queue.Queue]:
+        """Queue ``prompt`` (a vLLM prompt, e.g. ``TokensPrompt``) for the engine; its outputs
+        arrive on the returned queue (an exception there if the engine failed)."""
         rid, q = uuid.uuid4().hex, queue.Queue()
         with self.lock:
             if self.error is not None:
                 raise RuntimeError(f"the vLLM engine failed: {self.error}")
             self.queues[rid] = q
-            self.engine.add_request(rid, TokensPrompt(prompt_token_ids=list(ids)), params)
+            self.inbox.append(("add", rid, prompt, params))
         self.wake.set()
         return rid, q
 
     def abort(self, rid: str) -> None:
         with self.lock:
             if self.queues.pop(rid, None) is not None:
-                self.engine.abort_request([rid])
+                self.inbox.append(("abort", rid, None, None))
+        self.wake.set()
+
+    def _fail(self, e: BaseException) -> None:
+        with self.lock:  # every waiting request learns of it
+            self.error = e
+            for q in self.queues.values():
+                q.put(e)
+            self.queues.clear()
+            self.inbox.clear()
 
     def _loop(self) -> None:
         while not self.closed:
+            self.wake.clear()  # before the inbox is read: a submit after this wakes the wait below
             with self.lock:
+                todo, self.inbox = self.inbox, []
+            for op, rid, prompt, params in todo:
                 try:
-                    outs = self.engine.step() if self.engine.has_unfinished_requests() else None
-                except BaseException as e:  # every waiting request learns of it
-                    self.error, outs = e, None
-                    for q in self.queues.values():
+                    if op == "add":
+                        self.engine.add_request(rid, prompt, params)
+                    else:
+                        self.engine.abort_request([rid])
+                except Exception as e:  # noqa: BLE001 - a request vLLM refuses fails alone
+                    with self.lock:
+                        q = self.queues.pop(rid, None)
+                    if q is not None:
                         q.put(e)
-                    self.queues.clear()
+            try:
+                outs = self.engine.step() if self.engine.has_unfinished_requests() else None
+            except BaseException as e:  # noqa: BLE001 - handed to every request, not lost in a thread
+                self._fail(e)
+                return
             if outs is None:
-                self.wake.wait(0.01)
-                self.wake.clear()
+                self.wake.wait(0.05)
                 continue
-            for o in outs:
-                q = self.queues.get(o.request_id)
-                if q is not None:
-                    q.put(o)
-                    if o.finished:
-                        with self.lock:
-                            self.queues.pop(o.request_id, None)
+            with self.lock:
+                for o in outs:
+                    q = self.queues.get(o.request_id)
+                    if q is not None:
+                        q.put(o)
+                        if o.finished:
+                            del self.queues[o.request_id]
 
     def close(self) -> None:
         self.closed = True
@@ -119,7 +146,7 @@ class VLLMRuntime(Runtime):
         """(token, log-probability, top alternatives or None) as vLLM produces them; the prompt's
         log-probabilities (echo) land in ``job.prompt_lp`` / ``job.prompt_top`` first. Closing the
         generator (a stop string, the client gone, the time cap) aborts the request in vLLM."""
-        from vllm import SamplingParams
+        from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         s = job.sampling
@@ -128,14 +155,14 @@ class VLLMRuntime(Runtime):
             max_tokens=min(max(1, s.max_tokens), room), temperature=s.temperature, top_p=s.top_p, seed=s.seed,
             logprobs=s.logprobs, prompt_logprobs=job.prompt_logprobs, stop_token_ids=sorted(self.eos_ids),
             output_kind=RequestOutputKind.DELTA, detokenize=False, skip_special_tokens=False)
-        rid, q = self.driver.submit(ids, params)
+        rid, q = self.driver.submit(TokensPrompt(prompt_token_ids=list(ids)), params)
         done = False
         try:
             first = True
             while True:
                 o = q.get(timeout=max(1.0, job.deadline_s))
                 if isinstance(o, BaseException):
-                    raise RuntimeError(f"the vLLM engine failed: {o}") from o
+                    raise RuntimeError(f"the vLLM engine failed this request: {o}") from o
                 if first and job.prompt_logprobs is not None and o.prompt_logprobs:
                     for t, d in zip(ids[1:], o.prompt_logprobs[1:]):
                         job.prompt_lp.append(float(d[t].logprob))
