@@ -64,6 +64,12 @@ GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
     # medslm's integers as GGUF blocks (no requantization); the embedding int8 (Q8_0) or int4 (Q4_0)
     "medslm-gptq-q4_0": {"backend": "llamacpp", "steps": [GPTQ_GGUF]},
     "medslm-gptq-q4_1": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"symmetric": False}]},
+    # mixed precision within Q4_0's bytes, as llama.cpp's Q4_K_M mixes its types: the value and down
+    # projections Q8_0, the embedding (most of the bytes: also the tied head) Q5_0 instead of Q8_0
+    "medslm-gptq-q4_0-mix": {"backend": "llamacpp",
+                             "steps": [GPTQ_GGUF | {"bits8": ["*.v_proj", "*.down_proj"], "embeddings": "int5"}]},
+    "medslm-gptq-q4_1-mix": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"symmetric": False, "bits8": [
+        "*.v_proj", "*.down_proj"], "embeddings": "int5"}]},
     "trim+medslm-gptq-q4_0": {"backend": "llamacpp", "steps": [{"method": "trim"}, GPTQ_GGUF | {"embeddings": "int4"}]},
     # llama.cpp's Q4_K_M mix of tensor types (Q4_K, Q6_K, Q5_0, Q8_0), medslm's integers on its grid:
     # the same types and bytes as gguf-q4_k_m, its peer
