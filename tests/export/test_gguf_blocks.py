@@ -159,6 +159,11 @@ def test_tiny_exports_hold_medslm_weights_exactly(tmp_path, arch, qtype):
         kinds[t.tensor_type.name] = kinds.get(t.tensor_type.name, 0) + 1
     assert found == set(mine)
     assert qtype.upper() in kinds and set(kinds) <= {qtype.upper(), "Q8_0"}
+    from medslm.backends.llamacpp import LlamaCppBackend
+
+    # the file records no parameter count; the backend reports llama.cpp's count of its weights
+    n = sum(int(t.n_elements) for t in gguf.GGUFReader(out).tensors)
+    assert LlamaCppBackend(str(out), threads=1).describe()["parameters"] == n > 0
     if arch == "gemma3":  # the blocks carry the model's own sliding-window layers (added in the same write)
         types = json.loads((q.path / "config.json").read_text())["layer_types"]
         field = gguf.GGUFReader(out).fields["gemma3.attention.sliding_window_pattern"]

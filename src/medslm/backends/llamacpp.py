@@ -265,6 +265,16 @@ class LlamaCppBackend(Backend):
     def count_tokens(self, text: str) -> int:
         return len(self.tokens(text, False))
 
+    def parameters(self) -> int | None:
+        """The file's weights: its ``general.parameter_count`` where the writer recorded one (llama.cpp's
+        converter does not, nor do medslm's block writes), else llama.cpp's own count of the loaded
+        tensors' elements; None if neither is available."""
+        recorded = self.llm.metadata.get("general.parameter_count")
+        if recorded:
+            return int(recorded)
+        model = getattr(self.llm, "_model", None)  # llama-cpp-python's LlamaModel (llama_model_n_params)
+        return int(model.n_params()) if model is not None and hasattr(model, "n_params") else None
+
     def describe(self) -> dict[str, Any]:
         if self._hash is None:
             from medslm.system import sha256_file
@@ -273,7 +283,7 @@ class LlamaCppBackend(Backend):
         from medslm.system import cpu_name
 
         out = {"backend": self.name, "model": self.ref, "path": str(self.path), "hash": self._hash,
-               "bytes": self.path.stat().st_size, "parameters": int(self.llm.metadata.get("general.parameter_count", 0) or 0),
+               "bytes": self.path.stat().st_size, "parameters": self.parameters(),
                "dtype": self.llm.metadata.get("general.file_type", "gguf"), "device": "cpu",
                "threads": self.threads, "cpu": cpu_name(), "repack": self.repack,
                "scoring": "shared-context" if self.shared_context else "pairwise"}
