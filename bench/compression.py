@@ -66,6 +66,7 @@ GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
     "medslm-gptq-q4_1": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"symmetric": False}]},
     # mixed precision within Q4_0's bytes, as llama.cpp's Q4_K_M mixes its types: the value and down
     # projections Q8_0, the embedding (most of the bytes: also the tied head) Q5_0 instead of Q8_0
+    "medslm-gptq-q4_0-v8d8": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"bits8": ["*.v_proj", "*.down_proj"]}]},
     "medslm-gptq-q4_0-mix": {"backend": "llamacpp",
                              "steps": [GPTQ_GGUF | {"bits8": ["*.v_proj", "*.down_proj"], "embeddings": "int5"}]},
     "medslm-gptq-q4_1-mix": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"symmetric": False, "bits8": [
