@@ -54,6 +54,7 @@ DTYPES = {"base-bf16": "bf16"}
 # GPTQ on the GGUF grid: act-order, block-sequential, 64 medical calibration texts, groups of 32
 GPTQ_GGUF = {"method": "quantize", "bits": 4, "algorithm": "gptq", "target": "gguf", "act_order": True,
              "sequential": True, "samples": 64, "calibration": "pubmedqa,medquad"}
+VD8 = ["*.v_proj", "*.down_proj"]
 GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
     "gguf-own": {"backend": "llamacpp"},  # the model's own GGUF (Q4_K_M for gemma3-270m)
     "gguf-f16": {"backend": "llamacpp", "gguf": "f16"},
@@ -64,13 +65,13 @@ GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
     # medslm's integers as GGUF blocks (no requantization); the embedding int8 (Q8_0) or int4 (Q4_0)
     "medslm-gptq-q4_0": {"backend": "llamacpp", "steps": [GPTQ_GGUF]},
     "medslm-gptq-q4_1": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"symmetric": False}]},
-    # mixed precision within Q4_0's bytes, as llama.cpp's Q4_K_M mixes its types: the value and down
-    # projections Q8_0, the embedding (most of the bytes: also the tied head) Q5_0 instead of Q8_0
-    "medslm-gptq-q4_0-v8d8": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"bits8": ["*.v_proj", "*.down_proj"]}]},
-    "medslm-gptq-q4_0-mix": {"backend": "llamacpp",
-                             "steps": [GPTQ_GGUF | {"bits8": ["*.v_proj", "*.down_proj"], "embeddings": "int5"}]},
-    "medslm-gptq-q4_1-mix": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"symmetric": False, "bits8": [
-        "*.v_proj", "*.down_proj"], "embeddings": "int5"}]},
+    # the value and down projections Q8_0 (as llama.cpp's Q4_K_M keeps them wider): alone (v8d8, more
+    # bytes than Q4_0), and mixed within Q4_0's bytes by an embedding (most of the bytes: also the tied
+    # head) of Q5_0 instead of Q8_0
+    "medslm-gptq-q4_0-v8d8": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"bits8": VD8}]},
+    "medslm-gptq-q4_0-mix": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"bits8": VD8, "embeddings": "int5"}]},
+    "medslm-gptq-q4_1-mix": {"backend": "llamacpp",
+                             "steps": [GPTQ_GGUF | {"symmetric": False, "bits8": VD8, "embeddings": "int5"}]},
     "trim+medslm-gptq-q4_0": {"backend": "llamacpp", "steps": [{"method": "trim"}, GPTQ_GGUF | {"embeddings": "int4"}]},
     # llama.cpp's Q4_K_M mix of tensor types (Q4_K, Q6_K, Q5_0, Q8_0), medslm's integers on its grid:
     # the same types and bytes as gguf-q4_k_m, its peer
