@@ -18,6 +18,7 @@ and int8 embeddings are shared by every algorithm, whose module only chooses the
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import sys
 from typing import Callable, Literal
@@ -256,6 +257,8 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
                           f"{GGUF_BLOCK}, so it cannot be GGUF blocks; use embeddings=keep")
     # the algorithm's own choice of integers (its module's quantize_layers_); RTN's is here
     algo = sys.modules[type(cfg).__module__]
+    # recovery (GPTQ's recover_steps) distills from the dense model after the integers are chosen
+    teacher = copy.deepcopy(model) if getattr(cfg, "recover_steps", 0) else None
     names, calib_tokens = algo.quantize_layers_(model, tok, cfg, sel)
     emb_group = None
     if embeddings != "keep":  # the algorithm's own integers for a tied table where it has them (GPTQ,
@@ -264,6 +267,8 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
         table = None if own is None else (lambda bits, group, grid=None: own(model, tok, cfg, bits, group, grid))
         quantize_embeddings_(model, embeddings, cfg.clip_search, table)
         emb_group = model.get_input_embeddings().group
+    recovered = {} if teacher is None else algo.recover(model, teacher, tok, cfg)
+    del teacher
     qn = sum(getattr(m, "n_quantized", 0) for m in model.modules())
     total = sum(p.numel() for p in model.parameters()) + qn
     q = {"scheme": f"int{cfg.bits}-{cfg.algorithm}-g{cfg.group_size}" + ("" if cfg.symmetric else "-asym")
@@ -276,10 +281,13 @@ def apply(art, cfg: QuantizeConfig) -> Transformed:
     if emb_group is not None:
         q["embedding_group_size"] = emb_group
         q["embedding_tied"] = tied
+    if recovered:
+        q["recovery"] = {"steps": cfg.recover_steps, "lr": cfg.recover_lr, "scale_lr": cfg.recover_scale_lr}
+        q["scheme"] += f"+rec{cfg.recover_steps}"
     if eight:
         q["modules_8bit"] = eight
         q["scheme"] += f"+{len(eight)}x8bit"
     return Transformed(model, tok, info={"quantized_layers": len(names),
                                          "quantized_fraction": round(qn / total, 4),
-                                         "calibration_tokens": calib_tokens},
+                                         "calibration_tokens": calib_tokens, **recovered},
                        extra={"quantization": q}, write=lambda tmp: save_state(model, tmp))
