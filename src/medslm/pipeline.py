@@ -186,7 +186,7 @@ class Recipe(BaseModel):
 def step_key(input_hash: str, step: dict[str, Any]) -> str:
     from medslm.methods import parse_config
 
-    cfg = parse_config(step).to_dict()
+    cfg = parse_config(step).cache_key()
     return hashlib.sha256(json.dumps([input_hash, cfg], sort_keys=True).encode()).hexdigest()[:20]
 
 

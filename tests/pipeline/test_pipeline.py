@@ -299,3 +299,21 @@ def test_variants_as_ray_tasks_equal_the_serial_run(setup, monkeypatch):
             assert [e["pred"] for e in ra["examples"]] == [e["pred"] for e in rb["examples"]]
             assert ra["model"]["hash"] == rb["model"]["hash"]
     assert a == b  # every task's metric of every variant
+
+
+def test_an_optional_stage_switched_off_keeps_the_cache_key():
+    """A GPTQ step without recovery keys its cached artifact as it did before recovery existed (its
+    settings are left out while recover_steps is 0, whatever they say); with recovery on they count."""
+    import hashlib
+    import json
+
+    from medslm.methods import parse_config
+    from medslm.pipeline import step_key
+
+    step = {"method": "quantize", "algorithm": "gptq", "bits": 4, "target": "gguf"}
+    old = {k: v for k, v in parse_config(step).to_dict().items() if not k.startswith("recover_")}
+    want = hashlib.sha256(json.dumps(["sha256:x", old], sort_keys=True).encode()).hexdigest()[:20]
+    assert step_key("sha256:x", step) == step_key("sha256:x", step | {"recover_lr": 0.1}) == want
+    on = step | {"recover_steps": 5}
+    assert step_key("sha256:x", on) not in (want, step_key("sha256:x", on | {"recover_lr": 0.1}))
+    assert step_key("sha256:x", step | {"samples": 8}) != want  # any other field still counts

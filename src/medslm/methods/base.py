@@ -20,9 +20,25 @@ class MethodConfig(BaseModel):
     method: str
     version: ClassVar[int] = 1
     needs_calibration: ClassVar[bool] = False
+    # optional stages added after a method shipped: {switch field: its setting fields}. While the
+    # switch is off (0, False, None), the stage does not run, so cache_key leaves all of them out:
+    # adding a stage (or changing a default of its settings) keeps every cached artifact that does
+    # not use it. Defaults of fields outside such a group stay in the key, since changing them
+    # changes what a config that omits them computes.
+    optional_stages: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.model_dump(), "config_version": self.version}
+
+    def cache_key(self) -> dict[str, Any]:
+        """What identifies this config's output: :meth:`to_dict` without the fields of optional
+        stages that are switched off."""
+        d = self.to_dict()
+        for switch, settings in self.optional_stages.items():
+            if not d.get(switch):
+                for k in (switch, *settings):
+                    d.pop(k, None)
+        return d
 
 
 class CalibratedConfig(MethodConfig):

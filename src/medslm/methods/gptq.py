@@ -11,7 +11,7 @@ already quantized.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -32,6 +32,7 @@ __all__ = ["GPTQConfig", "apply", "embedding_codes", "gptq_", "gptq_sequential_"
 @register_method("quantize", "gptq")
 class GPTQConfig(QuantizeConfig, CalibratedConfig):
     algorithm: Literal["gptq"] = "gptq"
+    optional_stages: ClassVar[dict[str, tuple[str, ...]]] = {"recover_steps": ("recover_lr", "recover_scale_lr")}
     act_order: bool = Field(False, description="columns in order of decreasing Hessian diagonal "
                             "('act-order'/desc_act), with group scales fixed from the original weights")
     sequential: bool = Field(False, description="block by block, each block's Hessians measured on "
