@@ -55,6 +55,8 @@ DTYPES = {"base-bf16": "bf16"}
 GPTQ_GGUF = {"method": "quantize", "bits": 4, "algorithm": "gptq", "target": "gguf", "act_order": True,
              "sequential": True, "samples": 64, "calibration": "pubmedqa,medquad"}
 VD8 = ["*.v_proj", "*.down_proj"]
+ATT8 = ["*.q_proj", "*.k_proj", "*.o_proj", *VD8]
+MLP8 = ["*.gate_proj", "*.up_proj", *VD8]
 GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
     "gguf-own": {"backend": "llamacpp"},  # the model's own GGUF (Q4_K_M for gemma3-270m)
     "gguf-f16": {"backend": "llamacpp", "gguf": "f16"},
@@ -72,6 +74,16 @@ GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
     "medslm-gptq-q4_0-mix": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"bits8": VD8, "embeddings": "int5"}]},
     "medslm-gptq-q4_1-mix": {"backend": "llamacpp",
                              "steps": [GPTQ_GGUF | {"symmetric": False, "bits8": VD8, "embeddings": "int5"}]},
+    # the attention all Q8_0 too (q/k/o/v; the MLP's gate/up Q4_0, down Q8_0), still under Q4_0's bytes;
+    # then the same with 60 steps of recovery: the integers and scales trained on their grid to match
+    # the dense model's next-token distributions (medslm.methods.recover): same types and bytes
+    "medslm-gptq-q4_0-mix8": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"bits8": ATT8, "embeddings": "int5"}]},
+    # or the MLP all Q8_0 (gate/up/down; v too), the attention's q/k/o Q4_0
+    "medslm-gptq-q4_0-mlp8": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"bits8": MLP8, "embeddings": "int5"}]},
+    "medslm-gptq-q4_0-mlp8-rec": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"bits8": MLP8, "embeddings": "int5",
+                                                                                "recover_steps": 60}]},
+    "medslm-gptq-q4_0-mix8-rec": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"bits8": ATT8, "embeddings": "int5",
+                                                                                "recover_steps": 60}]},
     "trim+medslm-gptq-q4_0": {"backend": "llamacpp", "steps": [{"method": "trim"}, GPTQ_GGUF | {"embeddings": "int4"}]},
     # llama.cpp's Q4_K_M mix of tensor types (Q4_K, Q6_K, Q5_0, Q8_0), medslm's integers on its grid:
     # the same types and bytes as gguf-q4_k_m, its peer

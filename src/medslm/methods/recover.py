@@ -112,10 +112,11 @@ def mean_kl(student: nn.Module, teacher: nn.Module, batches: list[torch.Tensor],
 
 def recover_(model: nn.Module, teacher: nn.Module, batches: list[torch.Tensor], held: list[torch.Tensor],
              steps: int, lr: float, scale_lr: float, accumulate: int = 4, positions: int = 64,
-             seed: int = 1234, bf16: bool = False, norm_lr: float = 0.0) -> dict:
+             seed: int = 1234, bf16: bool = False) -> dict:
     """In place: train every QuantLinear of ``model`` on its grid to match ``teacher``'s
     next-token distributions on ``batches`` (``steps`` optimizer steps of ``accumulate`` texts,
-    ``positions`` sampled positions per text); returns the held-out KL before and after."""
+    ``positions`` sampled positions per text; ``bf16``: autocast, about 15% faster on a CPU with
+    bf16 units); returns the held-out KL before and after."""
     from tqdm import tqdm
 
     grids = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
@@ -129,11 +130,6 @@ def recover_(model: nn.Module, teacher: nn.Module, batches: list[torch.Tensor], 
         set_submodule(model, n, w)
     groups = [{"params": [w.v for w in wrapped.values()], "lr": lr},
               {"params": [w.a for w in wrapped.values()], "lr": scale_lr}]
-    norms = [p for n, p in model.named_parameters() if p.ndim == 1 and "norm" in n.lower()]
-    if norm_lr and norms:
-        for p in norms:
-            p.requires_grad_(True)
-        groups.append({"params": norms, "lr": norm_lr})
     opt = torch.optim.Adam(groups)
     rng = random.Random(seed)
     order: list[int] = []
@@ -166,8 +162,6 @@ def recover_(model: nn.Module, teacher: nn.Module, batches: list[torch.Tensor], 
             ql, c = w.frozen()
             set_submodule(model, n, ql)
             changed += c
-        for p in norms:
-            p.requires_grad_(False)
     after = mean_kl(model, teacher, held)
     total_w = sum(m.n_quantized for m in grids.values())
     return {"recovered_layers": len(grids), "recovery_kl": [round(before, 5), round(after, 5)],
