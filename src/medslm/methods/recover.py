@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from medslm.models.anatomy import set_submodule
-from medslm.models.quantized import QuantLinear, offset, pack_codes, unpack_codes
+from medslm.methods.grids import round_codes
+from medslm.models.quantized import QuantLinear, pack_codes, unpack_codes
 
 
 class _GridLinear(nn.Module):
@@ -81,10 +82,9 @@ class _GridLinear(nn.Module):
             s = torch.where(s == 0, self.src.scales, s)  # never a zero scale
             q = torch.clamp(torch.round(self.v), self.lo, self.hi)
             if ql.fp16_min:  # the stored offset is fp16(-s * z): the codes nearest to the trained weight
-                w = (q - self.z.repeat_interleave(ql.group_size, 1)) * s.float().repeat_interleave(ql.group_size, 1)
-                off = offset(s, ql.zeros).repeat_interleave(ql.group_size, 1)
-                q = torch.clamp(torch.round((w - off) / s.float().repeat_interleave(ql.group_size, 1)),
-                                self.lo, self.hi)
+                g = q.reshape(ql.out_features, -1, ql.group_size)
+                s1, z1 = s.float()[..., None], self.z[..., None]
+                q = round_codes((g - z1) * s1, s1, z1, ql.bits, fp16_min=True).reshape(q.shape)
             ql.qweight = pack_codes(q.to(torch.int16), ql.bits, ql.symmetric)
             ql.scales = s
         return ql, int((q != self.q0).sum())
@@ -112,11 +112,10 @@ def mean_kl(student: nn.Module, teacher: nn.Module, batches: list[torch.Tensor],
 
 def recover_(model: nn.Module, teacher: nn.Module, batches: list[torch.Tensor], held: list[torch.Tensor],
              steps: int, lr: float, scale_lr: float, accumulate: int = 4, positions: int = 64,
-             seed: int = 1234, bf16: bool = False) -> dict:
+             seed: int = 1234) -> dict:
     """In place: train every QuantLinear of ``model`` on its grid to match ``teacher``'s
     next-token distributions on ``batches`` (``steps`` optimizer steps of ``accumulate`` texts,
-    ``positions`` sampled positions per text; ``bf16``: autocast, about 15% faster on a CPU with
-    bf16 units); returns the held-out KL before and after."""
+    ``positions`` sampled positions per text, in fp32); returns the held-out KL before and after."""
     from tqdm import tqdm
 
     grids = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
@@ -146,10 +145,9 @@ def recover_(model: nn.Module, teacher: nn.Module, batches: list[torch.Tensor], 
                 b = batches[order.pop()]
                 n = b.shape[1]
                 keep = torch.tensor(sorted(rng.sample(range(n), min(positions, n))))
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    with torch.no_grad():
-                        t = teacher(b, logits_to_keep=keep, use_cache=False).logits
-                    s = model(b, logits_to_keep=keep, use_cache=False).logits
+                with torch.no_grad():
+                    t = teacher(b, logits_to_keep=keep, use_cache=False).logits
+                s = model(b, logits_to_keep=keep, use_cache=False).logits
                 loss = _kl(s, t) / accumulate
                 loss.backward()
                 total += loss.item()
