@@ -113,6 +113,11 @@ class Variant(BaseModel):
     # quantizes), one medslm quantized as blocks of its own integers (q4_0 / q4_1 / q8_0 by its grid)
     backend: str = "hf"  # a registered backend (medslm.backends.base.BACKENDS)
     gguf: str | None = None
+    # where llama.cpp quantizes a dense model: per-tensor types (regex on the GGUF tensor name -> type,
+    # llama-quantize's --tensor-type) and its importance matrix on these calibration texts
+    gguf_types: dict[str, str] | None = None
+    gguf_imatrix: str | None = None
+    gguf_imatrix_samples: int = Field(64, ge=1)
     # hf: the dtype the model is evaluated in (default fp32 on CPU); e.g. the base in bf16
     dtype: Literal["fp32", "bf16", "fp16"] | None = None
     # what the variant's Ray task reserves (`medslm run --ray`); its evaluation uses `cpus` threads
@@ -140,6 +145,18 @@ class Variant(BaseModel):
         if self.dtype is not None and self.backend != "hf":
             raise ValueError("dtype: applies to the hf backend; a GGUF's type is `gguf:`")
         quantized = any(s.get("method") == "quantize" for s in self.steps)
+        if self.gguf_types or self.gguf_imatrix:
+            from medslm.export.gguf import QUANT_TYPES, parse_tensor_types
+
+            field = "gguf_types" if self.gguf_types else "gguf_imatrix"
+            if self.backend != "llamacpp" or quantized or (self.gguf or "q4_k_m") not in QUANT_TYPES:
+                raise ValueError(f"{field}: applies where llama.cpp quantizes a dense model (backend: llamacpp, "
+                                 f"no quantize step, gguf: {' | '.join(QUANT_TYPES)})")
+            if self.gguf_types:
+                try:
+                    self.gguf_types = parse_tensor_types(self.gguf_types, flag="gguf_types:")
+                except Exception as e:  # ConfigError -> the validation error that names the variant
+                    raise ValueError(str(e)) from e
         if self.backend == "llamacpp" and quantized:
             from medslm.export.gguf_blocks import default_type
 
@@ -311,10 +328,11 @@ def run_variant(recipe: Recipe, v: Variant, base, results: Path, threads: int | 
         from medslm.backends.llamacpp import find_gguf
         from medslm.system import sha256_file
 
-        if v.steps or v.gguf:
+        if v.steps or v.gguf or v.gguf_types or v.gguf_imatrix:
             from medslm.export.gguf import cached_export
 
-            gguf_model = str(cached_export(art, v.gguf, v.name, log))
+            gguf_model = str(cached_export(art, v.gguf, v.name, log, v.gguf_types, v.gguf_imatrix,
+                                           v.gguf_imatrix_samples))
         else:
             gguf_model = recipe.model
         found = find_gguf(gguf_model)

@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "medslm quantize --model gemma3-270m --bits 4 --group-size 32 --out runs/q4",
                         "medslm export --model runs/q4 --out runs/q4.gguf   (q4_0 blocks of medslm's integers)",
                         "medslm export --model runs/lora --type q4_k_m --out runs/lora-q4_k_m.gguf",
+                        "medslm export --model runs/lora --type q4_0 --tensor-type 'ffn_(gate|up|down)|attn_v=q8_0' "
+                        "--tensor-type token_embd=q5_0 --imatrix pubmedqa,medquad --out runs/lora-mix.gguf   "
+                        "(llama.cpp's quantizer: per-tensor types, its importance matrix on medical texts)",
                         "medslm eval --backend llamacpp --model runs/lora-q4_k_m.gguf --tasks pubmedqa",
                         "medslm export --model runs/q4 --format compressed-tensors --out runs/q4-ct   "
                         "(pack-quantized: vLLM, transformers)"),
@@ -34,6 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--float-type", default="f16", choices=("f16", "q8_0"),
                    help="medslm-quantized models: how the 2-D tensors kept in float (the embedding) are "
                         "stored; q8_0 is llama.cpp's rounding of them (default f16)")
+    p.add_argument("--tensor-type", action="append", default=[], metavar="PATTERN=TYPE",
+                   help="a dense model quantized by llama.cpp: tensors whose GGUF name matches the regular "
+                        "expression PATTERN get TYPE (llama-quantize's --tensor-type; repeatable, the first "
+                        "match wins), e.g. 'ffn_down=q8_0' or 'token_embd=q5_0'")
+    p.add_argument("--imatrix", default=None, metavar="CALIBRATION",
+                   help="a dense model quantized by llama.cpp: weigh its rounding by an importance matrix (mean "
+                        "squared input per column, as llama-imatrix) computed on these calibration texts, e.g. "
+                        "pubmedqa:fit@50,medquad (the specs of medslm quantize --calibration)")
+    p.add_argument("--imatrix-samples", type=int, default=64, help="calibration texts of --imatrix (default 64)")
     p.add_argument("--threads", type=threads_arg, default=None, help="quantizer threads (default: free cores)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=cmd_export)
@@ -47,9 +59,9 @@ def cmd_export(args) -> int:
         from medslm.export.compressed_tensors import export_compressed_tensors
         from medslm.models.loading import resolve
 
-        if args.type or args.overwrite:
-            raise ConfigError("--format compressed-tensors writes the artifact's own integers: --type and "
-                              "--overwrite apply to GGUF only")
+        if args.type or args.overwrite or args.tensor_type or args.imatrix:
+            raise ConfigError("--format compressed-tensors writes the artifact's own integers: --type, "
+                              "--tensor-type, --imatrix and --overwrite apply to GGUF only")
         out = export_compressed_tensors(resolve(args.model).artifact(), args.out)
         side = json.loads((out / "medslm-export.json").read_text())
         size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
@@ -57,10 +69,11 @@ def cmd_export(args) -> int:
               f"{side['exact']}), from {side['source']} ({side['chain']})")
         return 0
 
-    from medslm.export.gguf import export_gguf, sidecar
+    from medslm.export.gguf import export_gguf, parse_tensor_types, sidecar
 
     out = export_gguf(args.model, args.out, args.type, threads=args.threads, overwrite=args.overwrite,
-                      float_type=args.float_type)
+                      float_type=args.float_type, tensor_types=parse_tensor_types(args.tensor_type),
+                      imatrix=args.imatrix, imatrix_samples=args.imatrix_samples)
     side = json.loads(sidecar(out).read_text())
     print(f"wrote {out}: {side['bytes']:,} bytes, {side['type']}, from {side['source']} "
           f"({side['chain']}), sha256 {side['sha256'][:16]}")

@@ -229,10 +229,16 @@ def _stage(art, tmp: Path) -> Path:
 
 # ----------------------------------------------------------------------------- export
 def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, threads: int | None = None,
-                overwrite: bool = False, progress: bool = True, float_type: str = "f16") -> Path:
+                overwrite: bool = False, progress: bool = True, float_type: str = "f16",
+                tensor_types: dict[str, str] | None = None, imatrix: str | None = None,
+                imatrix_samples: int = 64) -> Path:
     """Write ``model`` (a reference or ModelArtifact) as a GGUF file of type ``qtype``: a dense model
     through llama.cpp's converter and quantizer (default q4_k_m); one medslm quantized on a GGUF
-    grid as blocks of its own integers (:mod:`medslm.export.gguf_blocks`; q4_0, q4_1 or q8_0)."""
+    grid as blocks of its own integers (:mod:`medslm.export.gguf_blocks`; q4_0, q4_1 or q8_0).
+    A dense model quantized by llama.cpp may take per-tensor types (``tensor_types``: regular
+    expression on the GGUF tensor name -> type, llama-quantize's ``--tensor-type``) and llama.cpp's
+    own calibration, an importance matrix computed on ``imatrix_samples`` texts of the calibration
+    spec ``imatrix`` (:mod:`medslm.export.imatrix`)."""
     import tempfile
 
     from medslm.models.artifact import ModelArtifact, package_versions
@@ -263,6 +269,15 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
     elif float_type != "f16":
         raise ConfigError("--float-type applies to a model medslm quantized (the tensors it kept in float); "
                           f"for a dense model choose --type {qtype}")
+    tensor_types = parse_tensor_types(tensor_types or {})
+    if (tensor_types or imatrix) and (q or qtype not in QUANT_TYPES):
+        flag = "--tensor-type" if tensor_types else "--imatrix"
+        why = ("the GGUF holds medslm's own integers, whose types its quantize step chose (--bits8, --embeddings)"
+               if q else f"{qtype} is written by the converter, not llama.cpp's quantizer")
+        raise ConfigError(f"{flag} applies where llama.cpp quantizes a dense model (--type "
+                          f"{' | '.join(QUANT_TYPES)}): {why}")
+    if imatrix is not None and imatrix_samples < 1:
+        raise ConfigError(f"--imatrix-samples {imatrix_samples}: give at least 1")
     conv = converter_dir(progress=progress)
     from medslm.outputs import sweep_stale
 
@@ -293,7 +308,14 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
             final = first
             if qtype in QUANT_TYPES:
                 final = tmp / f"model-{qtype}.gguf"
-                _quantize(first, final, qtype, threads)
+                imat = None
+                if imatrix:
+                    from medslm.export.imatrix import importance_matrix
+
+                    imat, extra_side["imatrix"] = importance_matrix(src, first, imatrix, imatrix_samples)
+                if tensor_types:
+                    extra_side["tensor_types"] = tensor_types
+                _quantize(first, final, qtype, threads, tensor_types, imat)
         digest = hashlib.sha256()
         with open(final, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -338,7 +360,37 @@ def sidecar(gguf: Path) -> Path:
     return gguf.with_name(gguf.name + ".medslm.json")
 
 
-def _quantize(src: Path, dst: Path, qtype: str, threads: int | None) -> None:
+# llama.cpp's tensor types a --tensor-type override may name (its block types, and floats)
+OVERRIDE_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1", "iq4_nl", "q2_k", "q3_k", "q4_k",
+                  "q5_k", "q6_k")
+
+
+def parse_tensor_types(items, flag: str = "--tensor-type") -> dict[str, str]:
+    """``PATTERN=TYPE`` items (llama-quantize's ``--tensor-type``: a regular expression searched in
+    each GGUF tensor name, e.g. ``ffn_(gate|up|down)=q8_0`` or ``token_embd=q5_0``) as a dict,
+    checked: each pattern compiles and each type is one llama.cpp quantizes to."""
+    out: dict[str, str] = {}
+    for item in items.items() if isinstance(items, dict) else [tuple(i.rsplit("=", 1)) for i in items]:
+        if len(item) != 2 or not item[0] or not item[1]:
+            raise ConfigError(f"{flag} {'='.join(item)!r}: give PATTERN=TYPE, e.g. 'ffn_down=q8_0'")
+        pat, t = item[0], str(item[1]).lower()
+        try:
+            re.compile(pat)
+        except re.error as e:
+            raise ConfigError(f"{flag} {pat}={t}: the pattern is not a regular expression ({e})") from e
+        if t not in OVERRIDE_TYPES:
+            raise ConfigError(f"{flag} {pat}={t}: choose a type of {', '.join(OVERRIDE_TYPES)}")
+        out[pat] = t
+    return out
+
+
+def _quantize(src: Path, dst: Path, qtype: str, threads: int | None, tensor_types: dict[str, str] | None = None,
+              imatrix: dict | None = None) -> None:
+    """llama.cpp's quantizer: ``src`` (f16 GGUF) to ``qtype``, with per-tensor type overrides (the
+    first pattern a tensor name matches wins, as in llama-quantize) and an importance matrix
+    (:func:`medslm.export.imatrix.importance_matrix`) when given."""
+    import ctypes
+
     try:
         import llama_cpp
     except ImportError as e:
@@ -348,6 +400,33 @@ def _quantize(src: Path, dst: Path, qtype: str, threads: int | None) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[qtype])
     params.nthread = int(threads or free_cores())
+    keep = []  # ctypes arrays the call reads: alive until it returns
+    if tensor_types:
+        import gguf
+
+        names = [t.name for t in gguf.GGUFReader(src).tensors]
+        for pat, t in tensor_types.items():  # a typo the quantizer would pass over in silence
+            if not any(re.search(pat, n) for n in names):
+                raise ConfigError(f"--tensor-type {pat}={t}: no tensor name matches {pat!r}; the names look like "
+                                  f"{', '.join(names[1:5])}")
+        over = (llama_cpp.llama_model_tensor_override * (len(tensor_types) + 1))()  # zeroed: the terminator
+        for i, (pat, t) in enumerate(tensor_types.items()):
+            over[i].pattern = pat.encode()
+            over[i].type = getattr(llama_cpp, "GGML_TYPE_" + t.upper())
+        keep.append(over)
+        params.tt_overrides = ctypes.cast(over, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
+    if imatrix:
+        import numpy as np
+
+        data = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()
+        for i, (name, v) in enumerate(imatrix.items()):
+            v = np.ascontiguousarray(v, dtype=np.float32)
+            keep.append(v)
+            data[i].name = name.encode()
+            data[i].data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            data[i].size = v.size
+        keep.append(data)
+        params.imatrix = ctypes.cast(data, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if rc != 0 or not dst.is_file():
         raise MedslmError(f"llama.cpp could not quantize {src.name} to {qtype} (code {rc})")
@@ -359,16 +438,21 @@ def _quantize(src: Path, dst: Path, qtype: str, threads: int | None) -> None:
 EXPORT_FORMAT = 3
 
 
-def export_key(art_hash: str, qtype: str) -> str:
-    return hashlib.sha256(f"{art_hash}:{qtype}:{EXPORT_FORMAT}".encode()).hexdigest()[:20]
+def export_key(art_hash: str, qtype: str, options: dict | None = None) -> str:
+    """The cache key of an export; ``options`` (per-tensor types, the importance matrix's texts) only
+    when set, so the keys of every export without them stay what they were."""
+    opts = f":{json.dumps(options, sort_keys=True)}" if options else ""
+    return hashlib.sha256(f"{art_hash}:{qtype}:{EXPORT_FORMAT}{opts}".encode()).hexdigest()[:20]
 
 
 __all__ = ["TYPES", "converter_dir", "export_gguf", "sidecar", "spm_from_tokenizer_json"]
 
 
-def cached_export(art, qtype: str | None, name: str, log) -> Path:
+def cached_export(art, qtype: str | None, name: str, log, tensor_types: dict[str, str] | None = None,
+                  imatrix: str | None = None, imatrix_samples: int = 64) -> Path:
     """The artifact as GGUF ``qtype`` (default: its own integers' type if medslm quantized it,
-    else q4_k_m), cached by (artifact hash, type) in the medslm cache; a recipe variant's export."""
+    else q4_k_m), cached by (artifact hash, type, options) in the medslm cache; a recipe variant's
+    export (``tensor_types``, ``imatrix``: as :func:`export_gguf`)."""
     import time
 
     from medslm import settings
@@ -379,12 +463,15 @@ def cached_export(art, qtype: str | None, name: str, log) -> Path:
 
         qtype = default_type(q)
     qtype = qtype or "q4_k_m"
-    out = settings.cache_dir() / "gguf" / f"{export_key(art.hash, qtype)}-{qtype}.gguf"
+    options = {k: v for k, v in (("tensor_types", tensor_types),
+                                 ("imatrix", imatrix and {"calibration": imatrix, "samples": imatrix_samples})) if v}
+    out = settings.cache_dir() / "gguf" / f"{export_key(art.hash, qtype, options)}-{qtype}.gguf"
     if out.is_file():
         log(f"  {name}: export {qtype} cached ({out.name})")
         return out
     t = time.perf_counter()
     log(f"  {name}: export to GGUF {qtype} ...")
-    export_gguf(art, out, qtype, progress=False)
+    export_gguf(art, out, qtype, progress=False, tensor_types=tensor_types, imatrix=imatrix,
+                imatrix_samples=imatrix_samples)
     log(f"  {name}: export done in {time.perf_counter() - t:.0f}s ({out.stat().st_size / 2**20:.0f} MiB)")
     return out

@@ -1,0 +1,175 @@
+"""llama.cpp's own quantizer as medslm drives it (the peers of medslm's integers): per-tensor types
+(``--tensor-type``) and an importance matrix computed by medslm on calibration texts
+(``--imatrix``), on tiny random models of Gemma 3 270M's shape in small and of Llama."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny
+
+from medslm.errors import ConfigError
+from medslm.export import gguf as ex
+
+pytest.importorskip("llama_cpp")
+
+
+def _types(path):
+    import gguf
+
+    return {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+
+
+@pytest.fixture(scope="module")
+def gemma(tmp_path_factory):
+    d = tmp_path_factory.mktemp("llq")
+    art = tiny.save_artifact("gemma3", d / "base", spm=True, wide=True)
+    corpus = d / "calib.txt"
+    corpus.write_text("\n\n".join(tiny.CORPUS))
+    return art, corpus, d
+
+
+def test_tensor_types_override_llama_cpps_mix(gemma, tmp_path):
+    """Each pattern's tensors get its type (the first match wins), the rest llama.cpp's own Q4_0 mix;
+    the sidecar records the overrides."""
+    art, _, _ = gemma
+    plain = ex.export_gguf(art, tmp_path / "plain.gguf", "q4_0", progress=False)
+    over = {"ffn_(gate|up)": "q8_0", "ffn_": "q5_0", "token_embd": "q5_0"}
+    out = ex.export_gguf(art, tmp_path / "mix.gguf", "q4_0", progress=False, tensor_types=over)
+    want = {}
+    for n, t in _types(plain).items():
+        if "ffn_gate" in n or "ffn_up" in n:
+            t = "Q8_0"
+        elif "ffn_down" in n or n == "token_embd.weight":
+            t = "Q5_0"
+        want[n] = t
+    got = _types(out)
+    assert got == want
+    assert {"Q4_0", "Q5_0", "Q8_0"} <= set(got.values())
+    assert json.loads(ex.sidecar(out).read_text())["tensor_types"] == over
+
+
+@pytest.mark.parametrize("items,msg", [
+    (["ffn_down"], "PATTERN=TYPE"),
+    (["ffn_down=q3_x"], "choose a type"),
+    (["ffn_(down=q8_0"], "not a regular expression"),
+])
+def test_tensor_type_flags_are_checked(items, msg):
+    with pytest.raises(ConfigError, match=msg):
+        ex.parse_tensor_types(items)
+
+
+def test_a_pattern_that_matches_nothing_is_refused(gemma, tmp_path):
+    art, _, _ = gemma
+    with pytest.raises(ConfigError, match=r"ffn_dwn=q8_0: no tensor name matches.*blk\."):
+        ex.export_gguf(art, tmp_path / "x.gguf", "q4_0", progress=False, tensor_types={"ffn_dwn": "q8_0"})
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_llama_cpp_options_refused_where_llama_cpp_does_not_quantize(gemma, tmp_path):
+    art, corpus, d = gemma
+    with pytest.raises(ConfigError, match="f16 is written by the converter"):
+        ex.export_gguf(art, tmp_path / "x.gguf", "f16", progress=False, tensor_types={"ffn_down": "q8_0"})
+    from medslm.methods import compress
+
+    q = compress(art, {"method": "quantize", "bits": 4, "target": "gguf"}, d / "q")
+    with pytest.raises(ConfigError, match="--imatrix applies.*medslm's own integers"):
+        ex.export_gguf(q, tmp_path / "y.gguf", progress=False, imatrix=str(corpus))
+
+
+def _hand_imatrix(art, corpus, module: str, samples: int = 8, seq_len: int = 256) -> np.ndarray:
+    """The mean squared input per column of one linear layer, computed here with a plain hook."""
+    from medslm.methods.calibration import calibration_batches, calibration_texts
+
+    model, tok = art.load(dtype="float32")
+    rows = []
+    h = model.get_submodule(module).register_forward_pre_hook(lambda m, a: rows.append(a[0].reshape(-1, a[0].shape[-1])))
+    with torch.no_grad():
+        for b in calibration_batches(tok, calibration_texts(str(corpus), samples, 1234), seq_len):
+            model(b)
+    h.remove()
+    x = torch.cat(rows)
+    return (x * x).mean(0).numpy()
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "llama"])
+def test_importance_matrix_is_llama_imatrix_by_gguf_name(arch, gemma, tmp_path):
+    """One vector per linear layer, under its GGUF tensor name, as long as the tensor's rows: the
+    mean of the squared input per column (as llama-imatrix); Gemma's tied head under token_embd."""
+    import gguf
+
+    from medslm.export.imatrix import importance_matrix
+
+    _, corpus, _ = gemma
+    art = tiny.save_artifact(arch, tmp_path / "base", spm=True, wide=arch == "gemma3")
+    f16 = ex.export_gguf(art, tmp_path / "f16.gguf", "f16", progress=False)
+    imat, info = importance_matrix(art, f16, str(corpus), samples=8)
+    shapes = {t.name: int(t.shape[0]) for t in gguf.GGUFReader(f16).tensors}
+    model, _ = art.load(dtype="float32")
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert len(imat) == info["tensors"] == n_linear
+    for name, v in imat.items():
+        assert v.shape == (shapes[name],) and v.dtype == np.float32 and (v >= 0).all(), name
+    np.testing.assert_allclose(imat["blk.0.attn_q.weight"],
+                               _hand_imatrix(art, corpus, "model.layers.0.self_attn.q_proj"), rtol=1e-5)
+    np.testing.assert_allclose(imat["blk.1.ffn_down.weight"],
+                               _hand_imatrix(art, corpus, "model.layers.1.mlp.down_proj"), rtol=1e-5)
+    head = "token_embd.weight" if arch == "gemma3" else "output.weight"
+    assert head in imat and shapes[head] == model.config.hidden_size
+
+
+def test_imatrix_lowers_the_weighted_rounding_error(gemma, tmp_path):
+    """llama.cpp's Q4_0 with medslm's importance matrix: the blocks change, and the rounding error
+    weighted by the matrix (what it asks llama.cpp to spend its bits on) falls below plain Q4_0's."""
+    import gguf
+
+    from medslm.export.imatrix import importance_matrix
+
+    art, corpus, _ = gemma
+    f32 = ex.export_gguf(art, tmp_path / "f32.gguf", "f32", progress=False)
+    plain = ex.export_gguf(art, tmp_path / "plain.gguf", "q4_0", progress=False)
+    cal = ex.export_gguf(art, tmp_path / "cal.gguf", "q4_0", progress=False, imatrix=str(corpus),
+                         imatrix_samples=8)
+    side = json.loads(ex.sidecar(cal).read_text())
+    assert side["imatrix"]["calibration"] == str(corpus) and side["imatrix"]["samples"] == 8
+    imat, _ = importance_matrix(art, f32, str(corpus), samples=8)
+    dense = {t.name: np.asarray(t.data, dtype=np.float32) for t in gguf.GGUFReader(f32).tensors}
+
+    def errors(path):
+        out = {}
+        for t in gguf.GGUFReader(path).tensors:
+            if t.tensor_type.name != "Q4_0":
+                continue
+            w = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(dense[t.name].shape)
+            out[t.name] = float((((w - dense[t.name]) ** 2) * imat[t.name]).sum())
+        return out
+
+    e_plain, e_cal = errors(plain), errors(cal)
+    assert set(e_plain) == set(e_cal) and len(e_cal) >= 10
+    assert sum(e_cal.values()) < 0.95 * sum(e_plain.values())
+    assert sum(e_cal[n] < e_plain[n] for n in e_cal) >= 0.8 * len(e_cal)
+
+
+def test_variant_takes_llama_cpp_options_only_where_llama_cpp_quantizes():
+    from pydantic import ValidationError
+
+    from medslm.pipeline import Variant
+
+    v = Variant(name="mix", backend="llamacpp", gguf="q4_0", gguf_types={"ffn_down": "Q8_0"},
+                gguf_imatrix="pubmedqa,medquad")
+    assert v.gguf_types == {"ffn_down": "q8_0"}
+    for bad, msg in [({"gguf_types": {"ffn_down": "q8_0"}}, "backend: llamacpp"),
+                     ({"backend": "llamacpp", "gguf": "f16", "gguf_imatrix": "medquad"}, "no quantize step"),
+                     ({"backend": "llamacpp", "steps": [{"method": "quantize", "bits": 4, "target": "gguf"}],
+                       "gguf_types": {"ffn_down": "q8_0"}}, "no quantize step"),
+                     ({"backend": "llamacpp", "gguf": "q4_0", "gguf_types": {"ffn_down": "q9"}}, "choose a type")]:
+        with pytest.raises(ValidationError, match=msg):
+            Variant(name="x", **bad)
+
+
+def test_export_key_keeps_the_old_keys_without_options():
+    assert ex.export_key("sha256:ab", "q4_0") == ex.export_key("sha256:ab", "q4_0", {})
+    assert ex.export_key("sha256:ab", "q4_0") != ex.export_key("sha256:ab", "q4_0", {"tensor_types": {"a": "q8_0"}})
