@@ -11,7 +11,9 @@ rerun only computes what is missing.
 With --gguf, also on llama.cpp, where a compressed model ships: the model's own GGUF (llama.cpp's
 Q4_K_M of Gemma 3 270M), the base exported to f16, q4_0, q4_1 and q4_k_m by llama.cpp's quantizer,
 the trimmed vocabulary exported to q4_k_m, and medslm's GPTQ integers written as GGUF blocks (Q4_0,
-Q4_1, and trimmed + int4 embedding); --variants can name them too. Then a speed and size table
+Q4_1, and trimmed + int4 embedding); --variants can name them too, and the peers of medslm's mixes:
+llama.cpp's quantizer at the same per-tensor types, alone and with an importance matrix computed on
+the same calibration texts (gguf-q4_0-mlp8, gguf-q4_0-mlp8-imatrix, gguf-q4_0-imatrix). Then a speed and size table
 against llama.cpp's Q4_K_M of the base (same threads, same run) and the paired tests against the
 base (from the report).
 
@@ -57,6 +59,7 @@ GPTQ_GGUF = {"method": "quantize", "bits": 4, "algorithm": "gptq", "target": "gg
 VD8 = ["*.v_proj", "*.down_proj"]
 ATT8 = ["*.q_proj", "*.k_proj", "*.o_proj", *VD8]
 MLP8 = ["*.gate_proj", "*.up_proj", *VD8]
+MLP8_TYPES = {"ffn_(gate|up|down)|attn_v": "q8_0", "token_embd": "q5_0"}  # MLP8 + int5 embedding, GGUF names
 GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
     "gguf-own": {"backend": "llamacpp"},  # the model's own GGUF (Q4_K_M for gemma3-270m)
     "gguf-f16": {"backend": "llamacpp", "gguf": "f16"},
@@ -89,6 +92,14 @@ GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
     # the same types and bytes as gguf-q4_k_m, its peer
     "medslm-gptq-q4_k_m": {"backend": "llamacpp", "steps": [GPTQ_GGUF | {"target": "q4_k_m"}]},
     "medslm-rtn-q4_k_m": {"backend": "llamacpp", "steps": [{"method": "quantize", "bits": 4, "target": "q4_k_m"}]},
+    # llama.cpp's own quantizer at medslm's per-tensor types (--tensor-type overrides): the same types and
+    # bytes as medslm-gptq-q4_0-mlp8, by rounding alone and with llama.cpp's calibration, an importance
+    # matrix computed on GPTQ's calibration texts (same spec, same 64 samples)
+    "gguf-q4_0-mlp8": {"backend": "llamacpp", "gguf": "q4_0", "gguf_types": MLP8_TYPES},
+    "gguf-q4_0-mlp8-imatrix": {"backend": "llamacpp", "gguf": "q4_0", "gguf_types": MLP8_TYPES,
+                               "gguf_imatrix": GPTQ_GGUF["calibration"], "gguf_imatrix_samples": GPTQ_GGUF["samples"]},
+    "gguf-q4_0-imatrix": {"backend": "llamacpp", "gguf": "q4_0", "gguf_imatrix": GPTQ_GGUF["calibration"],
+                          "gguf_imatrix_samples": GPTQ_GGUF["samples"]},
 }
 PEER = "gguf-own"  # llama.cpp's Q4_K_M of the base: the speed and size reference
 
@@ -108,7 +119,9 @@ def main() -> None:
                     help="calibration texts of every calibrated variant (default pubmedqa,medquad; with "
                     "--split pubmedqa=dev@N, pubmedqa:fit@N,medquad, so no variant calibrates on what it is "
                     "scored on)")
-    ap.add_argument("--pairs", default="gguf-q4_k_m:medslm-gptq-q4_k_m,gguf-q4_k_m:medslm-rtn-q4_k_m",
+    ap.add_argument("--pairs", default="gguf-q4_k_m:medslm-gptq-q4_k_m,gguf-q4_k_m:medslm-rtn-q4_k_m,"
+                    "gguf-q4_0-imatrix:medslm-gptq-q4_0,gguf-q4_0-mlp8:medslm-gptq-q4_0-mlp8,"
+                    "gguf-q4_0-mlp8-imatrix:medslm-gptq-q4_0-mlp8,gguf-q4_0-mlp8-imatrix:medslm-gptq-q4_0-mlp8-rec",
                     help="PEER:VARIANT pairs compared item by item (McNemar / paired bootstrap), where both ran")
     ap.add_argument("--gguf", action="store_true",
                     help="also the model's own GGUF (Q4_K_M for gemma3-270m) on llama.cpp (needs medslm[llamacpp])")
@@ -134,6 +147,8 @@ def main() -> None:
     if calibration:
         print(f"calibration: {calibration}")
         for v in variants:
+            if "gguf_imatrix" in v:
+                v["gguf_imatrix"] = calibration
             if "steps" in v:
                 v["steps"] = [st | {"calibration": calibration} if "calibration" in st else st for st in v["steps"]]
     recipe = {"version": 1, "name": "bench-compression", "model": a.model,
