@@ -13,7 +13,8 @@ Q4_K_M of Gemma 3 270M), the base exported to f16, q4_0, q4_1 and q4_k_m by llam
 the trimmed vocabulary exported to q4_k_m, and medslm's GPTQ integers written as GGUF blocks (Q4_0,
 Q4_1, and trimmed + int4 embedding); --variants can name them too, and the peers of medslm's mixes:
 llama.cpp's quantizer at the same per-tensor types, alone and with an importance matrix computed on
-the same calibration texts (gguf-q4_0-mlp8, gguf-q4_0-mlp8-imatrix, gguf-q4_0-imatrix). Then a speed and size table
+the same calibration texts (gguf-q4_0-mlp8, gguf-q4_0-mlp8-imatrix, gguf-q4_0-imatrix,
+gguf-q4_k_m-imatrix). Then a speed and size table
 against llama.cpp's Q4_K_M of the base (same threads, same run) and the paired tests against the
 base (from the report).
 
@@ -100,6 +101,8 @@ GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
                                "gguf_imatrix": GPTQ_GGUF["calibration"], "gguf_imatrix_samples": GPTQ_GGUF["samples"]},
     "gguf-q4_0-imatrix": {"backend": "llamacpp", "gguf": "q4_0", "gguf_imatrix": GPTQ_GGUF["calibration"],
                           "gguf_imatrix_samples": GPTQ_GGUF["samples"]},
+    "gguf-q4_k_m-imatrix": {"backend": "llamacpp", "gguf": "q4_k_m", "gguf_imatrix": GPTQ_GGUF["calibration"],
+                            "gguf_imatrix_samples": GPTQ_GGUF["samples"]},
 }
 PEER = "gguf-own"  # llama.cpp's Q4_K_M of the base: the speed and size reference
 
@@ -120,7 +123,7 @@ def main() -> None:
                     "--split pubmedqa=dev@N, pubmedqa:fit@N,medquad, so no variant calibrates on what it is "
                     "scored on)")
     ap.add_argument("--pairs", default="gguf-q4_k_m:medslm-gptq-q4_k_m,gguf-q4_k_m:medslm-rtn-q4_k_m,"
-                    "gguf-q4_0-imatrix:medslm-gptq-q4_0,gguf-q4_0-mlp8:medslm-gptq-q4_0-mlp8,"
+                    "gguf-q4_0-imatrix:medslm-gptq-q4_0,gguf-q4_k_m-imatrix:medslm-gptq-q4_k_m,gguf-q4_0-mlp8:medslm-gptq-q4_0-mlp8,"
                     "gguf-q4_0-mlp8-imatrix:medslm-gptq-q4_0-mlp8,gguf-q4_0-mlp8-imatrix:medslm-gptq-q4_0-mlp8-rec",
                     help="PEER:VARIANT pairs compared item by item (McNemar / paired bootstrap), where both ran")
     ap.add_argument("--gguf", action="store_true",
