@@ -145,6 +145,11 @@ class Variant(BaseModel):
         if self.dtype is not None and self.backend != "hf":
             raise ValueError("dtype: applies to the hf backend; a GGUF's type is `gguf:`")
         quantized = any(s.get("method") == "quantize" for s in self.steps)
+        from medslm.export.gguf import NEEDS_IMATRIX
+
+        if self.gguf in NEEDS_IMATRIX and not self.gguf_imatrix:
+            raise ValueError(f"gguf={self.gguf!r}: llama.cpp quantizes to it only with an importance matrix; add "
+                             "gguf_imatrix: CALIBRATION (e.g. pubmedqa:fit@50,medquad)")
         if self.gguf_types or self.gguf_imatrix:
             from medslm.export.gguf import QUANT_TYPES, parse_tensor_types
 

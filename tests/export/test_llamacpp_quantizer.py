@@ -78,6 +78,8 @@ def test_llama_cpp_options_refused_where_llama_cpp_does_not_quantize(gemma, tmp_
     q = compress(art, {"method": "quantize", "bits": 4, "target": "gguf"}, d / "q")
     with pytest.raises(ConfigError, match="--imatrix applies.*medslm's own integers"):
         ex.export_gguf(q, tmp_path / "y.gguf", progress=False, imatrix=str(corpus))
+    with pytest.raises(ConfigError, match="does not read llama-imatrix's files"):
+        ex.export_gguf(art, tmp_path / "z.gguf", "q4_0", progress=False, imatrix="imatrix.gguf")
 
 
 def _hand_imatrix(art, corpus, module: str, samples: int = 8, seq_len: int = 256) -> np.ndarray:
@@ -165,7 +167,8 @@ def test_variant_takes_llama_cpp_options_only_where_llama_cpp_quantizes():
                      ({"backend": "llamacpp", "gguf": "f16", "gguf_imatrix": "medquad"}, "no quantize step"),
                      ({"backend": "llamacpp", "steps": [{"method": "quantize", "bits": 4, "target": "gguf"}],
                        "gguf_types": {"ffn_down": "q8_0"}}, "no quantize step"),
-                     ({"backend": "llamacpp", "gguf": "q4_0", "gguf_types": {"ffn_down": "q9"}}, "choose a type")]:
+                     ({"backend": "llamacpp", "gguf": "q4_0", "gguf_types": {"ffn_down": "q9"}}, "choose a type"),
+                     ({"backend": "llamacpp", "gguf": "iq2_xs"}, "gguf_imatrix: CALIBRATION")]:
         with pytest.raises(ValidationError, match=msg):
             Variant(name="x", **bad)
 
@@ -173,3 +176,24 @@ def test_variant_takes_llama_cpp_options_only_where_llama_cpp_quantizes():
 def test_export_key_keeps_the_old_keys_without_options():
     assert ex.export_key("sha256:ab", "q4_0") == ex.export_key("sha256:ab", "q4_0", {})
     assert ex.export_key("sha256:ab", "q4_0") != ex.export_key("sha256:ab", "q4_0", {"tensor_types": {"a": "q8_0"}})
+
+
+def test_i_quants_and_the_ones_that_need_an_importance_matrix(gemma, tmp_path):
+    """IQ4_NL is written as asked; llama.cpp itself refuses IQ2_M without a matrix (so medslm checks
+    it before converting, naming the fix), and makes it with one."""
+    import gguf
+
+    from medslm.errors import MedslmError
+
+    art, corpus, _ = gemma
+    out = ex.export_gguf(art, tmp_path / "nl.gguf", "iq4_nl", progress=False)
+    assert "IQ4_NL" in set(_types(out).values())
+    with pytest.raises(ConfigError, match="--type iq2_m: .*--imatrix"):
+        ex.export_gguf(art, tmp_path / "iq2.gguf", "iq2_m", progress=False)
+    f16 = ex.export_gguf(art, tmp_path / "f16.gguf", "f16", progress=False)
+    with pytest.raises(MedslmError, match="could not quantize"):  # what the check stands in front of
+        ex._quantize(f16, tmp_path / "raw-iq2.gguf", "iq2_m", 1)
+    iq2 = ex.export_gguf(art, tmp_path / "iq2.gguf", "iq2_m", progress=False, imatrix=str(corpus), imatrix_samples=8)
+    kinds = {t.tensor_type for t in gguf.GGUFReader(iq2).tensors}
+    assert kinds & {gguf.GGMLQuantizationType.IQ2_S, gguf.GGMLQuantizationType.IQ2_XS,
+                    gguf.GGMLQuantizationType.IQ3_S, gguf.GGMLQuantizationType.IQ4_NL}

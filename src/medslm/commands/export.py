@@ -30,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="gguf", choices=("gguf", "compressed-tensors"),
                    help="gguf (llama.cpp; default) or compressed-tensors (a Hugging Face directory of medslm's "
                         "integers, pack-quantized, as llm-compressor writes and vLLM and transformers read)")
-    p.add_argument("--type", default=None, help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q4_k_s | q4_k_m | "
-                   "q5_k_m | q6_k (default q4_k_m for a dense model; for one medslm quantized with groups of "
+    p.add_argument("--type", default=None, help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | q2_k | "
+                   "q3_k_m | q4_k_s | q4_k_m | q5_k_s | q5_k_m | q6_k | iq4_nl | iq4_xs | iq3_m | iq3_xxs | iq2_m | "
+                   "iq2_xs (iq2_*: with --imatrix) (default q4_k_m for a dense model; for one medslm quantized with groups of "
                    "32, its own integers as q4_0, q4_1 (asymmetric) or q8_0; quantized with --target q4_k_m, as "
                    "q4_k_m)")
     p.add_argument("--float-type", default="f16", choices=("f16", "q8_0"),

@@ -33,10 +33,16 @@ from medslm.errors import ArtifactError, ConfigError, MedslmError
 
 CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # written by convert_hf_to_gguf.py itself
 QUANT_TYPES = {  # made from f16 by llama.cpp's quantizer (llama_ftype values)
-    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1", "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
-    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1", "q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
+    "q5_1": "LLAMA_FTYPE_MOSTLY_Q5_1", "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K", "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
+    "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q5_k_s": "LLAMA_FTYPE_MOSTLY_Q5_K_S", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M", "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    # llama.cpp's non-linear grids; those marked in NEEDS_IMATRIX only with an importance matrix
+    "iq4_nl": "LLAMA_FTYPE_MOSTLY_IQ4_NL", "iq4_xs": "LLAMA_FTYPE_MOSTLY_IQ4_XS",
+    "iq3_m": "LLAMA_FTYPE_MOSTLY_IQ3_M", "iq3_xxs": "LLAMA_FTYPE_MOSTLY_IQ3_XXS",
+    "iq2_m": "LLAMA_FTYPE_MOSTLY_IQ2_M", "iq2_xs": "LLAMA_FTYPE_MOSTLY_IQ2_XS",
 }
+NEEDS_IMATRIX = ("iq2_xs", "iq2_m")  # llama.cpp refuses these without one (llama-quant.cpp, "missing importance matrix")
 TYPES = CONVERTER_TYPES + tuple(QUANT_TYPES)
 SIMPLE_INDEX = "https://pypi.org/simple"
 
@@ -278,6 +284,13 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
                           f"{' | '.join(QUANT_TYPES)}): {why}")
     if imatrix is not None and imatrix_samples < 1:
         raise ConfigError(f"--imatrix-samples {imatrix_samples}: give at least 1")
+    if qtype in NEEDS_IMATRIX and not imatrix:
+        raise ConfigError(f"--type {qtype}: llama.cpp quantizes to it only with an importance matrix; add "
+                          "--imatrix CALIBRATION (e.g. pubmedqa:fit@50,medquad)")
+    if imatrix and imatrix.lower().endswith((".gguf", ".dat")):
+        raise ConfigError(f"--imatrix {imatrix}: medslm computes the importance matrix itself from calibration "
+                          "texts (a spec such as pubmedqa:fit@50,medquad, or a .txt file); it does not read "
+                          "llama-imatrix's files (give that file to llama-quantize --imatrix instead)")
     conv = converter_dir(progress=progress)
     from medslm.outputs import sweep_stale
 
@@ -361,8 +374,8 @@ def sidecar(gguf: Path) -> Path:
 
 
 # llama.cpp's tensor types a --tensor-type override may name (its block types, and floats)
-OVERRIDE_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1", "iq4_nl", "q2_k", "q3_k", "q4_k",
-                  "q5_k", "q6_k")
+OVERRIDE_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1", "iq4_nl", "iq4_xs", "q2_k", "q3_k",
+                  "q4_k", "q5_k", "q6_k")
 
 
 def parse_tensor_types(items, flag: str = "--tensor-type") -> dict[str, str]:
