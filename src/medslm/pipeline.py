@@ -117,7 +117,7 @@ class Variant(BaseModel):
     # llama-quantize's --tensor-type) and its importance matrix on these calibration texts
     gguf_types: dict[str, str] | None = None
     gguf_imatrix: str | None = None
-    gguf_imatrix_samples: int = Field(64, ge=1)
+    gguf_imatrix_samples: int | None = None  # default 64
     # hf: the dtype the model is evaluated in (default fp32 on CPU); e.g. the base in bf16
     dtype: Literal["fp32", "bf16", "fp16"] | None = None
     # what the variant's Ray task reserves (`medslm run --ray`); its evaluation uses `cpus` threads
@@ -147,21 +147,20 @@ class Variant(BaseModel):
         quantized = any(s.get("method") == "quantize" for s in self.steps)
         from medslm.export.gguf import NEEDS_IMATRIX
 
-        if self.gguf in NEEDS_IMATRIX and not self.gguf_imatrix:
-            raise ValueError(f"gguf={self.gguf!r}: llama.cpp quantizes to it only with an importance matrix; add "
-                             "gguf_imatrix: CALIBRATION (e.g. pubmedqa:fit@50,medquad)")
-        if self.gguf_types or self.gguf_imatrix:
-            from medslm.export.gguf import QUANT_TYPES, parse_tensor_types
+        options = self.gguf_types or self.gguf_imatrix or self.gguf_imatrix_samples is not None
+        if options or self.gguf in NEEDS_IMATRIX:
+            from medslm.errors import ConfigError
+            from medslm.export.gguf import RECIPE_FLAGS, check_llama_options, parse_tensor_types
 
-            field = "gguf_types" if self.gguf_types else "gguf_imatrix"
-            if self.backend != "llamacpp" or quantized or (self.gguf or "q4_k_m") not in QUANT_TYPES:
-                raise ValueError(f"{field}: applies where llama.cpp quantizes a dense model (backend: llamacpp, "
-                                 f"no quantize step, gguf: {' | '.join(QUANT_TYPES)})")
-            if self.gguf_types:
-                try:
-                    self.gguf_types = parse_tensor_types(self.gguf_types, flag="gguf_types:")
-                except Exception as e:  # ConfigError -> the validation error that names the variant
-                    raise ValueError(str(e)) from e
+            if self.backend != "llamacpp":
+                raise ValueError("gguf_types / gguf_imatrix: llama.cpp's quantizer options apply with backend: llamacpp")
+            try:
+                types = parse_tensor_types(self.gguf_types or {}, flag=RECIPE_FLAGS[0])
+                check_llama_options(self.gguf or "q4_k_m", types, self.gguf_imatrix, self.gguf_imatrix_samples,
+                                    quantized=quantized, flags=RECIPE_FLAGS)
+            except ConfigError as e:  # -> the validation error that names the variant
+                raise ValueError(str(e)) from e
+            self.gguf_types = types or None
         if self.backend == "llamacpp" and quantized:
             from medslm.export.gguf_blocks import default_type
 

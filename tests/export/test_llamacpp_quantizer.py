@@ -49,24 +49,41 @@ def test_tensor_types_override_llama_cpps_mix(gemma, tmp_path):
     got = _types(out)
     assert got == want
     assert {"Q4_0", "Q5_0", "Q8_0"} <= set(got.values())
-    assert json.loads(ex.sidecar(out).read_text())["tensor_types"] == over
+    side = json.loads(ex.sidecar(out).read_text())
+    assert side["tensor_types"] == over
+    n_layers = sum(n.endswith("ffn_down.weight") for n in got)
+    assert side["tensor_types_written"] == {"ffn_(gate|up)": {"q8_0": 2 * n_layers}, "ffn_": {"q5_0": n_layers},
+                                            "token_embd": {"q5_0": 1}}
 
 
 @pytest.mark.parametrize("items,msg", [
     (["ffn_down"], "PATTERN=TYPE"),
     (["ffn_down=q3_x"], "choose a type"),
     (["ffn_(down=q8_0"], "not a regular expression"),
+    (["ffn_down=bf16"], "choose a type"),
 ])
 def test_tensor_type_flags_are_checked(items, msg):
     with pytest.raises(ConfigError, match=msg):
         ex.parse_tensor_types(items)
 
 
-def test_a_pattern_that_matches_nothing_is_refused(gemma, tmp_path):
+@pytest.mark.parametrize("types,bad", [
+    ({"ffn_dwn": "q8_0"}, "ffn_dwn"),  # a typo
+    ({"attn_norm": "q8_0"}, "attn_norm"),  # only 1-D norms, which stay f32
+    ({"ffn_": "q8_0", "ffn_down": "q5_0"}, "ffn_down"),  # every name taken by the pattern before
+])
+def test_a_pattern_that_decides_nothing_is_refused(gemma, tmp_path, types, bad):
     art, _, _ = gemma
-    with pytest.raises(ConfigError, match=r"ffn_dwn=q8_0: no tensor name matches.*blk\."):
-        ex.export_gguf(art, tmp_path / "x.gguf", "q4_0", progress=False, tensor_types={"ffn_dwn": "q8_0"})
+    with pytest.raises(ConfigError, match=rf"--tensor-type {bad}=\w+: no weight matrix is decided.*blk\."):
+        ex.export_gguf(art, tmp_path / "x.gguf", "q4_0", progress=False, tensor_types=types)
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_every_override_type_is_one_llama_cpp_has():
+    import llama_cpp
+
+    assert all(hasattr(llama_cpp, "GGML_TYPE_" + t.upper()) for t in ex.OVERRIDE_TYPES)
+    assert all(hasattr(llama_cpp, ftype) for ftype in ex.QUANT_TYPES.values())
 
 
 def test_llama_cpp_options_refused_where_llama_cpp_does_not_quantize(gemma, tmp_path):
@@ -80,6 +97,8 @@ def test_llama_cpp_options_refused_where_llama_cpp_does_not_quantize(gemma, tmp_
         ex.export_gguf(q, tmp_path / "y.gguf", progress=False, imatrix=str(corpus))
     with pytest.raises(ConfigError, match="does not read llama-imatrix's files"):
         ex.export_gguf(art, tmp_path / "z.gguf", "q4_0", progress=False, imatrix="imatrix.gguf")
+    with pytest.raises(ConfigError, match="--imatrix-samples 8: it counts the texts of --imatrix, which is not given"):
+        ex.export_gguf(art, tmp_path / "z.gguf", "q4_0", progress=False, imatrix_samples=8)
 
 
 def _hand_imatrix(art, corpus, module: str, samples: int = 8, seq_len: int = 256) -> np.ndarray:
@@ -111,16 +130,16 @@ def test_importance_matrix_is_llama_imatrix_by_gguf_name(arch, gemma, tmp_path):
     imat, info = importance_matrix(art, f16, str(corpus), samples=8)
     shapes = {t.name: int(t.shape[0]) for t in gguf.GGUFReader(f16).tensors}
     model, _ = art.load(dtype="float32")
-    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
-    assert len(imat) == info["tensors"] == n_linear
+    assert len(imat) == sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert info["samples"] == 8 and info["tokens"] > 0
     for name, v in imat.items():
         assert v.shape == (shapes[name],) and v.dtype == np.float32 and (v >= 0).all(), name
     np.testing.assert_allclose(imat["blk.0.attn_q.weight"],
                                _hand_imatrix(art, corpus, "model.layers.0.self_attn.q_proj"), rtol=1e-5)
     np.testing.assert_allclose(imat["blk.1.ffn_down.weight"],
                                _hand_imatrix(art, corpus, "model.layers.1.mlp.down_proj"), rtol=1e-5)
-    head = "token_embd.weight" if arch == "gemma3" else "output.weight"
-    assert head in imat and shapes[head] == model.config.hidden_size
+    head = "token_embd.weight" if arch == "gemma3" else "output.weight"  # tied / untied
+    np.testing.assert_allclose(imat[head], _hand_imatrix(art, corpus, "lm_head"), rtol=1e-5)
 
 
 def test_imatrix_lowers_the_weighted_rounding_error(gemma, tmp_path):
@@ -164,9 +183,14 @@ def test_variant_takes_llama_cpp_options_only_where_llama_cpp_quantizes():
                 gguf_imatrix="pubmedqa,medquad")
     assert v.gguf_types == {"ffn_down": "q8_0"}
     for bad, msg in [({"gguf_types": {"ffn_down": "q8_0"}}, "backend: llamacpp"),
-                     ({"backend": "llamacpp", "gguf": "f16", "gguf_imatrix": "medquad"}, "no quantize step"),
+                     ({"backend": "llamacpp", "gguf": "f16", "gguf_imatrix": "medquad"},
+                      "gguf_imatrix: applies where llama.cpp quantizes.*f16 is written by the converter"),
                      ({"backend": "llamacpp", "steps": [{"method": "quantize", "bits": 4, "target": "gguf"}],
-                       "gguf_types": {"ffn_down": "q8_0"}}, "no quantize step"),
+                       "gguf_types": {"ffn_down": "q8_0"}}, "gguf_types: applies.*medslm's own integers"),
+                     ({"backend": "llamacpp", "gguf": "q4_0", "gguf_imatrix_samples": 16},
+                      "gguf_imatrix_samples: 16: it counts the texts of gguf_imatrix:"),
+                     ({"backend": "llamacpp", "gguf": "q4_0", "gguf_imatrix": "x.imatrix.gguf"},
+                      "does not read llama-imatrix's files"),
                      ({"backend": "llamacpp", "gguf": "q4_0", "gguf_types": {"ffn_down": "q9"}}, "choose a type"),
                      ({"backend": "llamacpp", "gguf": "iq2_xs"}, "gguf_imatrix: CALIBRATION")]:
         with pytest.raises(ValidationError, match=msg):
@@ -176,6 +200,10 @@ def test_variant_takes_llama_cpp_options_only_where_llama_cpp_quantizes():
 def test_export_key_keeps_the_old_keys_without_options():
     assert ex.export_key("sha256:ab", "q4_0") == ex.export_key("sha256:ab", "q4_0", {})
     assert ex.export_key("sha256:ab", "q4_0") != ex.export_key("sha256:ab", "q4_0", {"tensor_types": {"a": "q8_0"}})
+    # the first matching pattern wins, so the same overrides in another order are another file
+    ab = {"tensor_types": {"ffn_(gate|up)": "q8_0", "ffn_": "q5_0"}}
+    ba = {"tensor_types": {"ffn_": "q5_0", "ffn_(gate|up)": "q8_0"}}
+    assert ex.export_key("sha256:ab", "q4_0", ab) != ex.export_key("sha256:ab", "q4_0", ba)
 
 
 def test_i_quants_and_the_ones_that_need_an_importance_matrix(gemma, tmp_path):
@@ -188,11 +216,12 @@ def test_i_quants_and_the_ones_that_need_an_importance_matrix(gemma, tmp_path):
     art, corpus, _ = gemma
     out = ex.export_gguf(art, tmp_path / "nl.gguf", "iq4_nl", progress=False)
     assert "IQ4_NL" in set(_types(out).values())
-    with pytest.raises(ConfigError, match="--type iq2_m: .*--imatrix"):
+    with pytest.raises(ConfigError, match="type iq2_m: .*add --imatrix CALIBRATION"):
         ex.export_gguf(art, tmp_path / "iq2.gguf", "iq2_m", progress=False)
     f16 = ex.export_gguf(art, tmp_path / "f16.gguf", "f16", progress=False)
-    with pytest.raises(MedslmError, match="could not quantize"):  # what the check stands in front of
-        ex._quantize(f16, tmp_path / "raw-iq2.gguf", "iq2_m", 1)
+    for t in ex.NEEDS_IMATRIX:  # what the check stands in front of: llama.cpp's own refusal
+        with pytest.raises(MedslmError, match="could not quantize"):
+            ex._quantize(f16, tmp_path / f"raw-{t}.gguf", t, 1)
     iq2 = ex.export_gguf(art, tmp_path / "iq2.gguf", "iq2_m", progress=False, imatrix=str(corpus), imatrix_samples=8)
     kinds = {t.tensor_type for t in gguf.GGUFReader(iq2).tensors}
     assert kinds & {gguf.GGMLQuantizationType.IQ2_S, gguf.GGMLQuantizationType.IQ2_XS,

@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a dense model quantized by llama.cpp: weigh its rounding by an importance matrix (mean "
                         "squared input per column, as llama-imatrix) computed on these calibration texts, e.g. "
                         "pubmedqa:fit@50,medquad (the specs of medslm quantize --calibration)")
-    p.add_argument("--imatrix-samples", type=int, default=64, help="calibration texts of --imatrix (default 64)")
+    p.add_argument("--imatrix-samples", type=int, default=None, help="calibration texts of --imatrix (default 64)")
     p.add_argument("--threads", type=threads_arg, default=None, help="quantizer threads (default: free cores)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=cmd_export)
@@ -60,9 +60,9 @@ def cmd_export(args) -> int:
         from medslm.export.compressed_tensors import export_compressed_tensors
         from medslm.models.loading import resolve
 
-        if args.type or args.overwrite or args.tensor_type or args.imatrix:
+        if args.type or args.overwrite or args.tensor_type or args.imatrix or args.imatrix_samples is not None:
             raise ConfigError("--format compressed-tensors writes the artifact's own integers: --type, "
-                              "--tensor-type, --imatrix and --overwrite apply to GGUF only")
+                              "--tensor-type, --imatrix(-samples) and --overwrite apply to GGUF only")
         out = export_compressed_tensors(resolve(args.model).artifact(), args.out)
         side = json.loads((out / "medslm-export.json").read_text())
         size = sum(f.stat().st_size for f in out.glob("*.safetensors"))

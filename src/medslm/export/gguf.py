@@ -44,6 +44,9 @@ QUANT_TYPES = {  # made from f16 by llama.cpp's quantizer (llama_ftype values)
 }
 NEEDS_IMATRIX = ("iq2_xs", "iq2_m")  # llama.cpp refuses these without one (llama-quant.cpp, "missing importance matrix")
 TYPES = CONVERTER_TYPES + tuple(QUANT_TYPES)
+# how errors name the options of llama.cpp's quantizer: the CLI's flags, a recipe variant's fields
+LLAMA_FLAGS = ("--tensor-type", "--imatrix", "--imatrix-samples")
+RECIPE_FLAGS = ("gguf_types:", "gguf_imatrix:", "gguf_imatrix_samples:")
 SIMPLE_INDEX = "https://pypi.org/simple"
 
 
@@ -237,14 +240,15 @@ def _stage(art, tmp: Path) -> Path:
 def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, threads: int | None = None,
                 overwrite: bool = False, progress: bool = True, float_type: str = "f16",
                 tensor_types: dict[str, str] | None = None, imatrix: str | None = None,
-                imatrix_samples: int = 64) -> Path:
+                imatrix_samples: int | None = None, flags: tuple[str, str, str] = LLAMA_FLAGS) -> Path:
     """Write ``model`` (a reference or ModelArtifact) as a GGUF file of type ``qtype``: a dense model
     through llama.cpp's converter and quantizer (default q4_k_m); one medslm quantized on a GGUF
     grid as blocks of its own integers (:mod:`medslm.export.gguf_blocks`; q4_0, q4_1 or q8_0).
     A dense model quantized by llama.cpp may take per-tensor types (``tensor_types``: regular
     expression on the GGUF tensor name -> type, llama-quantize's ``--tensor-type``) and llama.cpp's
     own calibration, an importance matrix computed on ``imatrix_samples`` texts of the calibration
-    spec ``imatrix`` (:mod:`medslm.export.imatrix`)."""
+    spec ``imatrix`` (:mod:`medslm.export.imatrix`). ``flags``: how errors name those three options
+    (the CLI's flags, or a recipe's fields)."""
     import tempfile
 
     from medslm.models.artifact import ModelArtifact, package_versions
@@ -275,22 +279,8 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
     elif float_type != "f16":
         raise ConfigError("--float-type applies to a model medslm quantized (the tensors it kept in float); "
                           f"for a dense model choose --type {qtype}")
-    tensor_types = parse_tensor_types(tensor_types or {})
-    if (tensor_types or imatrix) and (q or qtype not in QUANT_TYPES):
-        flag = "--tensor-type" if tensor_types else "--imatrix"
-        why = ("the GGUF holds medslm's own integers, whose types its quantize step chose (--bits8, --embeddings)"
-               if q else f"{qtype} is written by the converter, not llama.cpp's quantizer")
-        raise ConfigError(f"{flag} applies where llama.cpp quantizes a dense model (--type "
-                          f"{' | '.join(QUANT_TYPES)}): {why}")
-    if imatrix is not None and imatrix_samples < 1:
-        raise ConfigError(f"--imatrix-samples {imatrix_samples}: give at least 1")
-    if qtype in NEEDS_IMATRIX and not imatrix:
-        raise ConfigError(f"--type {qtype}: llama.cpp quantizes to it only with an importance matrix; add "
-                          "--imatrix CALIBRATION (e.g. pubmedqa:fit@50,medquad)")
-    if imatrix and imatrix.lower().endswith((".gguf", ".dat")):
-        raise ConfigError(f"--imatrix {imatrix}: medslm computes the importance matrix itself from calibration "
-                          "texts (a spec such as pubmedqa:fit@50,medquad, or a .txt file); it does not read "
-                          "llama-imatrix's files (give that file to llama-quantize --imatrix instead)")
+    tensor_types = parse_tensor_types(tensor_types or {}, flag=flags[0])
+    check_llama_options(qtype, tensor_types, imatrix, imatrix_samples, quantized=bool(q), flags=flags)
     conv = converter_dir(progress=progress)
     from medslm.outputs import sweep_stale
 
@@ -322,13 +312,16 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
             if qtype in QUANT_TYPES:
                 final = tmp / f"model-{qtype}.gguf"
                 imat = None
+                if tensor_types:
+                    check_patterns(first, tensor_types, flags[0])  # before the matrix's minutes
                 if imatrix:
                     from medslm.export.imatrix import importance_matrix
 
-                    imat, extra_side["imatrix"] = importance_matrix(src, first, imatrix, imatrix_samples)
-                if tensor_types:
-                    extra_side["tensor_types"] = tensor_types
+                    imat, extra_side["imatrix"] = importance_matrix(src, first, imatrix, imatrix_samples or 64)
                 _quantize(first, final, qtype, threads, tensor_types, imat)
+                if tensor_types:  # what was asked, and what llama.cpp wrote (it falls back where rows do not fit)
+                    extra_side["tensor_types"] = tensor_types
+                    extra_side["tensor_types_written"] = written_types(final, tensor_types)
         digest = hashlib.sha256()
         with open(final, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -374,7 +367,7 @@ def sidecar(gguf: Path) -> Path:
 
 
 # llama.cpp's tensor types a --tensor-type override may name (its block types, and floats)
-OVERRIDE_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1", "iq4_nl", "iq4_xs", "q2_k", "q3_k",
+OVERRIDE_TYPES = ("f32", "f16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1", "iq4_nl", "iq4_xs", "q2_k", "q3_k",
                   "q4_k", "q5_k", "q6_k")
 
 
@@ -397,6 +390,67 @@ def parse_tensor_types(items, flag: str = "--tensor-type") -> dict[str, str]:
     return out
 
 
+def check_llama_options(qtype: str, tensor_types: dict, imatrix: str | None, imatrix_samples: int | None,
+                        quantized: bool = False, flags: tuple[str, str, str] = LLAMA_FLAGS) -> None:
+    """The options of llama.cpp's quantizer, refused where they would do nothing or fail late:
+    ``quantized``: the artifact holds medslm's own integers (their types are its quantize step's)."""
+    if (tensor_types or imatrix) and (quantized or qtype not in QUANT_TYPES):
+        flag = flags[0] if tensor_types else flags[1]
+        why = ("the GGUF holds medslm's own integers, whose types its quantize step chose (--bits8, --embeddings)"
+               if quantized else f"{qtype} is written by the converter, not llama.cpp's quantizer")
+        raise ConfigError(f"{flag} applies where llama.cpp quantizes a dense model (type "
+                          f"{' | '.join(QUANT_TYPES)}): {why}")
+    if imatrix_samples is not None and not imatrix:
+        raise ConfigError(f"{flags[2]} {imatrix_samples}: it counts the texts of {flags[1]}, which is not given")
+    if imatrix_samples is not None and imatrix_samples < 1:
+        raise ConfigError(f"{flags[2]} {imatrix_samples}: give at least 1")
+    if qtype in NEEDS_IMATRIX and not imatrix:
+        raise ConfigError(f"type {qtype}: llama.cpp quantizes to it only with an importance matrix; add "
+                          f"{flags[1]} CALIBRATION (e.g. pubmedqa:fit@50,medquad)")
+    if imatrix and imatrix.lower().endswith((".gguf", ".dat")):
+        raise ConfigError(f"{flags[1]} {imatrix}: medslm computes the importance matrix itself from calibration "
+                          "texts (a spec such as pubmedqa:fit@50,medquad, or a .txt file); it does not read "
+                          "llama-imatrix's files (give that file to llama-quantize --imatrix instead)")
+
+
+def _claims(names: list[str], tensor_types: dict[str, str]) -> dict[str, list[str]]:
+    """pattern -> the tensor names it decides (the first pattern a name matches wins)."""
+    claims: dict[str, list[str]] = {p: [] for p in tensor_types}
+    for n in names:
+        p = next((p for p in tensor_types if re.search(p, n)), None)
+        if p is not None:
+            claims[p].append(n)
+    return claims
+
+
+def check_patterns(src: Path, tensor_types: dict[str, str], flag: str = "--tensor-type") -> None:
+    """Each pattern decides the type of at least one weight matrix of ``src`` (a typo, a pattern
+    matching only norms, or one every name of which an earlier pattern takes, would do nothing)."""
+    import gguf
+
+    weights = [t.name for t in gguf.GGUFReader(src).tensors if len(t.shape) >= 2]
+    for pat, names in _claims(weights, tensor_types).items():
+        if not names:
+            raise ConfigError(f"{flag} {pat}={tensor_types[pat]}: no weight matrix is decided by {pat!r} (no name "
+                              "matches, or an earlier pattern takes each one); the names look like "
+                              f"{', '.join(weights[:4])}")
+
+
+def written_types(path: Path, tensor_types: dict[str, str]) -> dict[str, dict[str, int]]:
+    """pattern -> {the type llama.cpp wrote: how many tensors} for the tensors each pattern decides."""
+    import gguf
+
+    types = {t.name: t.tensor_type.name.lower() for t in gguf.GGUFReader(path).tensors}
+    out = {}
+    for pat, names in _claims(list(types), tensor_types).items():
+        counts: dict[str, int] = {}
+        for n in names:
+            if types[n] not in ("f32",):
+                counts[types[n]] = counts.get(types[n], 0) + 1
+        out[pat] = counts
+    return out
+
+
 def _quantize(src: Path, dst: Path, qtype: str, threads: int | None, tensor_types: dict[str, str] | None = None,
               imatrix: dict | None = None) -> None:
     """llama.cpp's quantizer: ``src`` (f16 GGUF) to ``qtype``, with per-tensor type overrides (the
@@ -415,13 +469,6 @@ def _quantize(src: Path, dst: Path, qtype: str, threads: int | None, tensor_type
     params.nthread = int(threads or free_cores())
     keep = []  # ctypes arrays the call reads: alive until it returns
     if tensor_types:
-        import gguf
-
-        names = [t.name for t in gguf.GGUFReader(src).tensors]
-        for pat, t in tensor_types.items():  # a typo the quantizer would pass over in silence
-            if not any(re.search(pat, n) for n in names):
-                raise ConfigError(f"--tensor-type {pat}={t}: no tensor name matches {pat!r}; the names look like "
-                                  f"{', '.join(names[1:5])}")
         over = (llama_cpp.llama_model_tensor_override * (len(tensor_types) + 1))()  # zeroed: the terminator
         for i, (pat, t) in enumerate(tensor_types.items()):
             over[i].pattern = pat.encode()
@@ -442,7 +489,10 @@ def _quantize(src: Path, dst: Path, qtype: str, threads: int | None, tensor_type
         params.imatrix = ctypes.cast(data, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if rc != 0 or not dst.is_file():
-        raise MedslmError(f"llama.cpp could not quantize {src.name} to {qtype} (code {rc})")
+        hint = ("; llama.cpp wants an importance matrix for some i-quant tensors: add --imatrix CALIBRATION"
+                if qtype.startswith("iq") and not imatrix else "")
+        raise MedslmError(f"llama.cpp could not quantize {src.name} to {qtype} (code {rc}; its log above says "
+                          f"why){hint}")
 
 
 # Bumped when the files medslm writes change for the same artifact, so cached exports are redone:
@@ -454,7 +504,9 @@ EXPORT_FORMAT = 3
 def export_key(art_hash: str, qtype: str, options: dict | None = None) -> str:
     """The cache key of an export; ``options`` (per-tensor types, the importance matrix's texts) only
     when set, so the keys of every export without them stay what they were."""
-    opts = f":{json.dumps(options, sort_keys=True)}" if options else ""
+    # tensor_types as ordered pairs: the first pattern a tensor matches wins, so order is content
+    opts = {k: list(map(list, v.items())) if k == "tensor_types" else v for k, v in (options or {}).items()}
+    opts = f":{json.dumps(opts, sort_keys=True)}" if opts else ""
     return hashlib.sha256(f"{art_hash}:{qtype}:{EXPORT_FORMAT}{opts}".encode()).hexdigest()[:20]
 
 
@@ -462,7 +514,7 @@ __all__ = ["TYPES", "converter_dir", "export_gguf", "sidecar", "spm_from_tokeniz
 
 
 def cached_export(art, qtype: str | None, name: str, log, tensor_types: dict[str, str] | None = None,
-                  imatrix: str | None = None, imatrix_samples: int = 64) -> Path:
+                  imatrix: str | None = None, imatrix_samples: int | None = None) -> Path:
     """The artifact as GGUF ``qtype`` (default: its own integers' type if medslm quantized it,
     else q4_k_m), cached by (artifact hash, type, options) in the medslm cache; a recipe variant's
     export (``tensor_types``, ``imatrix``: as :func:`export_gguf`)."""
@@ -477,7 +529,8 @@ def cached_export(art, qtype: str | None, name: str, log, tensor_types: dict[str
         qtype = default_type(q)
     qtype = qtype or "q4_k_m"
     options = {k: v for k, v in (("tensor_types", tensor_types),
-                                 ("imatrix", imatrix and {"calibration": imatrix, "samples": imatrix_samples})) if v}
+                                 ("imatrix", imatrix and {"calibration": imatrix, "samples": imatrix_samples or 64}))
+               if v}
     out = settings.cache_dir() / "gguf" / f"{export_key(art.hash, qtype, options)}-{qtype}.gguf"
     if out.is_file():
         log(f"  {name}: export {qtype} cached ({out.name})")
@@ -485,6 +538,6 @@ def cached_export(art, qtype: str | None, name: str, log, tensor_types: dict[str
     t = time.perf_counter()
     log(f"  {name}: export to GGUF {qtype} ...")
     export_gguf(art, out, qtype, progress=False, tensor_types=tensor_types, imatrix=imatrix,
-                imatrix_samples=imatrix_samples)
+                imatrix_samples=imatrix_samples, flags=RECIPE_FLAGS)
     log(f"  {name}: export done in {time.perf_counter() - t:.0f}s ({out.stat().st_size / 2**20:.0f} MiB)")
     return out

@@ -3,9 +3,9 @@
 llama.cpp's quantizer weighs each weight's rounding error by how large that weight's input column
 is on calibration text (``llama-imatrix``: the mean of x_j^2 over every token that reaches a matrix
 multiply, per input column j). medslm computes the same statistic with hooks on the dense model's
-linear layers, on the calibration texts its own methods read (so llama.cpp's calibrated Q4_0 is
-compared with GPTQ on the same texts), and hands it to the quantizer by GGUF tensor name through
-``llama_model_quantize_params.imatrix``. Written here because llama.cpp's ``llama-imatrix`` is a
+linear layers (the LM head too, as ``llama-imatrix --process-output``), on the calibration texts its
+own methods read (so llama.cpp's calibrated Q4_0 is compared with GPTQ on the same texts), and hands
+it to the quantizer by GGUF tensor name through ``llama_model_quantize_params.imatrix``. Written here because llama.cpp's ``llama-imatrix`` is a
 separate binary that llama-cpp-python does not ship, and it reads only its own text files.
 """
 
@@ -34,8 +34,9 @@ def importance_matrix(art, f16: Path, spec: str, samples: int = 64, seq_len: int
                       seed: int = 1234) -> tuple[dict[str, np.ndarray], dict]:
     """llama.cpp's importance matrix of the dense artifact ``art`` on ``samples`` calibration texts of
     ``spec`` (:func:`medslm.methods.calibration.calibration_texts`): GGUF tensor name (as in ``f16``,
-    the converter's file of the same model) -> mean of x_j^2 per input column, fp32. Also what was
-    computed, for the export's provenance."""
+    the converter's file of the same model) -> mean of x_j^2 per input column, fp32. The LM head is
+    included (under ``output.weight``, or ``token_embd.weight`` when tied), as ``llama-imatrix
+    --process-output`` does. Also what was computed, for the export's provenance."""
     import gguf
     import torch
     from torch import nn
@@ -53,7 +54,7 @@ def importance_matrix(art, f16: Path, spec: str, samples: int = 64, seq_len: int
     target: dict[str, str] = {}
     for n, m in linears.items():
         if m is head:  # the LM head: its own output.weight, or the embedding table it is tied to
-            g = "token_embd.weight" if tied or "output.weight" not in present else "output.weight"
+            g = "token_embd.weight" if tied else "output.weight"
         else:
             base = names.get_name(n, try_suffixes=())
             g = None if base is None else base + ".weight"
@@ -61,30 +62,19 @@ def importance_matrix(art, f16: Path, spec: str, samples: int = 64, seq_len: int
             raise ConfigError(f"imatrix: no tensor of {f16.name} holds the linear layer {n!r} (mapped to {g!r}); "
                               "this architecture's converter renames weights medslm cannot follow")
         target[n] = g
-    counts = {n: 0 for n in linears}
-
-    def count(name):
-        def f(mod, args):
-            counts[name] += args[0].numel() // args[0].shape[-1]
-        return f
-
-    hooks = [m.register_forward_pre_hook(count(n)) for n, m in linears.items()]
-    try:
-        sums = collect_stat(linears, lambda x: (x * x).sum(0), lambda: forward_until(model, batches))
-    finally:
-        for h in hooks:
-            h.remove()
+    # per module: the column sums of x^2 with the number of rows (tokens) as one more entry, so a
+    # module called several times per pass still gets sum / count
+    stats = collect_stat(linears, lambda x: torch.cat([(x * x).sum(0), x.new_tensor([x.shape[0]])]),
+                         lambda: forward_until(model, batches))
     out = {}
     for n, g in target.items():
-        if sums[n] is None or counts[n] == 0:
+        st = stats[n]
+        if st is None or st[-1] == 0:
             raise ConfigError(f"imatrix: layer {n!r} saw no calibration token; check the calibration texts "
                               f"({spec!r})")
-        out[g] = (sums[n].double() / counts[n]).float().numpy()
-    tokens = sum(int(b.numel()) for b in batches)
-    del model
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        out[g] = (st[:-1].double() / st[-1].double()).float().numpy()
     return out, {"calibration": spec, "samples": len(batches), "seq_len": seq_len, "seed": seed,
-                 "tokens": tokens, "tensors": len(out)}
+                 "tokens": sum(int(b.numel()) for b in batches), "tensors": len(out)}
 
 
 __all__ = ["gguf_names", "importance_matrix"]
