@@ -292,7 +292,10 @@ def evaluate_variant(art, label: str, tasks: list[str], spec: EvalSpec, results:
     if dtype:
         cmd += ["--dtype", dtype]
     t = time.perf_counter()
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+    from medslm.system import die_with_parent
+
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True,
+                       preexec_fn=die_with_parent if sys.platform == "linux" else None)
     if p.returncode != 0:
         raise MedslmError(f"evaluation of variant {label!r} on {', '.join(tasks)} failed (exit "
                           f"{p.returncode}); finished results are kept in {results}; rerun to resume")

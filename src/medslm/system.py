@@ -62,3 +62,17 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` of a worker subprocess: on Linux the kernel sends it SIGTERM when the process
+    that started it ends, however it ends (``kill PID`` of a recipe run included), so no orphaned
+    evaluation keeps running and writing into a results folder the user has moved on from. A no-op
+    where ``prctl`` is missing."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

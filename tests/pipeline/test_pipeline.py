@@ -1,6 +1,7 @@
 """Recipes on tiny models: run, cache, resume after kill -9, clear errors, the report in Chromium."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -317,3 +318,55 @@ def test_an_optional_stage_switched_off_keeps_the_cache_key():
     on = step | {"recover_steps": 5}
     assert step_key("sha256:x", on) not in (want, step_key("sha256:x", on | {"recover_lr": 0.1}))
     assert step_key("sha256:x", step | {"samples": 8}) != want  # any other field still counts
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_an_evaluation_subprocess_ends_with_the_run_that_started_it():
+    """A recipe run killed by its PID (not its process group) takes its evaluation with it; without
+    die_with_parent the same child outlives it (the control), as an orphan writing results would."""
+    code = ("import subprocess, sys, time\n"
+            "from medslm.system import die_with_parent\n"
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'], "
+            "preexec_fn=die_with_parent if sys.argv[1] == '1' else None)\n"
+            "print(c.pid, flush=True)\n"
+            "time.sleep(30)\n")
+    ended = {}
+    for guarded in ("1", "0"):
+        parent = subprocess.Popen([sys.executable, "-c", code, guarded], stdout=subprocess.PIPE, text=True)
+        child = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and _alive(child) and guarded == "1":
+            time.sleep(0.1)
+        ended[guarded] = not _alive(child)
+        if _alive(child):
+            os.kill(child, 9)
+    assert ended == {"1": True, "0": False}
+
+
+def test_recipe_evaluations_run_with_die_with_parent(monkeypatch, tmp_path):
+    from medslm import pipeline
+    from medslm.system import die_with_parent
+
+    seen = {}
+
+    def fake_run(cmd, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    spec = pipeline.EvalSpec(tasks=["medppl"])
+    with pytest.raises(RuntimeError, match="stop here"):
+        pipeline.evaluate_variant(type("A", (), {"path": tmp_path})(), "x", ["medppl"], spec, tmp_path, 1,
+                                  lambda *a: None)
+    assert seen["preexec_fn"] is die_with_parent
