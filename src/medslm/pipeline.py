@@ -38,7 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medslm import settings
-from medslm.errors import MedslmError
+from medslm.errors import ConfigError, MedslmError
 
 RECIPE_VERSION = 1
 
@@ -149,7 +149,6 @@ class Variant(BaseModel):
 
         options = self.gguf_types or self.gguf_imatrix or self.gguf_imatrix_samples is not None
         if options or self.gguf in NEEDS_IMATRIX:
-            from medslm.errors import ConfigError
             from medslm.export.gguf import RECIPE_FLAGS, check_llama_options, parse_tensor_types
 
             if self.backend != "llamacpp":
@@ -367,14 +366,31 @@ def variant_task(recipe_json: str, name: str, results: str) -> tuple:
                        lambda m: print(m, flush=True))  # Ray forwards a task's output to the driver
 
 
+def select_variants(recipe: Recipe, names: list[str] | None, flag: str = "--variants") -> list[Variant]:
+    """The recipe's variants named in ``names`` (all of them for None), in the recipe's order; an
+    unknown or repeated name is an error naming ``flag`` and the recipe's variants."""
+    if names is None:
+        return list(recipe.variants)
+    have = [v.name for v in recipe.variants]
+    unknown = [n for n in names if n not in have]
+    if unknown or not names or len(set(names)) != len(names):
+        what = (f"names no variant of recipe {recipe.name}: {', '.join(unknown)}" if unknown
+                else "lists a variant twice" if names else "is empty")
+        raise ConfigError(f"{flag} {','.join(names)} {what}; choose from {', '.join(have)}")
+    return [v for v in recipe.variants if v.name in names]
+
+
 def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=print,
-               threads: int | None = None, ray: str | None = None) -> Path:
+               threads: int | None = None, ray: str | None = None, only: list[str] | None = None) -> Path:
     """Run ``recipe``; ``ray``: its variants as Ray tasks (``"local"``: a local cluster, else a
-    cluster address), the same results as the serial run."""
+    cluster address), the same results as the serial run. ``only``: run these variants of it (the
+    others are neither built nor evaluated); the report still shows every variant of the recipe
+    that has results in the folder, e.g. from an earlier full run."""
     from medslm.models.loading import resolve
     from medslm.outputs import replace_file
 
-    ships = [v.name for v in recipe.variants if v.backend == "llamacpp"]
+    chosen = select_variants(recipe, only)
+    ships = [v.name for v in chosen if v.backend == "llamacpp"]
     if ships:  # checked before any work: those variants are exported and evaluated on llama.cpp
         import importlib.util
 
@@ -388,7 +404,8 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
     replace_file(out / "recipe.json", recipe.model_dump_json(indent=1) + "\n")
     t0 = time.perf_counter()
     base = resolve(recipe.model).artifact()
-    log(f"recipe {recipe.name}: model {recipe.model} ({base.hash[:19]}), {len(recipe.variants)} variants, "
+    some = f" ({len(chosen)} run here: {', '.join(v.name for v in chosen)})" if only is not None else ""
+    log(f"recipe {recipe.name}: model {recipe.model} ({base.hash[:19]}), {len(recipe.variants)} variants{some}, "
         f"tasks {', '.join(recipe.eval.tasks)} -> {out}")
     from medslm.held_out import describe, overlaps
 
@@ -396,11 +413,11 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
     for line in held_out:
         log(f"  warning: {line}")
     if ray is None:
-        served = [run_variant(recipe, v, base, results, threads, log) for v in recipe.variants]
+        served = [run_variant(recipe, v, base, results, threads, log) for v in chosen]
     else:
         from medslm.pipeline_ray import run_variants
 
-        served = run_variants(recipe, results, ray, log, variant_task)
+        served = run_variants(recipe, results, ray, log, variant_task, names=[v.name for v in chosen])
     for v, gguf_model, art_path in served:
         if v == recipe.serve:
             from medslm.serve.default_model import register

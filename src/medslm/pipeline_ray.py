@@ -20,8 +20,10 @@ from medslm.errors import MedslmError
 ENV = ("MEDSLM_CACHE", "MEDSLM_DATA_DIR", "MEDSLM_ENERGY", "MEDSLM_GRID_COUNTRY", "HF_HOME", "HF_HUB_OFFLINE")
 
 
-def run_variants(recipe: Any, results: Path, address: str, log, variant_task) -> list[tuple]:
-    """``variant_task(recipe_json, name, results)`` for every variant, as Ray tasks; their returns."""
+def run_variants(recipe: Any, results: Path, address: str, log, variant_task,
+                 names: list[str] | None = None) -> list[tuple]:
+    """``variant_task(recipe_json, name, results)`` for every variant (those in ``names`` if given),
+    as Ray tasks; their returns."""
     try:
         import ray
     except ImportError as e:
@@ -37,18 +39,19 @@ def run_variants(recipe: Any, results: Path, address: str, log, variant_task) ->
         kw["num_cpus"] = usable_cores()
     else:
         kw["address"] = address
+    variants = [v for v in recipe.variants if names is None or v.name in names]
     ray.init(**kw)
     try:
         cpus = ray.cluster_resources().get("CPU", 0)
-        big = [v.name for v in recipe.variants if v.cpus > cpus]
+        big = [v.name for v in variants if v.cpus > cpus]
         if big:
             raise MedslmError(f"--ray: variants {', '.join(big)} ask for more CPUs than the cluster has ({cpus:g}); "
                               "lower their `cpus:`")
         task = ray.remote(variant_task)
-        log(f"ray: {len(recipe.variants)} variants as tasks on {cpus:g} CPUs "
+        log(f"ray: {len(variants)} variants as tasks on {cpus:g} CPUs "
             f"({ray.cluster_resources().get('GPU', 0):g} GPUs)")
         futures = [task.options(num_cpus=v.cpus, num_gpus=v.gpus, name=f"medslm:{v.name}", max_retries=0)
-                   .remote(recipe.model_dump_json(), v.name, str(results)) for v in recipe.variants]
+                   .remote(recipe.model_dump_json(), v.name, str(results)) for v in variants]
         try:
             return ray.get(futures)
         except ray.exceptions.RayTaskError as e:

@@ -89,6 +89,32 @@ def test_a_renamed_variant_leaves_the_report_and_keeps_its_old_results(setup):
     assert "(2 result files in" in (tmp / "out" / "report.md").read_text()
 
 
+def test_variants_runs_only_those_and_the_report_keeps_the_others(setup):
+    """--variants builds and evaluates the named variants only; a later full run finds them cached
+    and the report of a partial run still shows the variants with results already in the folder."""
+    tmp, recipe = setup
+    out = tmp / "out"
+    cmd = [sys.executable, "-m", "medslm", "run", str(recipe), "--output", str(out)]
+    p = subprocess.run(cmd + ["--variants", "trim+int4"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert sorted(f.name for f in (out / "results").glob("*.json")) == [
+        "trim_int4__medmcqa.json", "trim_int4__pubmedqa.json"]
+    assert set(metrics(out)) == {"trim+int4"}
+    full = run(recipe, out)
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert full.stdout.count("cached") == 2 + 2  # its 2 steps and 2 evaluations; base evaluated now
+    m = metrics(out)
+    again = subprocess.run(cmd + ["--variants", "base"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("cached") == 2
+    assert metrics(out) == m and set(m) == {"base", "trim+int4"}
+    for bad, msg in ((["--variants", "base,int8"], "names no variant of recipe tiny: int8"),
+                     (["--variants", "base,base"], "lists a variant twice"),
+                     (["--variants", ",", "--check"], "is empty")):
+        p = subprocess.run(cmd + bad, capture_output=True, text=True, timeout=600)
+        assert p.returncode != 0 and msg in p.stderr and "choose from base, trim+int4" in p.stderr, p.stderr[-800:]
+        assert "Traceback" not in p.stderr
+
+
 def test_kill_during_run_then_resume(setup):
     tmp, recipe = setup
     out = tmp / "killed"

@@ -19,11 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "is done; an interrupted run resumes.",
                        epilog=examples("medslm run", "medslm run recipes/domain-prune-distill.yaml",
                                        "medslm run my.yaml --output runs/mine --check",
+                                       "medslm run recipes/trim-cost.yaml --variants base,trim",
                                        "medslm run recipes/task-families.yaml --ray   (variants as Ray tasks)"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", nargs="?", default=None, help="recipe file (default: quickstart)")
     p.add_argument("--output", default=None, metavar="DIR", help="default runs/<recipe name>")
     p.add_argument("--threads", type=threads_arg, default=None)
+    p.add_argument("--variants", default=None, metavar="NAME,...",
+                   help="run only these variants of the recipe (e.g. base and a new one); the report "
+                        "shows every variant with results in the output folder")
     p.add_argument("--check", action="store_true", help="validate the recipe and stop")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="run the variants as Ray tasks (each reserving its `cpus:`/`gpus:`): on a local "
@@ -45,6 +49,11 @@ def cmd_run(args) -> int:
     path = Path(args.recipe) if args.recipe else default_recipe()
     recipe = load_recipe(path)
     run_output(recipe, args.output)
+    only = None if args.variants is None else [n.strip() for n in args.variants.split(",") if n.strip()]
+    if only is not None:
+        from medslm.pipeline import select_variants
+
+        select_variants(recipe, only)  # an unknown name fails here, before any work (--check too)
     if args.check:
         from medslm.held_out import describe, overlaps
 
@@ -52,7 +61,7 @@ def cmd_run(args) -> int:
         for o in overlaps(recipe):
             print(f"  warning: {describe(o)}")
         return 0
-    out = run_recipe(recipe, args.output, threads=args.threads, ray=args.ray)
+    out = run_recipe(recipe, args.output, threads=args.threads, ray=args.ray, only=only)
     print((out / "report.md").read_text())
     return 0
 
