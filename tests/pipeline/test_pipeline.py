@@ -326,6 +326,13 @@ def test_variants_as_ray_tasks_equal_the_serial_run(setup, monkeypatch):
             assert [e["pred"] for e in ra["examples"]] == [e["pred"] for e in rb["examples"]]
             assert ra["model"]["hash"] == rb["model"]["hash"]
     assert a == b  # every task's metric of every variant
+    one = subprocess.run([sys.executable, "-m", "medslm", "run", str(recipe), "--output", str(tmp / "ray-one"),
+                          "--ray", "--variants", "trim+int4"], capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-3000:]
+    assert "ray: 1 variants as tasks" in one.stdout  # --variants: the other variant is no task
+    assert sorted(f.name for f in (tmp / "ray-one" / "results").glob("*.json")) == [
+        "trim_int4__medmcqa.json", "trim_int4__pubmedqa.json"]
+    assert metrics(tmp / "ray-one") == {"trim+int4": a["trim+int4"]}
 
 
 def test_an_optional_stage_switched_off_keeps_the_cache_key():
