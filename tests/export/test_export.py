@@ -201,3 +201,17 @@ def test_the_layer_pattern_is_written_only_where_llama_cpp_would_guess_wrong(tmp
     assert not layer_pattern(path, {"layer_types": pruned})  # already there
     with pytest.raises(MedslmError, match=r"m11.gguf: 11 layers in the GGUF, 12 layer_types"):
         layer_pattern(file(11), {"layer_types": upstream})
+
+
+def test_export_to_a_relative_path(tmp_path, monkeypatch):
+    """`medslm export --out runs/x.gguf` from the user's folder: the converter runs in its own folder,
+    so the paths it is given must not be relative (they were, and every relative --out failed)."""
+    pytest.importorskip("llama_cpp")
+    import gguf
+
+    art = tiny.save_artifact("llama", tmp_path / "base", spm=True)
+    monkeypatch.chdir(tmp_path)
+    out = ex.export_gguf(art, "runs/m.gguf", "q8_0", progress=False)
+    assert out.resolve() == (tmp_path / "runs" / "m.gguf").resolve()
+    assert {t.tensor_type.name for t in gguf.GGUFReader(tmp_path / "runs" / "m.gguf").tensors} >= {"Q8_0"}
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".tmp")] == []

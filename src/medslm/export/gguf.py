@@ -349,8 +349,9 @@ def _convert(src, tmp: Path, conv: Path, outtype: str, where: Path, pattern: boo
     (``pattern``: with the per-layer sliding-window pattern where llama.cpp needs it)."""
     stage = _stage(src, tmp)
     first = tmp / f"model-{outtype}.gguf"
-    cmd = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(stage), "--outfile", str(first),
-           "--outtype", outtype]
+    # absolute: the converter runs in its own folder, where a relative --out's paths would not exist
+    cmd = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(Path(stage).resolve()), "--outfile",
+           str(first.resolve()), "--outtype", outtype]
     p = subprocess.run(cmd, cwd=conv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if p.returncode != 0:
         tail = "\n".join(p.stdout.strip().splitlines()[-8:])
