@@ -116,7 +116,7 @@ class Variant(BaseModel):
     # where llama.cpp quantizes a dense model: per-tensor types (regex on the GGUF tensor name -> type,
     # llama-quantize's --tensor-type) and its importance matrix on these calibration texts
     gguf_types: dict[str, str] | None = None
-    gguf_imatrix: str | None = None
+    gguf_imatrix: str | None = None  # calibration texts, or a .gguf / .dat file llama-imatrix wrote
     gguf_imatrix_samples: int | None = None  # default 64
     # hf: the dtype the model is evaluated in (default fp32 on CPU); e.g. the base in bf16
     dtype: Literal["fp32", "bf16", "fp16"] | None = None

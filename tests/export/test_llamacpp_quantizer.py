@@ -95,7 +95,7 @@ def test_llama_cpp_options_refused_where_llama_cpp_does_not_quantize(gemma, tmp_
     q = compress(art, {"method": "quantize", "bits": 4, "target": "gguf"}, d / "q")
     with pytest.raises(ConfigError, match="--imatrix applies.*medslm's own integers"):
         ex.export_gguf(q, tmp_path / "y.gguf", progress=False, imatrix=str(corpus))
-    with pytest.raises(ConfigError, match="does not read llama-imatrix's files"):
+    with pytest.raises(ConfigError, match="--imatrix imatrix.gguf: no such file; give the .gguf or .dat file"):
         ex.export_gguf(art, tmp_path / "z.gguf", "q4_0", progress=False, imatrix="imatrix.gguf")
     with pytest.raises(ConfigError, match="--imatrix-samples 8: it counts the texts of --imatrix, which is not given"):
         ex.export_gguf(art, tmp_path / "z.gguf", "q4_0", progress=False, imatrix_samples=8)
@@ -190,7 +190,7 @@ def test_variant_takes_llama_cpp_options_only_where_llama_cpp_quantizes():
                      ({"backend": "llamacpp", "gguf": "q4_0", "gguf_imatrix_samples": 16},
                       "gguf_imatrix_samples: 16: it counts the texts of gguf_imatrix:"),
                      ({"backend": "llamacpp", "gguf": "q4_0", "gguf_imatrix": "x.imatrix.gguf"},
-                      "does not read llama-imatrix's files"),
+                      "gguf_imatrix: x.imatrix.gguf: no such file"),
                      ({"backend": "llamacpp", "gguf": "q4_0", "gguf_types": {"ffn_down": "q9"}}, "choose a type"),
                      ({"backend": "llamacpp", "gguf": "iq2_xs"}, "gguf_imatrix: CALIBRATION")]:
         with pytest.raises(ValidationError, match=msg):
@@ -226,3 +226,143 @@ def test_i_quants_and_the_ones_that_need_an_importance_matrix(gemma, tmp_path):
     kinds = {t.tensor_type for t in gguf.GGUFReader(iq2).tensors}
     assert kinds & {gguf.GGMLQuantizationType.IQ2_S, gguf.GGMLQuantizationType.IQ2_XS,
                     gguf.GGMLQuantizationType.IQ3_S, gguf.GGMLQuantizationType.IQ4_NL}
+
+
+# ------------------------------------------------------------------ llama-imatrix's own files
+def _legacy_dat(path, values: dict, ncall: int, chunks: int | None = None, dataset: str | None = None):
+    """A matrix in llama-imatrix's legacy binary format (common/imatrix-loader.cpp's reader): per
+    entry the name, ncall, nval and the sums (the mean times ncall); optional trailer."""
+    import struct
+
+    b = struct.pack("<i", len(values))
+    for name, v in values.items():
+        enc = name.encode()
+        sums = (np.asarray(v, dtype=np.float64) * ncall).astype("<f4")
+        b += struct.pack("<i", len(enc)) + enc + struct.pack("<ii", ncall, sums.size) + sums.tobytes()
+    if chunks is not None:
+        b += struct.pack("<i", chunks)
+        if dataset is not None:
+            b += struct.pack("<i", len(dataset)) + dataset.encode()
+    path.write_bytes(b)
+    return path
+
+
+def _q_tensors(path):
+    import gguf
+
+    return {t.name: bytes(np.asarray(t.data).tobytes()) for t in gguf.GGUFReader(path).tensors
+            if t.tensor_type.name == "Q4_0"}
+
+
+def test_a_llama_imatrix_file_quantizes_as_the_matrix_medslm_computes(gemma, tmp_path):
+    """The same matrix, handed over as llama-imatrix's GGUF file, as its legacy .dat file, or
+    computed from the calibration texts: byte-identical Q4_0 tensors (the counts are powers of two,
+    so sums / counts gives the values back exactly); the sidecar records the file and its hash."""
+    from medslm.export.imatrix import importance_matrix, read_imatrix_file, write_imatrix_file
+
+    art, corpus, _ = gemma
+    f16 = ex.export_gguf(art, tmp_path / "f16.gguf", "f16", progress=False)
+    imat, _ = importance_matrix(art, f16, str(corpus), samples=8)
+    g = write_imatrix_file(tmp_path / "m.imatrix.gguf", imat, 256, ["calib.txt"], 8, 256)
+    d = _legacy_dat(tmp_path / "m.imatrix.dat", imat, 4, chunks=8, dataset="calib.txt")
+    for f, fmt in ((g, "gguf"), (d, "legacy")):
+        back, meta = read_imatrix_file(f, f16)
+        assert back.keys() == imat.keys() and meta["format"] == fmt and meta["datasets"] == ["calib.txt"]
+        assert meta["chunk_count"] == 8 and meta["unused_entries"] == []
+        for n in imat:
+            np.testing.assert_array_equal(back[n], imat[n])
+    cal = _q_tensors(ex.export_gguf(art, tmp_path / "cal.gguf", "q4_0", progress=False, imatrix=str(corpus),
+                                    imatrix_samples=8))
+    plain = _q_tensors(ex.export_gguf(art, tmp_path / "plain.gguf", "q4_0", progress=False))
+    assert cal != plain  # the matrix changes llama.cpp's blocks, so equality below says something
+    for f in (g, d):
+        out = ex.export_gguf(art, tmp_path / f"{f.suffix[1:]}.gguf", "q4_0", progress=False, imatrix=str(f))
+        assert _q_tensors(out) == cal
+        side = json.loads(ex.sidecar(out).read_text())
+        assert side["imatrix"]["file"] == str(f) and side["imatrix"]["sha256"].startswith("sha256:")
+
+
+def test_save_imatrix_writes_llama_imatrix_gguf(gemma, tmp_path):
+    """--save-imatrix: the matrix medslm computed, in llama-imatrix's GGUF layout (NAME.in_sum2,
+    NAME.counts = tokens, the imatrix.* keys llama-quantize requires); read back it is that matrix."""
+    import gguf
+
+    from medslm.export.imatrix import importance_matrix, read_imatrix_file
+
+    art, corpus, _ = gemma
+    saved = tmp_path / "sub" / "med.imatrix.gguf"
+    out = ex.export_gguf(art, tmp_path / "cal.gguf", "q4_0", progress=False, imatrix=str(corpus),
+                         imatrix_samples=8, save_imatrix=saved)
+    r = gguf.GGUFReader(saved)
+    assert r.fields["general.type"].contents() == "imatrix"
+    assert r.fields["imatrix.datasets"].contents() == [str(corpus)]
+    assert r.fields["imatrix.chunk_count"].contents() == 8 and r.fields["imatrix.chunk_size"].contents() == 256
+    side = json.loads(ex.sidecar(out).read_text())["imatrix"]
+    counts = {t.name: float(np.asarray(t.data).reshape(-1)[0]) for t in r.tensors if t.name.endswith(".counts")}
+    assert set(counts.values()) == {float(side["tokens"])} and side["saved_as"] == str(saved)
+    imat, _ = importance_matrix(art, tmp_path / "cal.gguf", str(corpus), samples=8)
+    back, _ = read_imatrix_file(saved, tmp_path / "cal.gguf")
+    assert back.keys() == imat.keys()
+    for n in imat:
+        np.testing.assert_allclose(back[n], imat[n], rtol=1e-6)
+    with pytest.raises(ConfigError, match="--save-imatrix .*: the file exists"):
+        ex.export_gguf(art, tmp_path / "again.gguf", "q4_0", progress=False, imatrix=str(corpus),
+                       imatrix_samples=8, save_imatrix=saved)
+    with pytest.raises(ConfigError, match="--save-imatrix .*give those \\(not a matrix file\\)"):
+        ex.export_gguf(art, tmp_path / "again.gguf", "q4_0", progress=False, imatrix=str(saved),
+                       save_imatrix=tmp_path / "x.gguf")
+
+
+def test_bad_imatrix_files_are_refused_by_name(gemma, tmp_path):
+    from medslm.export.imatrix import importance_matrix, write_imatrix_file
+
+    art, corpus, _ = gemma
+    f16 = ex.export_gguf(art, tmp_path / "f16.gguf", "f16", progress=False)
+    imat, _ = importance_matrix(art, f16, str(corpus), samples=4)
+    name = next(n for n in imat if n.startswith("blk.0.ffn_down"))
+
+    def refused(f, msg, **kw):
+        with pytest.raises(ConfigError, match=msg):
+            ex.export_gguf(art, tmp_path / "x.gguf", "q4_0", progress=False, imatrix=str(f), **kw)
+        assert not (tmp_path / "x.gguf").exists()
+
+    wide = write_imatrix_file(tmp_path / "wide.gguf", {**imat, name: np.ones(7)}, 16, ["x"], 1, 256)
+    refused(wide, f"entry {name} has 7 values per matrix, but the tensor's rows are .* another model")
+    other = write_imatrix_file(tmp_path / "other.gguf", {"blk.99.attn_q.weight": np.ones(8)}, 16, ["x"], 1, 256)
+    refused(other, "none of its 1 entries \\(e.g. blk.99.attn_q.weight\\) names a weight of this model")
+    dat = _legacy_dat(tmp_path / "cut.dat", imat, 4)
+    dat.write_bytes(dat.read_bytes()[:-10])
+    refused(dat, "cut.dat: the file ends inside entry .*'s values")
+    refused(tmp_path / "m.imatrix.gguf", "no such file")
+    refused(write_imatrix_file(tmp_path / "ok.gguf", imat, 16, ["x"], 1, 256), "--imatrix-samples 8: it counts "
+            "calibration texts, but --imatrix .*ok.gguf is a matrix llama-imatrix already computed", imatrix_samples=8)
+    # a GGUF without the keys llama-quantize requires, and a model file instead of a matrix
+    import gguf
+
+    w = gguf.GGUFWriter(tmp_path / "nokeys.gguf", arch="imatrix", use_temp_file=False)
+    w.add_tensor(f"{name}.in_sum2", np.ones((1, imat[name].size), np.float32))
+    w.add_tensor(f"{name}.counts", np.ones((1, 1), np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    refused(tmp_path / "nokeys.gguf", "no imatrix.datasets, imatrix.chunk_count, imatrix.chunk_size")
+    refused(f16, "no NAME.in_sum2 / NAME.counts tensors; is it a model")
+
+
+def test_an_imatrix_file_is_cached_by_content(gemma, tmp_path, monkeypatch):
+    """A recipe's export with a matrix file: the same bytes elsewhere are a cache hit, a changed file
+    is a new export."""
+    from medslm.export.imatrix import importance_matrix, write_imatrix_file
+
+    monkeypatch.setenv("MEDSLM_CACHE", str(tmp_path / "cache"))
+    art, corpus, _ = gemma
+    f16 = ex.export_gguf(art, tmp_path / "f16.gguf", "f16", progress=False)
+    imat, _ = importance_matrix(art, f16, str(corpus), samples=4)
+    a = write_imatrix_file(tmp_path / "a.gguf", imat, 16, ["x"], 1, 256)
+    logs = []
+    first = ex.cached_export(art, "q4_0", "v", logs.append, imatrix=str(a))
+    (tmp_path / "moved").mkdir()
+    b = (tmp_path / "moved" / "b.gguf")
+    b.write_bytes(a.read_bytes())
+    assert ex.cached_export(art, "q4_0", "v", logs.append, imatrix=str(b)) == first and "cached" in logs[-1]
+    write_imatrix_file(tmp_path / "c.gguf", {k: v * 3 + 1 for k, v in imat.items()}, 16, ["x"], 1, 256)
+    other = ex.cached_export(art, "q4_0", "v", logs.append, imatrix=str(tmp_path / "c.gguf"))
+    assert other != first and "cached" not in logs[-1]

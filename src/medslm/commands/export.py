@@ -21,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "medslm export --model runs/lora --type q4_0 --tensor-type 'ffn_(gate|up|down)|attn_v=q8_0' "
                         "--tensor-type token_embd=q5_0 --imatrix pubmedqa,medquad --out runs/lora-mix.gguf   "
                         "(llama.cpp's quantizer: per-tensor types, its importance matrix on medical texts)",
+                        "medslm export --model runs/lora --type q4_k_m --imatrix pubmedqa,medquad --save-imatrix "
+                        "runs/med.imatrix.gguf --out runs/lora-q4km.gguf   (the matrix also for llama-quantize)",
+                        "medslm export --model runs/lora --type iq4_xs --imatrix imatrix.gguf --out runs/lora-iq4.gguf   "
+                        "(a matrix llama-imatrix wrote)",
                         "medslm eval --backend llamacpp --model runs/lora-q4_k_m.gguf --tasks pubmedqa",
                         "medslm export --model runs/q4 --format compressed-tensors --out runs/q4-ct   "
                         "(pack-quantized: vLLM, transformers)"),
@@ -42,11 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a dense model quantized by llama.cpp: tensors whose GGUF name matches the regular "
                         "expression PATTERN get TYPE (llama-quantize's --tensor-type; repeatable, the first "
                         "match wins), e.g. 'ffn_down=q8_0' or 'token_embd=q5_0'")
-    p.add_argument("--imatrix", default=None, metavar="CALIBRATION",
+    p.add_argument("--imatrix", default=None, metavar="CALIBRATION|FILE",
                    help="a dense model quantized by llama.cpp: weigh its rounding by an importance matrix (mean "
                         "squared input per column, as llama-imatrix) computed on these calibration texts, e.g. "
-                        "pubmedqa:fit@50,medquad (the specs of medslm quantize --calibration)")
+                        "pubmedqa:fit@50,medquad (the specs of medslm quantize --calibration), or read from the "
+                        ".gguf or .dat file llama-imatrix wrote")
     p.add_argument("--imatrix-samples", type=int, default=None, help="calibration texts of --imatrix (default 64)")
+    p.add_argument("--save-imatrix", default=None, metavar="FILE.gguf",
+                   help="also save the matrix computed from --imatrix CALIBRATION in llama-imatrix's GGUF format "
+                        "(for llama-quantize --imatrix, or a later --imatrix FILE)")
     p.add_argument("--threads", type=threads_arg, default=None, help="quantizer threads (default: free cores)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=cmd_export)
@@ -60,9 +68,10 @@ def cmd_export(args) -> int:
         from medslm.export.compressed_tensors import export_compressed_tensors
         from medslm.models.loading import resolve
 
-        if args.type or args.overwrite or args.tensor_type or args.imatrix or args.imatrix_samples is not None:
+        if (args.type or args.overwrite or args.tensor_type or args.imatrix or args.imatrix_samples is not None
+                or args.save_imatrix):
             raise ConfigError("--format compressed-tensors writes the artifact's own integers: --type, "
-                              "--tensor-type, --imatrix(-samples) and --overwrite apply to GGUF only")
+                              "--tensor-type, --imatrix(-samples), --save-imatrix and --overwrite apply to GGUF only")
         out = export_compressed_tensors(resolve(args.model).artifact(), args.out)
         side = json.loads((out / "medslm-export.json").read_text())
         size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
@@ -74,7 +83,7 @@ def cmd_export(args) -> int:
 
     out = export_gguf(args.model, args.out, args.type, threads=args.threads, overwrite=args.overwrite,
                       float_type=args.float_type, tensor_types=parse_tensor_types(args.tensor_type),
-                      imatrix=args.imatrix, imatrix_samples=args.imatrix_samples)
+                      imatrix=args.imatrix, imatrix_samples=args.imatrix_samples, save_imatrix=args.save_imatrix)
     side = json.loads(sidecar(out).read_text())
     print(f"wrote {out}: {side['bytes']:,} bytes, {side['type']}, from {side['source']} "
           f"({side['chain']}), sha256 {side['sha256'][:16]}")

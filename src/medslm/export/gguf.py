@@ -240,14 +240,17 @@ def _stage(art, tmp: Path) -> Path:
 def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, threads: int | None = None,
                 overwrite: bool = False, progress: bool = True, float_type: str = "f16",
                 tensor_types: dict[str, str] | None = None, imatrix: str | None = None,
-                imatrix_samples: int | None = None, flags: tuple[str, str, str] = LLAMA_FLAGS) -> Path:
+                imatrix_samples: int | None = None, flags: tuple[str, str, str] = LLAMA_FLAGS,
+                save_imatrix: str | os.PathLike | None = None) -> Path:
     """Write ``model`` (a reference or ModelArtifact) as a GGUF file of type ``qtype``: a dense model
     through llama.cpp's converter and quantizer (default q4_k_m); one medslm quantized on a GGUF
     grid as blocks of its own integers (:mod:`medslm.export.gguf_blocks`; q4_0, q4_1 or q8_0).
     A dense model quantized by llama.cpp may take per-tensor types (``tensor_types``: regular
     expression on the GGUF tensor name -> type, llama-quantize's ``--tensor-type``) and llama.cpp's
     own calibration, an importance matrix computed on ``imatrix_samples`` texts of the calibration
-    spec ``imatrix`` (:mod:`medslm.export.imatrix`). ``flags``: how errors name those three options
+    spec ``imatrix`` (:mod:`medslm.export.imatrix`), or read from the .gguf / .dat file llama-imatrix
+    wrote when ``imatrix`` names one; ``save_imatrix``: also write the matrix medslm computed in
+    llama-imatrix's GGUF format (for llama-quantize). ``flags``: how errors name those three options
     (the CLI's flags, or a recipe's fields)."""
     import tempfile
 
@@ -281,6 +284,18 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
                           f"for a dense model choose --type {qtype}")
     tensor_types = parse_tensor_types(tensor_types or {}, flag=flags[0])
     check_llama_options(qtype, tensor_types, imatrix, imatrix_samples, quantized=bool(q), flags=flags)
+    from medslm.export.imatrix import is_imatrix_file
+
+    if save_imatrix is not None:
+        save_imatrix = Path(save_imatrix)
+        if not imatrix or is_imatrix_file(imatrix):
+            raise ConfigError(f"--save-imatrix {save_imatrix}: it saves the matrix medslm computes from "
+                              "--imatrix CALIBRATION texts; give those (not a matrix file)")
+        if not save_imatrix.name.endswith(".gguf"):
+            raise ConfigError(f"--save-imatrix {save_imatrix}: llama-imatrix's format is GGUF; name the file *.gguf")
+        if save_imatrix.exists() or save_imatrix.resolve() == out.resolve():
+            raise ConfigError(f"--save-imatrix {save_imatrix}: the file exists (or is --out); medslm does not "
+                              "replace it: choose another name")
     conv = converter_dir(progress=progress)
     from medslm.outputs import sweep_stale
 
@@ -314,10 +329,19 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
                 imat = None
                 if tensor_types:
                     check_patterns(first, tensor_types, flags[0])  # before the matrix's minutes
-                if imatrix:
-                    from medslm.export.imatrix import importance_matrix
+                if imatrix and is_imatrix_file(imatrix):
+                    from medslm.export.imatrix import read_imatrix_file
+
+                    imat, extra_side["imatrix"] = read_imatrix_file(imatrix, first, flag=flags[1])
+                elif imatrix:
+                    from medslm.export.imatrix import importance_matrix, write_imatrix_file
 
                     imat, extra_side["imatrix"] = importance_matrix(src, first, imatrix, imatrix_samples or 64)
+                    if save_imatrix is not None:  # moved into place once the export is
+                        im = extra_side["imatrix"]
+                        write_imatrix_file(tmp / "imatrix.gguf", imat, im["tokens"], [im["calibration"]],
+                                           im["samples"], im["seq_len"])
+                        extra_side["imatrix"]["saved_as"] = str(save_imatrix)
                 _quantize(first, final, qtype, threads, tensor_types, imat)
                 if tensor_types:  # what was asked, and what llama.cpp wrote (it falls back where rows do not fit)
                     extra_side["tensor_types"] = tensor_types
@@ -338,6 +362,9 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
         side_tmp.write_text(json.dumps(side, indent=1) + "\n")
         os.replace(final, out)  # same filesystem: atomic
         os.replace(side_tmp, sidecar(out))
+        if save_imatrix is not None:
+            save_imatrix.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(tmp / "imatrix.gguf"), save_imatrix)
     from medslm.models.card import write_gguf_card
 
     write_gguf_card(out, side["source_meta"], qtype=qtype)  # <file>.gguf.README.md, the Hub card
@@ -401,17 +428,21 @@ def check_llama_options(qtype: str, tensor_types: dict, imatrix: str | None, ima
                if quantized else f"{qtype} is written by the converter, not llama.cpp's quantizer")
         raise ConfigError(f"{flag} applies where llama.cpp quantizes a dense model (type "
                           f"{' | '.join(QUANT_TYPES)}): {why}")
+    from medslm.export.imatrix import is_imatrix_file
+
     if imatrix_samples is not None and not imatrix:
         raise ConfigError(f"{flags[2]} {imatrix_samples}: it counts the texts of {flags[1]}, which is not given")
+    if imatrix_samples is not None and is_imatrix_file(imatrix):
+        raise ConfigError(f"{flags[2]} {imatrix_samples}: it counts calibration texts, but {flags[1]} {imatrix} is "
+                          "a matrix llama-imatrix already computed; drop it")
     if imatrix_samples is not None and imatrix_samples < 1:
         raise ConfigError(f"{flags[2]} {imatrix_samples}: give at least 1")
     if qtype in NEEDS_IMATRIX and not imatrix:
         raise ConfigError(f"type {qtype}: llama.cpp quantizes to it only with an importance matrix; add "
                           f"{flags[1]} CALIBRATION (e.g. pubmedqa:fit@50,medquad)")
-    if imatrix and imatrix.lower().endswith((".gguf", ".dat")):
-        raise ConfigError(f"{flags[1]} {imatrix}: medslm computes the importance matrix itself from calibration "
-                          "texts (a spec such as pubmedqa:fit@50,medquad, or a .txt file); it does not read "
-                          "llama-imatrix's files (give that file to llama-quantize --imatrix instead)")
+    if is_imatrix_file(imatrix) and not Path(imatrix).is_file():
+        raise ConfigError(f"{flags[1]} {imatrix}: no such file; give the .gguf or .dat file llama-imatrix wrote, "
+                          "or calibration texts (e.g. pubmedqa:fit@50,medquad) for medslm to compute the matrix")
 
 
 def _claims(names: list[str], tensor_types: dict[str, str]) -> dict[str, list[str]]:
@@ -529,9 +560,11 @@ def cached_export(art, qtype: str | None, name: str, log, tensor_types: dict[str
 
         qtype = default_type(q)
     qtype = qtype or "q4_k_m"
-    options = {k: v for k, v in (("tensor_types", tensor_types),
-                                 ("imatrix", imatrix and {"calibration": imatrix, "samples": imatrix_samples or 64}))
-               if v}
+    from medslm.export.imatrix import imatrix_file_hash, is_imatrix_file
+
+    im_opt = imatrix and ({"file": imatrix_file_hash(imatrix)} if is_imatrix_file(imatrix)  # by content
+                          else {"calibration": imatrix, "samples": imatrix_samples or 64})
+    options = {k: v for k, v in (("tensor_types", tensor_types), ("imatrix", im_opt)) if v}
     out = settings.cache_dir() / "gguf" / f"{export_key(art.hash, qtype, options)}-{qtype}.gguf"
     if out.is_file():
         log(f"  {name}: export {qtype} cached ({out.name})")

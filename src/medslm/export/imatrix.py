@@ -7,6 +7,22 @@ linear layers (the LM head too, as ``llama-imatrix --process-output``), on the c
 own methods read (so llama.cpp's calibrated Q4_0 is compared with GPTQ on the same texts), and hands
 it to the quantizer by GGUF tensor name through ``llama_model_quantize_params.imatrix``. Written here because llama.cpp's ``llama-imatrix`` is a
 separate binary that llama-cpp-python does not ship, and it reads only its own text files.
+
+A matrix ``llama-imatrix`` already wrote is read too (:func:`read_imatrix_file`), in both of its
+formats, and medslm's own can be saved in the current one (:func:`write_imatrix_file`) for
+``llama-quantize --imatrix``. The formats, as llama.cpp's ``common/imatrix-loader.cpp`` reads them:
+
+* GGUF (llama-imatrix's default since 2025): per weight ``NAME.in_sum2`` (F32, one row of input
+  columns per expert: the sum of x_j^2) and ``NAME.counts`` (F32, tokens per expert), optional
+  ``NAME.in_sum``; keys ``imatrix.datasets`` (strings), ``imatrix.chunk_count`` and
+  ``imatrix.chunk_size`` (u32), which llama-quantize requires. The matrix is in_sum2 / counts (1
+  where a count is 0).
+* legacy ``.dat``: int32 entry count; per entry int32 name length, the name, int32 ncall, int32
+  nval, nval float32 sums; then optionally int32 chunk count, int32 length and the dataset name.
+  The matrix is sums / ncall (the sums where ncall is 0).
+
+The gguf package reads and writes the first; the second is a few fixed-width fields, unpacked with
+numpy here (no library reads it).
 """
 
 from __future__ import annotations
@@ -77,4 +93,174 @@ def importance_matrix(art, f16: Path, spec: str, samples: int = 64, seq_len: int
                  "tokens": sum(int(b.numel()) for b in batches), "tensors": len(out)}
 
 
-__all__ = ["gguf_names", "importance_matrix"]
+IMATRIX_FILE_SUFFIXES = (".gguf", ".dat")
+
+
+def is_imatrix_file(spec: str | None) -> bool:
+    """``spec`` names llama-imatrix's output (a .gguf or .dat file) rather than calibration texts."""
+    return bool(spec) and str(spec).lower().endswith(IMATRIX_FILE_SUFFIXES)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def imatrix_file_hash(path: str | Path) -> str:
+    """The content hash of an importance-matrix file (its export cache key: a changed file is a new
+    export; a moved one is not)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"imatrix file {p}: not found (give the .gguf or .dat file llama-imatrix wrote)")
+    return "sha256:" + _sha256(p)
+
+
+def _read_gguf(path: Path, flag: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as e:  # noqa: BLE001 - the gguf package raises several types on a bad file
+        raise ConfigError(f"{flag} {path}: not a readable GGUF file ({e})") from e
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    for t in reader.tensors:
+        for suffix in (".in_sum2", ".counts", ".in_sum"):
+            if t.name.endswith(suffix):
+                if t.tensor_type != gguf.GGMLQuantizationType.F32:
+                    raise ConfigError(f"{flag} {path}: tensor {t.name} is {t.tensor_type.name}; llama-imatrix "
+                                      "writes its sums and counts as F32")
+                parts.setdefault(t.name[: -len(suffix)], {})[suffix] = np.asarray(t.data, dtype=np.float64)
+                break
+    if not parts:
+        raise ConfigError(f"{flag} {path}: a GGUF file with no NAME.in_sum2 / NAME.counts tensors; is it a model "
+                          "rather than llama-imatrix's output?")
+    keys = {k: reader.fields.get(f"imatrix.{k}") for k in ("datasets", "chunk_count", "chunk_size")}
+    missing = [f"imatrix.{k}" for k, f in keys.items() if f is None]
+    if missing:  # llama-quantize refuses such a file too ("missing imatrix metadata")
+        raise ConfigError(f"{flag} {path}: no {', '.join(missing)}; llama-imatrix writes them and llama-quantize "
+                          "refuses a matrix without them")
+    datasets = keys["datasets"].contents()
+    meta = {"format": "gguf", "datasets": datasets if isinstance(datasets, list) else [datasets],
+            "chunk_count": int(keys["chunk_count"].contents()), "chunk_size": int(keys["chunk_size"].contents())}
+    entries = {}
+    for name, p in parts.items():
+        if ".in_sum2" not in p or ".counts" not in p:
+            raise ConfigError(f"{flag} {path}: entry {name} has no {'.in_sum2' if '.in_sum2' not in p else '.counts'} "
+                              "tensor (llama-imatrix writes both)")
+        sums, counts = p[".in_sum2"].reshape(-1), np.rint(p[".counts"].reshape(-1))
+        if counts.size == 0 or sums.size % counts.size:
+            raise ConfigError(f"{flag} {path}: entry {name}: {sums.size} sums do not split over {counts.size} counts")
+        entries[name] = (sums, counts)
+    return entries, meta
+
+
+def _read_legacy(path: Path, flag: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+    data = path.read_bytes()
+    pos = 0
+
+    def take(n: int, what: str) -> bytes:
+        nonlocal pos
+        if pos + n > len(data):
+            raise ConfigError(f"{flag} {path}: the file ends inside {what} (byte {pos} of {len(data)}); "
+                              "a truncated or not a llama-imatrix file")
+        pos += n
+        return data[pos - n:pos]
+
+    def i32(what: str) -> int:
+        return int(np.frombuffer(take(4, what), "<i4")[0])
+
+    n = i32("the entry count")
+    if n < 1:
+        raise ConfigError(f"{flag} {path}: {n} entries; not a llama-imatrix file")
+    entries = {}
+    for i in range(n):
+        ln = i32(f"entry {i + 1}'s name length")
+        if not 0 < ln < 4096:
+            raise ConfigError(f"{flag} {path}: entry {i + 1} has a name of {ln} bytes; not a llama-imatrix file")
+        name = take(ln, f"entry {i + 1}'s name").decode("utf-8", "replace")
+        ncall, nval = i32(f"entry {name}'s call count"), i32(f"entry {name}'s value count")
+        if nval < 1:
+            raise ConfigError(f"{flag} {path}: entry {name} has {nval} values")
+        sums = np.frombuffer(take(4 * nval, f"entry {name}'s values"), "<f4").astype(np.float64)
+        entries[name] = (sums, np.array([float(ncall)]))
+    meta: dict = {"format": "legacy", "datasets": [], "chunk_count": None, "chunk_size": None}
+    if pos + 4 <= len(data):  # optional trailer: chunk count, then the dataset's name
+        meta["chunk_count"] = i32("the chunk count")
+        if pos + 4 <= len(data):
+            ln = i32("the dataset name's length")
+            if 0 < ln <= len(data) - pos:
+                meta["datasets"] = [take(ln, "the dataset name").decode("utf-8", "replace")]
+    return entries, meta
+
+
+def read_imatrix_file(path: str | Path, f16: Path, flag: str = "--imatrix") -> tuple[dict[str, np.ndarray], dict]:
+    """An importance matrix llama-imatrix wrote (GGUF or legacy .dat, told apart by the GGUF magic as
+    llama.cpp does) as :func:`importance_matrix` returns one: GGUF tensor name -> values (the sums
+    over the counts, per expert, as llama-quantize computes them), for the tensors of ``f16`` (the
+    converter's file of the model being quantized); and its provenance. An entry whose length does
+    not fit its tensor's rows is an error (a matrix of another model); entries naming no tensor of
+    this model are left out and counted, and a file none of whose entries fits is an error."""
+    import gguf
+
+    p = Path(path)
+    digest = imatrix_file_hash(p)
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    entries, meta = _read_gguf(p, flag) if magic == b"GGUF" else _read_legacy(p, flag)
+    widths = {t.name: int(t.shape[0]) for t in gguf.GGUFReader(f16).tensors if len(t.shape) >= 2}
+    out, unused = {}, []
+    for name, (sums, counts) in entries.items():
+        if name not in widths:
+            unused.append(name)
+            continue
+        per = sums.size // counts.size
+        if per != widths[name]:
+            raise ConfigError(f"{flag} {p}: entry {name} has {per} values per matrix, but the tensor's rows are "
+                              f"{widths[name]} wide here; the matrix was computed for another model")
+        if not np.isfinite(sums).all() or (sums < 0).any():
+            raise ConfigError(f"{flag} {p}: entry {name} holds negative or non-finite sums of squares")
+        if meta["format"] == "gguf":
+            c = np.repeat(counts, per)
+            v = np.where(c > 0, sums / np.where(c > 0, c, 1), 1.0)
+        else:
+            v = sums / counts[0] if counts[0] > 0 else sums
+        out[name] = v.astype(np.float32)
+    if not out:
+        raise ConfigError(f"{flag} {p}: none of its {len(entries)} entries (e.g. {next(iter(entries))}) names a "
+                          f"weight of this model ({f16.name}); the matrix was computed for another model")
+    return out, {"file": str(p), "sha256": digest, **meta, "tensors": len(out),
+                 "unused_entries": sorted(unused)}
+
+
+def write_imatrix_file(path: str | Path, values: dict[str, np.ndarray], counts: dict[str, int] | int,
+                       datasets: list[str], chunk_count: int, chunk_size: int) -> Path:
+    """``values`` (GGUF tensor name -> the matrix, as :func:`importance_matrix` gives it) in
+    llama-imatrix's GGUF format, for ``llama-quantize --imatrix``: in_sum2 = values x count, so the
+    reader's in_sum2 / counts gives the values back. ``counts``: tokens per tensor (or one for all)."""
+    import gguf
+
+    p = Path(path)
+    w = gguf.GGUFWriter(p, arch="imatrix", use_temp_file=False)
+    w.add_type("imatrix")
+    w.add_array("imatrix.datasets", list(datasets))
+    w.add_uint32("imatrix.chunk_count", int(chunk_count))
+    w.add_uint32("imatrix.chunk_size", int(chunk_size))
+    for name in sorted(values):
+        c = counts if isinstance(counts, int) else counts[name]
+        v = np.asarray(values[name], dtype=np.float64)
+        w.add_tensor(f"{name}.in_sum2", (v * c).astype(np.float32).reshape(1, -1))
+        w.add_tensor(f"{name}.counts", np.array([[float(c)]], dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return p
+
+
+__all__ = ["gguf_names", "importance_matrix", "imatrix_file_hash", "is_imatrix_file", "read_imatrix_file",
+           "write_imatrix_file"]
