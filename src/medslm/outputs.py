@@ -47,8 +47,9 @@ def is_result(path: Path) -> bool:
 
 
 def written_by_medslm(path: Path) -> str | None:
-    """What medslm wrote at ``path``: 'artifact', 'index', 'gguf', 'result', 'rag' (a retrieval
-    comparison), 'run' or 'empty' (an empty folder); None for anything else."""
+    """What medslm wrote at ``path``: 'artifact', 'index', 'gguf', 'imatrix' (``--save-imatrix``),
+    'result', 'rag' (a retrieval comparison), 'run' or 'empty' (an empty folder); None for anything
+    else."""
     if path.is_dir():
         if not any(path.iterdir()):
             return "empty"
@@ -62,12 +63,28 @@ def written_by_medslm(path: Path) -> str | None:
     if path.is_file():
         if path.suffix == ".gguf" and path.with_name(path.name + ".medslm.json").is_file():
             return "gguf"
+        if path.suffix == ".gguf" and _medslm_imatrix(path):
+            return "imatrix"
         if is_result(path):
             return "result"
         d = _json(path) if path.suffix == ".json" else None
         if isinstance(d, dict) and {"acc_without", "acc_with", "mcnemar_p"} <= set(d):
             return "rag"
     return None
+
+
+IMATRIX_WRITTEN_BY_KEY = "medslm.written_by"  # a GGUF key medslm's importance-matrix files carry
+
+
+def _medslm_imatrix(path: Path) -> bool:
+    """An importance matrix ``medslm export --save-imatrix`` wrote (llama-imatrix's GGUF format)."""
+    try:
+        import gguf
+
+        f = gguf.GGUFReader(path).fields.get(IMATRIX_WRITTEN_BY_KEY)
+        return f is not None and f.contents() == "medslm"
+    except Exception:  # noqa: BLE001 - not a GGUF, or not readable: not medslm's
+        return False
 
 
 def _inside(inner: Path, outer: Path) -> bool:

@@ -210,8 +210,9 @@ def step_key(input_hash: str, step: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps([input_hash, cfg], sort_keys=True).encode()).hexdigest()[:20]
 
 
-def build_variant(base, variant: Variant, log) -> Any:
-    """The variant's final artifact, building (or reusing) each step's output."""
+def build_variant(base, variant: Variant, log, build: bool = True) -> Any:
+    """The variant's final artifact, building (or reusing) each step's output; ``build=False``:
+    only from the cache (None where a step's output is not there)."""
     from filelock import FileLock
 
     from medslm.methods import compress
@@ -223,6 +224,11 @@ def build_variant(base, variant: Variant, log) -> Any:
             step = {**step, "teacher": str(base.path)}  # "base": the recipe's model
         key = step_key(art.hash, step)
         out = settings.cache_dir() / "artifacts" / f"{step['method']}-{key}"
+        if not build:
+            if not (out / "medslm.json").is_file():
+                return None
+            art = ModelArtifact.open(out)
+            continue
         out.parent.mkdir(parents=True, exist_ok=True)
         # one builder per step: variants running side by side (--ray) that share a step wait for it
         with FileLock(str(out) + ".lock"):
@@ -322,12 +328,12 @@ def run_output(recipe: Recipe, output: str | os.PathLike | None = None) -> Path:
     return out
 
 
-def run_variant(recipe: Recipe, v: Variant, base, results: Path, threads: int | None, log) -> tuple:
-    """Build one variant, export it where it ships (llama.cpp), evaluate what is not cached; return
-    (name, the GGUF evaluated or None, the artifact's path) for the serve registry."""
-    from medslm.evaluate.runner import result_filename
-
-    art = build_variant(base, v, log)
+def variant_model(recipe: Recipe, v: Variant, base, log, build: bool = True) -> tuple | None:
+    """(artifact, the model hash its results must carry, the GGUF it ships as or None, that file
+    found or None); ``build=False``: only from the cache, None where something is not there."""
+    art = build_variant(base, v, log, build=build)
+    if art is None:
+        return None
     want_hash = art.hash
     gguf_model = found = None
     if v.backend == "llamacpp":
@@ -337,12 +343,40 @@ def run_variant(recipe: Recipe, v: Variant, base, results: Path, threads: int | 
         if v.steps or v.gguf or v.gguf_types or v.gguf_imatrix:
             from medslm.export.gguf import cached_export
 
-            gguf_model = str(cached_export(art, v.gguf, v.name, log, v.gguf_types, v.gguf_imatrix,
-                                           v.gguf_imatrix_samples))
+            exported = cached_export(art, v.gguf, v.name, log, v.gguf_types, v.gguf_imatrix,
+                                     v.gguf_imatrix_samples, lookup_only=not build)
+            if exported is None:
+                return None
+            gguf_model = str(exported)
         else:
             gguf_model = recipe.model
         found = find_gguf(gguf_model)
         want_hash = "sha256:" + sha256_file(found)
+    return art, want_hash, gguf_model, found
+
+
+def stale_results(recipe: Recipe, v: Variant, base, results: Path) -> list[str]:
+    """The result files of a variant this run did not run (``--variants``) that do not match the
+    recipe as it is now: other evaluation settings, or another model than its steps give (checked
+    through the cache; a variant whose artifact is not cached cannot be checked, so its files count
+    as not matching)."""
+    from medslm.evaluate.runner import result_filename
+
+    files = [results / result_filename(v.name, t) for t in recipe.eval.tasks]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        return []
+    got = variant_model(recipe, v, base, lambda m: None, build=False)
+    return [f.name for f, t in zip(files, recipe.eval.tasks) if got is None
+            or not _result_ok(f, got[1], t, recipe.eval, v.dtype)]
+
+
+def run_variant(recipe: Recipe, v: Variant, base, results: Path, threads: int | None, log) -> tuple:
+    """Build one variant, export it where it ships (llama.cpp), evaluate what is not cached; return
+    (name, the GGUF evaluated or None, the artifact's path) for the serve registry."""
+    from medslm.evaluate.runner import result_filename
+
+    art, want_hash, gguf_model, found = variant_model(recipe, v, base, log)
     todo = []
     for task in recipe.eval.tasks:
         if _result_ok(results / result_filename(v.name, task), want_hash, task, recipe.eval, v.dtype):
@@ -418,6 +452,14 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
         from medslm.pipeline_ray import run_variants
 
         served = run_variants(recipe, results, ray, log, variant_task, names=[v.name for v in chosen])
+    shown, ran = [v.name for v in recipe.variants], {v.name for v in chosen}
+    for v in recipe.variants:  # --variants: what it did not run is shown only where it still matches
+        if v.name not in ran:
+            stale = stale_results(recipe, v, base, results)
+            if stale:
+                shown.remove(v.name)
+                log(f"  warning: {v.name}: left out of the report: {', '.join(stale)} no longer match the "
+                    f"recipe (its evaluation settings or its model changed); rerun it with --variants {v.name}")
     for v, gguf_model, art_path in served:
         if v == recipe.serve:
             from medslm.serve.default_model import register
@@ -426,7 +468,6 @@ def run_recipe(recipe: Recipe, output: str | os.PathLike | None = None, log=prin
             log(f"  {v}: `medslm serve` now serves {e['path']} by default")
     from medslm.report.build import build_report
 
-    rep = build_report(results, out, task_order=recipe.eval.tasks,
-                       model_order=[v.name for v in recipe.variants], held_out=held_out)
+    rep = build_report(results, out, task_order=recipe.eval.tasks, model_order=shown, held_out=held_out)
     log(f"done in {time.perf_counter() - t0:.0f}s; report: {rep['html']}")
     return out

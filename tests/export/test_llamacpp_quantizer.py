@@ -95,7 +95,7 @@ def test_llama_cpp_options_refused_where_llama_cpp_does_not_quantize(gemma, tmp_
     q = compress(art, {"method": "quantize", "bits": 4, "target": "gguf"}, d / "q")
     with pytest.raises(ConfigError, match="--imatrix applies.*medslm's own integers"):
         ex.export_gguf(q, tmp_path / "y.gguf", progress=False, imatrix=str(corpus))
-    with pytest.raises(ConfigError, match="--imatrix imatrix.gguf: no such file; give the .gguf or .dat file"):
+    with pytest.raises(ConfigError, match="--imatrix imatrix.gguf: no such file \\(looked for /.*\\); give the .gguf or .dat file"):
         ex.export_gguf(art, tmp_path / "z.gguf", "q4_0", progress=False, imatrix="imatrix.gguf")
     with pytest.raises(ConfigError, match="--imatrix-samples 8: it counts the texts of --imatrix, which is not given"):
         ex.export_gguf(art, tmp_path / "z.gguf", "q4_0", progress=False, imatrix_samples=8)
@@ -275,7 +275,9 @@ def test_a_llama_imatrix_file_quantizes_as_the_matrix_medslm_computes(gemma, tmp
                                     imatrix_samples=8))
     plain = _q_tensors(ex.export_gguf(art, tmp_path / "plain.gguf", "q4_0", progress=False))
     assert cal != plain  # the matrix changes llama.cpp's blocks, so equality below says something
-    for f in (g, d):
+    renamed = tmp_path / "model.imatrix"  # the name many published matrices carry
+    renamed.write_bytes(d.read_bytes())
+    for f in (g, d, renamed):
         out = ex.export_gguf(art, tmp_path / f"{f.suffix[1:]}.gguf", "q4_0", progress=False, imatrix=str(f))
         assert _q_tensors(out) == cal
         side = json.loads(ex.sidecar(out).read_text())
@@ -305,9 +307,26 @@ def test_save_imatrix_writes_llama_imatrix_gguf(gemma, tmp_path):
     assert back.keys() == imat.keys()
     for n in imat:
         np.testing.assert_allclose(back[n], imat[n], rtol=1e-6)
-    with pytest.raises(ConfigError, match="--save-imatrix .*: the file exists"):
+    shapes = {t.name.rsplit(".", 1)[1]: [int(x) for x in t.shape] for t in r.tensors}
+    assert shapes["in_sum2"][1:] == [1] and shapes["counts"] == [1, 1]  # GGML order: [columns, matrices]
+    from medslm.outputs import OutputError
+
+    with pytest.raises(OutputError, match="--save-imatrix .* already exists; pass --overwrite"):
         ex.export_gguf(art, tmp_path / "again.gguf", "q4_0", progress=False, imatrix=str(corpus),
                        imatrix_samples=8, save_imatrix=saved)
+    before = saved.stat().st_mtime_ns
+    ex.export_gguf(art, tmp_path / "cal.gguf", "q4_0", progress=False, imatrix=str(corpus), imatrix_samples=4,
+                   save_imatrix=saved, overwrite=True)  # medslm's own matrix file: --overwrite replaces it
+    assert saved.stat().st_mtime_ns != before and read_imatrix_file(saved, tmp_path / "cal.gguf")[0].keys() == imat.keys()
+    with pytest.raises(OutputError, match="--save-imatrix .* the input"):  # never into the model's folder
+        ex.export_gguf(art, tmp_path / "in.gguf", "q4_0", progress=False, imatrix=str(corpus), imatrix_samples=4,
+                       save_imatrix=art.path / "m.imatrix.gguf")
+    assert not (art.path / "m.imatrix.gguf").exists() and not (tmp_path / "in.gguf").exists()
+    plain = tmp_path / "plain.gguf"  # a GGUF medslm did not write as a matrix is not replaced
+    plain.write_bytes(b"GGUF" + bytes(60))
+    with pytest.raises(OutputError, match="was not written by medslm"):
+        ex.export_gguf(art, tmp_path / "p.gguf", "q4_0", progress=False, imatrix=str(corpus), imatrix_samples=4,
+                       save_imatrix=plain, overwrite=True)
     with pytest.raises(ConfigError, match="--save-imatrix .*give those \\(not a matrix file\\)"):
         ex.export_gguf(art, tmp_path / "again.gguf", "q4_0", progress=False, imatrix=str(saved),
                        save_imatrix=tmp_path / "x.gguf")
@@ -326,19 +345,32 @@ def test_bad_imatrix_files_are_refused_by_name(gemma, tmp_path):
             ex.export_gguf(art, tmp_path / "x.gguf", "q4_0", progress=False, imatrix=str(f), **kw)
         assert not (tmp_path / "x.gguf").exists()
 
+    cols = imat[name].size
     wide = write_imatrix_file(tmp_path / "wide.gguf", {**imat, name: np.ones(7)}, 16, ["x"], 1, 256)
-    refused(wide, f"entry {name} has 7 values per matrix, but the tensor's rows are .* another model")
+    refused(wide, f"entry {name} holds 7 columns x 1 matrices, but the tensor here is {cols} columns x 1 "
+                  "matrices; the matrix was computed for another model")
+    # two experts' rows for a dense tensor: in GGUF by shape, in the legacy file by the count of values
+    import gguf
+
+    w = gguf.GGUFWriter(tmp_path / "moe.gguf", arch="imatrix", use_temp_file=False)
+    for k, v in (("datasets", ["x"]), ("chunk_count", 1), ("chunk_size", 256)):
+        (w.add_array if k == "datasets" else w.add_uint32)(f"imatrix.{k}", v)
+    w.add_tensor(f"{name}.in_sum2", np.ones((2, cols), np.float32))  # numpy (matrices, columns)
+    w.add_tensor(f"{name}.counts", np.full((2, 1), 8, np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    refused(tmp_path / "moe.gguf", f"entry {name} holds {cols} columns x 2 matrices, but the tensor here is "
+                                   f"{cols} columns x 1 matrices")
+    refused(_legacy_dat(tmp_path / "moe.dat", {name: np.ones(2 * cols)}, 4),
+            f"entry {name} holds {2 * cols} values, but the tensor here is {cols} columns x 1 matrices")
     other = write_imatrix_file(tmp_path / "other.gguf", {"blk.99.attn_q.weight": np.ones(8)}, 16, ["x"], 1, 256)
     refused(other, "none of its 1 entries \\(e.g. blk.99.attn_q.weight\\) names a weight of this model")
     dat = _legacy_dat(tmp_path / "cut.dat", imat, 4)
     dat.write_bytes(dat.read_bytes()[:-10])
     refused(dat, "cut.dat: the file ends inside entry .*'s values")
-    refused(tmp_path / "m.imatrix.gguf", "no such file")
+    refused(tmp_path / "m.imatrix.gguf", "no such file \\(looked for /")
     refused(write_imatrix_file(tmp_path / "ok.gguf", imat, 16, ["x"], 1, 256), "--imatrix-samples 8: it counts "
             "calibration texts, but --imatrix .*ok.gguf is a matrix llama-imatrix already computed", imatrix_samples=8)
     # a GGUF without the keys llama-quantize requires, and a model file instead of a matrix
-    import gguf
-
     w = gguf.GGUFWriter(tmp_path / "nokeys.gguf", arch="imatrix", use_temp_file=False)
     w.add_tensor(f"{name}.in_sum2", np.ones((1, imat[name].size), np.float32))
     w.add_tensor(f"{name}.counts", np.ones((1, 1), np.float32))
@@ -366,3 +398,34 @@ def test_an_imatrix_file_is_cached_by_content(gemma, tmp_path, monkeypatch):
     write_imatrix_file(tmp_path / "c.gguf", {k: v * 3 + 1 for k, v in imat.items()}, 16, ["x"], 1, 256)
     other = ex.cached_export(art, "q4_0", "v", logs.append, imatrix=str(tmp_path / "c.gguf"))
     assert other != first and "cached" not in logs[-1]
+
+
+def test_a_hand_built_llama_imatrix_gguf_reads_as_sums_over_counts(gemma, tmp_path):
+    """A file laid out as llama-imatrix writes it (built here without medslm's writer): in_sum2
+    [columns, 1], counts [1, 1] = 3 tokens, plus an entry for a tensor this model lacks and one with
+    a zero count. The values are in_sum2 / 3 (and 1 where the count is 0, as llama-quantize does);
+    the unknown entry is listed, not used."""
+    import gguf
+
+    from medslm.export.imatrix import read_imatrix_file
+
+    art, _, _ = gemma
+    f16 = ex.export_gguf(art, tmp_path / "f16.gguf", "f16", progress=False)
+    widths = {t.name: int(t.shape[0]) for t in gguf.GGUFReader(f16).tensors if len(t.shape) == 2}
+    a, b = "blk.0.attn_q.weight", "blk.1.ffn_up.weight"
+    rng = np.random.default_rng(0)
+    sums = {a: rng.random(widths[a]).astype(np.float32) * 5, b: rng.random(widths[b]).astype(np.float32)}
+    w = gguf.GGUFWriter(tmp_path / "hand.gguf", arch="llama", use_temp_file=False)
+    w.add_array("imatrix.datasets", ["wiki.train.raw", "med.txt"])
+    w.add_uint32("imatrix.chunk_count", 3)
+    w.add_uint32("imatrix.chunk_size", 512)
+    for name, count in ((a, 3.0), (b, 0.0), ("blk.7.attn_k.weight", 3.0)):
+        v = sums.get(name, np.ones(16, np.float32))
+        w.add_tensor(f"{name}.in_sum2", v.reshape(1, -1))
+        w.add_tensor(f"{name}.counts", np.array([[count]], np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    vals, meta = read_imatrix_file(tmp_path / "hand.gguf", f16)
+    np.testing.assert_allclose(vals[a], sums[a].astype(np.float64) / 3, rtol=1e-7)
+    assert (vals[b] == 1).all() and vals.keys() == {a, b}
+    assert meta["unused_entries"] == ["blk.7.attn_k.weight"] and meta["datasets"] == ["wiki.train.raw", "med.txt"]
+    assert meta["chunk_count"] == 3 and meta["chunk_size"] == 512

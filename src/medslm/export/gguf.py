@@ -284,18 +284,21 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
                           f"for a dense model choose --type {qtype}")
     tensor_types = parse_tensor_types(tensor_types or {}, flag=flags[0])
     check_llama_options(qtype, tensor_types, imatrix, imatrix_samples, quantized=bool(q), flags=flags)
-    from medslm.export.imatrix import is_imatrix_file
+    from medslm.export.imatrix import is_imatrix_file, load_imatrix_file
 
+    # a matrix file is parsed now, so a bad one fails before the conversion's minutes
+    imatrix_file = load_imatrix_file(imatrix, flags[1]) if is_imatrix_file(imatrix) else None
     if save_imatrix is not None:
         save_imatrix = Path(save_imatrix)
-        if not imatrix or is_imatrix_file(imatrix):
+        if not imatrix or imatrix_file is not None:
             raise ConfigError(f"--save-imatrix {save_imatrix}: it saves the matrix medslm computes from "
                               "--imatrix CALIBRATION texts; give those (not a matrix file)")
         if not save_imatrix.name.endswith(".gguf"):
             raise ConfigError(f"--save-imatrix {save_imatrix}: llama-imatrix's format is GGUF; name the file *.gguf")
-        if save_imatrix.exists() or save_imatrix.resolve() == out.resolve():
-            raise ConfigError(f"--save-imatrix {save_imatrix}: the file exists (or is --out); medslm does not "
-                              "replace it: choose another name")
+        if save_imatrix.resolve() == out.resolve():
+            raise ConfigError(f"--save-imatrix {save_imatrix} is --out; choose another name")
+        check_target(save_imatrix, flag="--save-imatrix", kind="file", inputs=inputs, overwrite=overwrite,
+                     replaceable=("imatrix",))
     conv = converter_dir(progress=progress)
     from medslm.outputs import sweep_stale
 
@@ -329,10 +332,10 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
                 imat = None
                 if tensor_types:
                     check_patterns(first, tensor_types, flags[0])  # before the matrix's minutes
-                if imatrix and is_imatrix_file(imatrix):
-                    from medslm.export.imatrix import read_imatrix_file
+                if imatrix_file is not None:
+                    from medslm.export.imatrix import fit_imatrix
 
-                    imat, extra_side["imatrix"] = read_imatrix_file(imatrix, first, flag=flags[1])
+                    imat, extra_side["imatrix"] = fit_imatrix(imatrix_file, first, flag=flags[1])
                 elif imatrix:
                     from medslm.export.imatrix import importance_matrix, write_imatrix_file
 
@@ -360,11 +363,20 @@ def export_gguf(model, out: str | os.PathLike, qtype: str | None = None, *, thre
                 **extra_side}
         side_tmp = tmp / "side.json"
         side_tmp.write_text(json.dumps(side, indent=1) + "\n")
+        if save_imatrix is not None:  # before --out is replaced: a failure here leaves it as it was
+            from medslm.outputs import OutputError, temp_name
+
+            save_imatrix.parent.mkdir(parents=True, exist_ok=True)
+            staged = temp_name(save_imatrix)
+            try:  # a sibling first (the folder may be on another filesystem), then an atomic rename
+                shutil.move(str(tmp / "imatrix.gguf"), staged)
+                os.replace(staged, save_imatrix)
+            except OSError as e:
+                staged.unlink(missing_ok=True)
+                raise OutputError(f"--save-imatrix {save_imatrix}: could not be written ({e.strerror}); "
+                                  "--out was left as it was") from e
         os.replace(final, out)  # same filesystem: atomic
         os.replace(side_tmp, sidecar(out))
-        if save_imatrix is not None:
-            save_imatrix.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(tmp / "imatrix.gguf"), save_imatrix)
     from medslm.models.card import write_gguf_card
 
     write_gguf_card(out, side["source_meta"], qtype=qtype)  # <file>.gguf.README.md, the Hub card
@@ -441,8 +453,9 @@ def check_llama_options(qtype: str, tensor_types: dict, imatrix: str | None, ima
         raise ConfigError(f"type {qtype}: llama.cpp quantizes to it only with an importance matrix; add "
                           f"{flags[1]} CALIBRATION (e.g. pubmedqa:fit@50,medquad)")
     if is_imatrix_file(imatrix) and not Path(imatrix).is_file():
-        raise ConfigError(f"{flags[1]} {imatrix}: no such file; give the .gguf or .dat file llama-imatrix wrote, "
-                          "or calibration texts (e.g. pubmedqa:fit@50,medquad) for medslm to compute the matrix")
+        raise ConfigError(f"{flags[1]} {imatrix}: no such file (looked for {Path(imatrix).resolve()}); give the "
+                          ".gguf or .dat file llama-imatrix wrote, or calibration texts (e.g. "
+                          "pubmedqa:fit@50,medquad) for medslm to compute the matrix")
 
 
 def _claims(names: list[str], tensor_types: dict[str, str]) -> dict[str, list[str]]:
@@ -546,10 +559,12 @@ __all__ = ["TYPES", "converter_dir", "export_gguf", "sidecar", "spm_from_tokeniz
 
 
 def cached_export(art, qtype: str | None, name: str, log, tensor_types: dict[str, str] | None = None,
-                  imatrix: str | None = None, imatrix_samples: int | None = None) -> Path:
+                  imatrix: str | None = None, imatrix_samples: int | None = None,
+                  lookup_only: bool = False) -> Path | None:
     """The artifact as GGUF ``qtype`` (default: its own integers' type if medslm quantized it,
     else q4_k_m), cached by (artifact hash, type, options) in the medslm cache; a recipe variant's
-    export (``tensor_types``, ``imatrix``: as :func:`export_gguf`)."""
+    export (``tensor_types``, ``imatrix``: as :func:`export_gguf`). ``lookup_only``: the cached
+    file, or None where it is not there (nothing is exported)."""
     import time
 
     from medslm import settings
@@ -569,6 +584,8 @@ def cached_export(art, qtype: str | None, name: str, log, tensor_types: dict[str
     if out.is_file():
         log(f"  {name}: export {qtype} cached ({out.name})")
         return out
+    if lookup_only:
+        return None
     t = time.perf_counter()
     log(f"  {name}: export to GGUF {qtype} ...")
     export_gguf(art, out, qtype, progress=False, tensor_types=tensor_types, imatrix=imatrix,

@@ -93,48 +93,57 @@ def importance_matrix(art, f16: Path, spec: str, samples: int = 64, seq_len: int
                  "tokens": sum(int(b.numel()) for b in batches), "tensors": len(out)}
 
 
-IMATRIX_FILE_SUFFIXES = (".gguf", ".dat")
+IMATRIX_FILE_SUFFIXES = (".gguf", ".dat", ".imatrix")
 
 
 def is_imatrix_file(spec: str | None) -> bool:
-    """``spec`` names llama-imatrix's output (a .gguf or .dat file) rather than calibration texts."""
-    return bool(spec) and str(spec).lower().endswith(IMATRIX_FILE_SUFFIXES)
+    """``spec`` names llama-imatrix's output rather than calibration texts: a .gguf, .dat or
+    .imatrix name, or an existing file that starts as a GGUF does."""
+    if not spec:
+        return False
+    if str(spec).lower().endswith(IMATRIX_FILE_SUFFIXES):
+        return True
+    try:
+        with open(Path(spec), "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def imatrix_file_hash(path: str | Path) -> str:
+def imatrix_file_hash(path: str | Path, flag: str = "--imatrix") -> str:
     """The content hash of an importance-matrix file (its export cache key: a changed file is a new
     export; a moved one is not)."""
+    from medslm.system import sha256_file
+
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"imatrix file {p}: not found (give the .gguf or .dat file llama-imatrix wrote)")
-    return "sha256:" + _sha256(p)
+        raise ConfigError(f"{flag} {path}: no such file (looked for {p.resolve()}); give the .gguf or .dat "
+                          "file llama-imatrix wrote")
+    try:
+        return "sha256:" + sha256_file(p)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot be read ({e.strerror})") from e
 
 
-def _read_gguf(path: Path, flag: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+# entry -> (sums, counts, input columns per matrix or None where the file does not say, matrices)
+Entries = dict[str, tuple[np.ndarray, np.ndarray, "int | None", "int | None"]]
+
+
+def _read_gguf(path: Path, flag: str) -> tuple[Entries, dict]:
     import gguf
 
     try:
         reader = gguf.GGUFReader(path)
     except Exception as e:  # noqa: BLE001 - the gguf package raises several types on a bad file
         raise ConfigError(f"{flag} {path}: not a readable GGUF file ({e})") from e
-    parts: dict[str, dict[str, np.ndarray]] = {}
+    parts: dict[str, dict[str, object]] = {}
     for t in reader.tensors:
         for suffix in (".in_sum2", ".counts", ".in_sum"):
             if t.name.endswith(suffix):
                 if t.tensor_type != gguf.GGMLQuantizationType.F32:
                     raise ConfigError(f"{flag} {path}: tensor {t.name} is {t.tensor_type.name}; llama-imatrix "
                                       "writes its sums and counts as F32")
-                parts.setdefault(t.name[: -len(suffix)], {})[suffix] = np.asarray(t.data, dtype=np.float64)
+                parts.setdefault(t.name[: -len(suffix)], {})[suffix] = t
                 break
     if not parts:
         raise ConfigError(f"{flag} {path}: a GGUF file with no NAME.in_sum2 / NAME.counts tensors; is it a model "
@@ -144,22 +153,30 @@ def _read_gguf(path: Path, flag: str) -> tuple[dict[str, tuple[np.ndarray, np.nd
     if missing:  # llama-quantize refuses such a file too ("missing imatrix metadata")
         raise ConfigError(f"{flag} {path}: no {', '.join(missing)}; llama-imatrix writes them and llama-quantize "
                           "refuses a matrix without them")
-    datasets = keys["datasets"].contents()
-    meta = {"format": "gguf", "datasets": datasets if isinstance(datasets, list) else [datasets],
-            "chunk_count": int(keys["chunk_count"].contents()), "chunk_size": int(keys["chunk_size"].contents())}
-    entries = {}
+    try:
+        datasets = keys["datasets"].contents()
+        meta = {"format": "gguf", "datasets": [str(d) for d in (datasets if isinstance(datasets, list) else [datasets])],
+                "chunk_count": int(keys["chunk_count"].contents()), "chunk_size": int(keys["chunk_size"].contents())}
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{flag} {path}: imatrix.chunk_count / imatrix.chunk_size are not integers ({e})") from e
+    entries: Entries = {}
     for name, p in parts.items():
         if ".in_sum2" not in p or ".counts" not in p:
             raise ConfigError(f"{flag} {path}: entry {name} has no {'.in_sum2' if '.in_sum2' not in p else '.counts'} "
                               "tensor (llama-imatrix writes both)")
-        sums, counts = p[".in_sum2"].reshape(-1), np.rint(p[".counts"].reshape(-1))
-        if counts.size == 0 or sums.size % counts.size:
-            raise ConfigError(f"{flag} {path}: entry {name}: {sums.size} sums do not split over {counts.size} counts")
-        entries[name] = (sums, counts)
+        sums_t, counts_t = p[".in_sum2"], p[".counts"]
+        ne, cne = [int(x) for x in sums_t.shape], [int(x) for x in counts_t.shape]  # GGML order: ne[0] first
+        n_mat = ne[1] if len(ne) > 1 else 1
+        if len(ne) > 2 or len(cne) > 2 or cne[0] != 1 or (cne[1] if len(cne) > 1 else 1) != n_mat:
+            raise ConfigError(f"{flag} {path}: entry {name}: in_sum2 of shape {ne} and counts of shape {cne}; "
+                              "llama-imatrix writes [columns, matrices] and [1, matrices]")
+        sums = np.asarray(sums_t.data, dtype=np.float64).reshape(-1)
+        counts = np.floor(np.asarray(counts_t.data, dtype=np.float64).reshape(-1) + 0.5)  # C's lround
+        entries[name] = (sums, counts, ne[0], n_mat)
     return entries, meta
 
 
-def _read_legacy(path: Path, flag: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+def _read_legacy(path: Path, flag: str) -> tuple[Entries, dict]:
     data = path.read_bytes()
     pos = 0
 
@@ -177,7 +194,7 @@ def _read_legacy(path: Path, flag: str) -> tuple[dict[str, tuple[np.ndarray, np.
     n = i32("the entry count")
     if n < 1:
         raise ConfigError(f"{flag} {path}: {n} entries; not a llama-imatrix file")
-    entries = {}
+    entries: Entries = {}
     for i in range(n):
         ln = i32(f"entry {i + 1}'s name length")
         if not 0 < ln < 4096:
@@ -187,7 +204,7 @@ def _read_legacy(path: Path, flag: str) -> tuple[dict[str, tuple[np.ndarray, np.
         if nval < 1:
             raise ConfigError(f"{flag} {path}: entry {name} has {nval} values")
         sums = np.frombuffer(take(4 * nval, f"entry {name}'s values"), "<f4").astype(np.float64)
-        entries[name] = (sums, np.array([float(ncall)]))
+        entries[name] = (sums, np.array([float(ncall)]), None, None)  # the format does not say the shape
     meta: dict = {"format": "legacy", "datasets": [], "chunk_count": None, "chunk_size": None}
     if pos + 4 <= len(data):  # optional trailer: chunk count, then the dataset's name
         meta["chunk_count"] = i32("the chunk count")
@@ -198,34 +215,51 @@ def _read_legacy(path: Path, flag: str) -> tuple[dict[str, tuple[np.ndarray, np.
     return entries, meta
 
 
-def read_imatrix_file(path: str | Path, f16: Path, flag: str = "--imatrix") -> tuple[dict[str, np.ndarray], dict]:
-    """An importance matrix llama-imatrix wrote (GGUF or legacy .dat, told apart by the GGUF magic as
-    llama.cpp does) as :func:`importance_matrix` returns one: GGUF tensor name -> values (the sums
-    over the counts, per expert, as llama-quantize computes them), for the tensors of ``f16`` (the
-    converter's file of the model being quantized); and its provenance. An entry whose length does
-    not fit its tensor's rows is an error (a matrix of another model); entries naming no tensor of
-    this model are left out and counted, and a file none of whose entries fits is an error."""
+def load_imatrix_file(path: str | Path, flag: str = "--imatrix") -> tuple[Entries, dict]:
+    """Parse an importance matrix llama-imatrix wrote (GGUF, told apart by its magic as llama.cpp
+    does, else the legacy format); no model needed, so a bad file fails before any conversion."""
+    p = Path(path)
+    digest = imatrix_file_hash(p, flag)
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(4)
+        entries, meta = _read_gguf(p, flag) if magic == b"GGUF" else _read_legacy(p, flag)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot be read ({e.strerror})") from e
+    return entries, {"file": str(p), "sha256": digest, **meta}
+
+
+def fit_imatrix(loaded: tuple[Entries, dict], f16: Path, flag: str = "--imatrix") -> tuple[dict[str, np.ndarray], dict]:
+    """A parsed matrix file (:func:`load_imatrix_file`) for the tensors of ``f16`` (the converter's
+    file of the model being quantized), as :func:`importance_matrix` returns one: GGUF tensor name
+    -> values (the sums over the counts, per matrix of a 3-D expert tensor, as llama-quantize
+    computes them), and provenance. An entry whose shape does not fit its tensor is an error (a
+    matrix of another model); entries naming no tensor of this model are left out and listed, and a
+    file none of whose entries fits is an error."""
     import gguf
 
-    p = Path(path)
-    digest = imatrix_file_hash(p)
-    with open(p, "rb") as f:
-        magic = f.read(4)
-    entries, meta = _read_gguf(p, flag) if magic == b"GGUF" else _read_legacy(p, flag)
-    widths = {t.name: int(t.shape[0]) for t in gguf.GGUFReader(f16).tensors if len(t.shape) >= 2}
+    entries, meta = loaded
+    p = meta["file"]
+    shapes = {t.name: (int(t.shape[0]), int(t.shape[2]) if len(t.shape) > 2 else 1)
+              for t in gguf.GGUFReader(f16).tensors if len(t.shape) >= 2}
     out, unused = {}, []
-    for name, (sums, counts) in entries.items():
-        if name not in widths:
+    for name, (sums, counts, cols, n_mat) in entries.items():
+        if name not in shapes:
             unused.append(name)
             continue
-        per = sums.size // counts.size
-        if per != widths[name]:
-            raise ConfigError(f"{flag} {p}: entry {name} has {per} values per matrix, but the tensor's rows are "
-                              f"{widths[name]} wide here; the matrix was computed for another model")
+        want_cols, want_mat = shapes[name]
+        got = f"{cols} columns x {n_mat} matrices" if cols is not None else f"{sums.size} values"
+        if cols is not None:  # GGUF says the shape
+            fits = (cols, n_mat) == (want_cols, want_mat)
+        else:  # legacy: only the count of values
+            fits = sums.size == want_cols * want_mat
+        if not fits:
+            raise ConfigError(f"{flag} {p}: entry {name} holds {got}, but the tensor here is {want_cols} columns x "
+                              f"{want_mat} matrices; the matrix was computed for another model")
         if not np.isfinite(sums).all() or (sums < 0).any():
             raise ConfigError(f"{flag} {p}: entry {name} holds negative or non-finite sums of squares")
         if meta["format"] == "gguf":
-            c = np.repeat(counts, per)
+            c = np.repeat(counts, want_cols)
             v = np.where(c > 0, sums / np.where(c > 0, c, 1), 1.0)
         else:
             v = sums / counts[0] if counts[0] > 0 else sums
@@ -233,8 +267,12 @@ def read_imatrix_file(path: str | Path, f16: Path, flag: str = "--imatrix") -> t
     if not out:
         raise ConfigError(f"{flag} {p}: none of its {len(entries)} entries (e.g. {next(iter(entries))}) names a "
                           f"weight of this model ({f16.name}); the matrix was computed for another model")
-    return out, {"file": str(p), "sha256": digest, **meta, "tensors": len(out),
-                 "unused_entries": sorted(unused)}
+    return out, {**meta, "tensors": len(out), "unused_entries": sorted(unused)}
+
+
+def read_imatrix_file(path: str | Path, f16: Path, flag: str = "--imatrix") -> tuple[dict[str, np.ndarray], dict]:
+    """:func:`load_imatrix_file` then :func:`fit_imatrix`."""
+    return fit_imatrix(load_imatrix_file(path, flag), f16, flag)
 
 
 def write_imatrix_file(path: str | Path, values: dict[str, np.ndarray], counts: dict[str, int] | int,
@@ -247,6 +285,9 @@ def write_imatrix_file(path: str | Path, values: dict[str, np.ndarray], counts: 
     p = Path(path)
     w = gguf.GGUFWriter(p, arch="imatrix", use_temp_file=False)
     w.add_type("imatrix")
+    from medslm.outputs import IMATRIX_WRITTEN_BY_KEY
+
+    w.add_string(IMATRIX_WRITTEN_BY_KEY, "medslm")  # so --overwrite may replace it (written_by_medslm)
     w.add_array("imatrix.datasets", list(datasets))
     w.add_uint32("imatrix.chunk_count", int(chunk_count))
     w.add_uint32("imatrix.chunk_size", int(chunk_size))
@@ -262,5 +303,5 @@ def write_imatrix_file(path: str | Path, values: dict[str, np.ndarray], counts: 
     return p
 
 
-__all__ = ["gguf_names", "importance_matrix", "imatrix_file_hash", "is_imatrix_file", "read_imatrix_file",
-           "write_imatrix_file"]
+__all__ = ["fit_imatrix", "gguf_names", "importance_matrix", "imatrix_file_hash", "is_imatrix_file",
+           "load_imatrix_file", "read_imatrix_file", "write_imatrix_file"]
