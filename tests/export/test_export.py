@@ -12,6 +12,7 @@ import pytest
 from helpers import tiny
 
 from medslm.errors import MedslmError
+from medslm.export import converter as cv
 from medslm.export import gguf as ex
 
 
@@ -69,7 +70,7 @@ def index(tmp_path):
 def test_converter_fetched_verified_and_trimmed(index, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSLM_PYPI_SIMPLE", index("9.9.9"))
     dest = tmp_path / "conv"
-    ex.fetch_converter("9.9.9", dest, progress=False)
+    cv.fetch_converter("9.9.9", dest, progress=False)
     assert (dest / "convert_hf_to_gguf.py").read_text() == "print('hi')\n"
     assert (dest / "conversion" / "__init__.py").is_file() and (dest / "gguf-py" / "gguf" / "__init__.py").is_file()
     assert not (dest / "ggml").exists()  # only the converter's files are kept
@@ -79,19 +80,19 @@ def test_converter_fetched_verified_and_trimmed(index, tmp_path, monkeypatch):
 def test_converter_with_wrong_checksum_is_refused(index, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSLM_PYPI_SIMPLE", index("9.9.9", sha="1" * 64))
     with pytest.raises(MedslmError, match="differs from the index"):
-        ex.fetch_converter("9.9.9", tmp_path / "conv", progress=False)
+        cv.fetch_converter("9.9.9", tmp_path / "conv", progress=False)
     assert not (tmp_path / "conv").exists()
     monkeypatch.setenv("MEDSLM_PYPI_SIMPLE", index("9.9.9"))
     with pytest.raises(MedslmError, match="lists no llama_cpp_python-1.2.3.tar.gz.*MEDSLM_LLAMACPP_DIR"):
-        ex.fetch_converter("1.2.3", tmp_path / "conv", progress=False)
+        cv.fetch_converter("1.2.3", tmp_path / "conv", progress=False)
 
 
 def test_llamacpp_dir_override(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSLM_LLAMACPP_DIR", str(tmp_path))
     with pytest.raises(MedslmError, match="no convert_hf_to_gguf.py"):
-        ex.converter_dir()
+        cv.converter_dir()
     (tmp_path / "convert_hf_to_gguf.py").write_text("")
-    assert ex.converter_dir() == tmp_path
+    assert cv.converter_dir() == tmp_path
 
 
 def test_sentencepiece_vocabulary_tokenizes_like_the_hf_tokenizer(tmp_path):
@@ -101,7 +102,7 @@ def test_sentencepiece_vocabulary_tokenizes_like_the_hf_tokenizer(tmp_path):
     tok.save_pretrained(tmp_path)
     tj = json.loads((tmp_path / "tokenizer.json").read_text())
     ids = {"unk": tok.unk_token_id, "bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id}
-    sp = spm.SentencePieceProcessor(model_proto=ex.spm_from_tokenizer_json(tj, ids))
+    sp = spm.SentencePieceProcessor(model_proto=cv.spm_from_tokenizer_json(tj, ids))
     assert sp.get_piece_size() == len(tok)
     assert sp.is_control(tok.bos_token_id) and sp.is_unknown(tok.unk_token_id) and sp.is_byte(4 + 10)
     for text in tiny.CORPUS[:7] + ["Metformin 500 mg twice daily; HbA1c fell to 6.9%.", "Ünï 日本 🙂 x"]:

@@ -13,6 +13,7 @@ from helpers import tiny
 
 from medslm.errors import ConfigError
 from medslm.export import gguf as ex
+from medslm.export import llama_quantize as lq
 
 pytest.importorskip("llama_cpp")
 
@@ -64,7 +65,7 @@ def test_tensor_types_override_llama_cpps_mix(gemma, tmp_path):
 ])
 def test_tensor_type_flags_are_checked(items, msg):
     with pytest.raises(ConfigError, match=msg):
-        ex.parse_tensor_types(items)
+        lq.parse_tensor_types(items)
 
 
 @pytest.mark.parametrize("types,bad", [
@@ -82,8 +83,8 @@ def test_a_pattern_that_decides_nothing_is_refused(gemma, tmp_path, types, bad):
 def test_every_override_type_is_one_llama_cpp_has():
     import llama_cpp
 
-    assert all(hasattr(llama_cpp, "GGML_TYPE_" + t.upper()) for t in ex.OVERRIDE_TYPES)
-    assert all(hasattr(llama_cpp, ftype) for ftype in ex.QUANT_TYPES.values())
+    assert all(hasattr(llama_cpp, "GGML_TYPE_" + t.upper()) for t in lq.OVERRIDE_TYPES)
+    assert all(hasattr(llama_cpp, ftype) for ftype in lq.QUANT_TYPES.values())
 
 
 def test_llama_cpp_options_refused_where_llama_cpp_does_not_quantize(gemma, tmp_path):
@@ -219,9 +220,9 @@ def test_i_quants_and_the_ones_that_need_an_importance_matrix(gemma, tmp_path):
     with pytest.raises(ConfigError, match="type iq2_m: .*add --imatrix CALIBRATION"):
         ex.export_gguf(art, tmp_path / "iq2.gguf", "iq2_m", progress=False)
     f16 = ex.export_gguf(art, tmp_path / "f16.gguf", "f16", progress=False)
-    for t in ex.NEEDS_IMATRIX:  # what the check stands in front of: llama.cpp's own refusal
+    for t in lq.NEEDS_IMATRIX:  # what the check stands in front of: llama.cpp's own refusal
         with pytest.raises(MedslmError, match="could not quantize"):
-            ex._quantize(f16, tmp_path / f"raw-{t}.gguf", t, 1)
+            lq.quantize(f16, tmp_path / f"raw-{t}.gguf", t, 1)
     iq2 = ex.export_gguf(art, tmp_path / "iq2.gguf", "iq2_m", progress=False, imatrix=str(corpus), imatrix_samples=8)
     kinds = {t.tensor_type for t in gguf.GGUFReader(iq2).tensors}
     assert kinds & {gguf.GGMLQuantizationType.IQ2_S, gguf.GGMLQuantizationType.IQ2_XS,

@@ -79,7 +79,8 @@ def cmd_export(args) -> int:
               f"{side['exact']}), from {side['source']} ({side['chain']})")
         return 0
 
-    from medslm.export.gguf import export_gguf, parse_tensor_types, sidecar
+    from medslm.export.gguf import export_gguf, sidecar
+    from medslm.export.llama_quantize import parse_tensor_types
 
     out = export_gguf(args.model, args.out, args.type, threads=args.threads, overwrite=args.overwrite,
                       float_type=args.float_type, tensor_types=parse_tensor_types(args.tensor_type),

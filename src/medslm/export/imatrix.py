@@ -110,15 +110,22 @@ def is_imatrix_file(spec: str | None) -> bool:
         return False
 
 
+def check_imatrix_file(path: str | Path, flag: str = "--imatrix") -> Path:
+    """``path`` is a file (else an error naming where it was looked for and what else to give)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{flag} {path}: no such file (looked for {p.resolve()}); give the .gguf or .dat file "
+                          "llama-imatrix wrote, or calibration texts (e.g. pubmedqa:fit@50,medquad) for medslm "
+                          "to compute the matrix")
+    return p
+
+
 def imatrix_file_hash(path: str | Path, flag: str = "--imatrix") -> str:
     """The content hash of an importance-matrix file (its export cache key: a changed file is a new
     export; a moved one is not)."""
     from medslm.system import sha256_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{flag} {path}: no such file (looked for {p.resolve()}); give the .gguf or .dat "
-                          "file llama-imatrix wrote")
+    p = check_imatrix_file(path, flag)
     try:
         return "sha256:" + sha256_file(p)
     except OSError as e:
@@ -303,5 +310,5 @@ def write_imatrix_file(path: str | Path, values: dict[str, np.ndarray], counts: 
     return p
 
 
-__all__ = ["fit_imatrix", "gguf_names", "importance_matrix", "imatrix_file_hash", "is_imatrix_file",
+__all__ = ["check_imatrix_file", "fit_imatrix", "gguf_names", "importance_matrix", "imatrix_file_hash", "is_imatrix_file",
            "load_imatrix_file", "read_imatrix_file", "write_imatrix_file"]
