@@ -1,4 +1,4 @@
-"""Reading a recipe file: YAML parsed and validated into :class:`medslm.pipeline.Recipe`, every
+"""Reading a recipe file: YAML parsed and validated into :class:`medslm.recipe.Recipe`, every
 problem one :class:`~medslm.errors.ConfigError` naming the file, line and key."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from medslm.errors import ConfigError, MedslmError
-from medslm.pipeline import Recipe
+from medslm.recipe import Recipe
 
 
 def _lines(node, path=()) -> dict[tuple, int]:

@@ -178,7 +178,7 @@ def test_imatrix_lowers_the_weighted_rounding_error(gemma, tmp_path):
 def test_variant_takes_llama_cpp_options_only_where_llama_cpp_quantizes():
     from pydantic import ValidationError
 
-    from medslm.pipeline import Variant
+    from medslm.recipe import Variant
 
     v = Variant(name="mix", backend="llamacpp", gguf="q4_0", gguf_types={"ffn_down": "Q8_0"},
                 gguf_imatrix="pubmedqa,medquad")

@@ -51,7 +51,7 @@ def cmd_run(args) -> int:
     run_output(recipe, args.output)
     only = None if args.variants is None else [n.strip() for n in args.variants.split(",") if n.strip()]
     if only is not None:
-        from medslm.pipeline import select_variants
+        from medslm.recipe import select_variants
 
         select_variants(recipe, only)  # an unknown name fails here, before any work (--check too)
     if args.check:
