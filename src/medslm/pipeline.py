@@ -199,13 +199,12 @@ def stale_results(recipe: Recipe, v: Variant, base, results: Path) -> list[str]:
     as not matching)."""
     from medslm.evaluate.runner import result_filename
 
-    files = [results / result_filename(v.name, t) for t in recipe.eval.tasks]
-    files = [f for f in files if f.is_file()]
-    if not files:
+    found = [(results / result_filename(v.name, t), t) for t in recipe.eval.tasks]
+    found = [(f, t) for f, t in found if f.is_file()]
+    if not found:
         return []
     got = variant_model(recipe, v, base, lambda m: None, build=False)
-    return [f.name for f, t in zip(files, recipe.eval.tasks) if got is None
-            or not _result_ok(f, got[1], t, recipe.eval, v.dtype)]
+    return [f.name for f, t in found if got is None or not _result_ok(f, got[1], t, recipe.eval, v.dtype)]
 
 
 def run_variant(recipe: Recipe, v: Variant, base, results: Path, threads: int | None, log) -> tuple:

@@ -414,3 +414,21 @@ def test_recipe_evaluations_run_with_die_with_parent(monkeypatch, tmp_path):
         pipeline.evaluate_variant(type("A", (), {"path": tmp_path})(), "x", ["medppl"], spec, tmp_path, 1,
                                   lambda *a: None)
     assert seen["preexec_fn"] is die_with_parent
+
+
+def test_variants_checks_each_left_out_result_against_its_own_task(setup):
+    """A variant --variants does not run keeps its results that still match, each checked against
+    its own task's settings (here the tasks' limits differ, and one of its files is gone)."""
+    tmp, recipe = setup
+    limited = tmp / "limited.yaml"
+    limited.write_text(Path(recipe).read_text().replace("  decode_bench: true",
+                                                        "  decode_bench: true\n  limit: {medmcqa: 3, pubmedqa: 4}"))
+    out = tmp / "out"
+    assert run(limited, out).returncode == 0
+    (out / "results" / "base__medmcqa.json").unlink()
+    p = subprocess.run([sys.executable, "-m", "medslm", "run", str(limited), "--output", str(out),
+                        "--variants", "trim+int4"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "left out of the report" not in p.stdout
+    m = metrics(out)
+    assert set(m) == {"base", "trim+int4"} and set(m["base"]) == {"pubmedqa"}
