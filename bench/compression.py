@@ -61,6 +61,7 @@ VD8 = ["*.v_proj", "*.down_proj"]
 ATT8 = ["*.q_proj", "*.k_proj", "*.o_proj", *VD8]
 MLP8 = ["*.gate_proj", "*.up_proj", *VD8]
 MLP8_TYPES = {"ffn_(gate|up|down)|attn_v": "q8_0", "token_embd": "q5_0"}  # MLP8 + int5 embedding, GGUF names
+IMATRIX = {"gguf_imatrix": GPTQ_GGUF["calibration"], "gguf_imatrix_samples": GPTQ_GGUF["samples"]}  # GPTQ's texts
 GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
     "gguf-own": {"backend": "llamacpp"},  # the model's own GGUF (Q4_K_M for gemma3-270m)
     "gguf-f16": {"backend": "llamacpp", "gguf": "f16"},
@@ -97,12 +98,9 @@ GGUF = {  # on llama.cpp (--gguf adds them all; or name them in --variants)
     # bytes as medslm-gptq-q4_0-mlp8, by rounding alone and with llama.cpp's calibration, an importance
     # matrix computed on GPTQ's calibration texts (same spec, same 64 samples)
     "gguf-q4_0-mlp8": {"backend": "llamacpp", "gguf": "q4_0", "gguf_types": MLP8_TYPES},
-    "gguf-q4_0-mlp8-imatrix": {"backend": "llamacpp", "gguf": "q4_0", "gguf_types": MLP8_TYPES,
-                               "gguf_imatrix": GPTQ_GGUF["calibration"], "gguf_imatrix_samples": GPTQ_GGUF["samples"]},
-    "gguf-q4_0-imatrix": {"backend": "llamacpp", "gguf": "q4_0", "gguf_imatrix": GPTQ_GGUF["calibration"],
-                          "gguf_imatrix_samples": GPTQ_GGUF["samples"]},
-    "gguf-q4_k_m-imatrix": {"backend": "llamacpp", "gguf": "q4_k_m", "gguf_imatrix": GPTQ_GGUF["calibration"],
-                            "gguf_imatrix_samples": GPTQ_GGUF["samples"]},
+    "gguf-q4_0-mlp8-imatrix": {"backend": "llamacpp", "gguf": "q4_0", "gguf_types": MLP8_TYPES, **IMATRIX},
+    "gguf-q4_0-imatrix": {"backend": "llamacpp", "gguf": "q4_0", **IMATRIX},
+    "gguf-q4_k_m-imatrix": {"backend": "llamacpp", "gguf": "q4_k_m", **IMATRIX},
 }
 PEER = "gguf-own"  # llama.cpp's Q4_K_M of the base: the speed and size reference
 
